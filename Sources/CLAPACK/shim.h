@@ -1,0 +1,2 @@
+// LAPACKE C interface (Debian: liblapacke-dev). Only real-valued routines are used by Assay.
+#include <lapacke.h>
