@@ -35,6 +35,9 @@ public enum SafeTensorsError: Error, Equatable, Sendable, CustomStringConvertibl
     case tensorInTwoShards(index: String, tensor: String, shards: [String])
     case noCheckpoint(directory: String)
 
+    /// The case name (`"holeBeforeTensor"`), stable for tests and machine-readable output.
+    public var kind: String { Mirror(reflecting: self).children.first?.label ?? "unknown" }
+
     public var description: String {
         switch self {
         case let .io(f, r): return "\(f.terminalSafe): \(r)"

@@ -53,11 +53,10 @@ public extension Tensor {
             guard shape[1] == other.shape[0] else {
                 throw TensorError.shapeMismatch(op: "matmul", expected: "(\(shape[0]), \(shape[1])) × (\(shape[1]), N)", got: "\(shape) × \(other.shape)")
             }
-            var out = Tensor(zeros: [shape[0], other.shape[1]])
-            out.withUnsafeMutableBufferPointer { c in
+            // beta = 0: GEMM overwrites C, so the output needs no zeroing pass.
+            return Tensor(shape: [shape[0], other.shape[1]]) { c in
                 Tensor.gemm(BLASOperand(self), BLASOperand(other), c.baseAddress!, ldc: other.shape[1], beta: 0)
             }
-            return out
         }
         guard rank == 3, other.rank == 3 || other.rank == 2 else {
             throw TensorError.invalidShape(op: "matmul", shape: shape, reason: "expected rank 2 or 3 operands, other is \(other.shape)")
@@ -105,7 +104,7 @@ public extension Tensor {
                 }
             }
         } else {
-            out = Tensor(zeros: [rows, outF])
+            out = Tensor(shape: [rows, outF]) { _ in }  // overwritten by GEMM (beta = 0)
         }
         let beta: Float = bias == nil ? 0 : 1
         out.withUnsafeMutableBufferPointer { c in
@@ -201,7 +200,7 @@ public extension Tensor {
                     s.withUnsafeMutableBufferPointer { sp in
                         LAPACKE_sgesdd(Int32(LAPACK_ROW_MAJOR), vectors ? Int8(UInt8(ascii: "S")) : Int8(UInt8(ascii: "N")),
                                        Int32(m), Int32(n), ap.baseAddress!, Int32(n), sp.baseAddress!,
-                                       up.baseAddress!, Int32(vectors ? r : 1), vp.baseAddress!, Int32(vectors ? n : 1))
+                                       up.baseAddress!, Int32(vectors ? r : 1), vp.baseAddress!, Int32(n))  // LAPACKE checks ldvt ≥ N even for jobz = N
                     }
                 }
             }

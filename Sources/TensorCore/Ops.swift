@@ -176,8 +176,13 @@ public extension Tensor {
                 let rows = d == 0 ? 0 : src.count / d
                 for r in 0..<rows {
                     let x = src.baseAddress! + r * d, y = dst.baseAddress! + r * d
-                    let lse = logSumExpRow(x, d)
-                    for i in 0..<d { y[i] = x[i] - lse }
+                    // (x − max) − log Σ: subtracting the max first keeps large logits exact.
+                    let m = vmax(x, d)
+                    if !m.isFinite { for i in 0..<d { y[i] = x[i] - m }; continue }
+                    var s: Float = 0
+                    for i in 0..<d { s += expf(x[i] - m) }
+                    let logS = logf(s)
+                    for i in 0..<d { y[i] = (x[i] - m) - logS }
                 }
             }
         }

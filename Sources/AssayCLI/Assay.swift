@@ -1,0 +1,67 @@
+import ArgumentParser
+import Foundation
+import AssayCommon
+
+/// Exit codes (README.md, "Exit codes"). The CLI is the only place that exits.
+enum ExitStatus: Int32 {
+    case clean = 0
+    case findings = 1
+    case invalidInput = 2
+    case nothingScanned = 3
+    case usage = 4
+}
+
+struct Assay: ParsableCommand {
+    static let version = "0.1.0"
+    static let configuration = CommandConfiguration(
+        commandName: "assay",
+        abstract: "Compare a fine-tuned transformer with its base and report where behaviour diverges.",
+        discussion: """
+        Exit codes: 0 clean, 1 findings, 2 invalid input or error, 3 nothing could be scanned, 4 usage.
+        """,
+        version: version,
+        subcommands: [Inspect.self, Bench.self]
+    )
+}
+
+/// Writes to standard error without buffering surprises.
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+}
+
+/// Writes to standard output and flushes (reports are often piped).
+func emit(_ text: String) {
+    FileHandle.standardOutput.write(Data((text.hasSuffix("\n") ? text : text + "\n").utf8))
+}
+
+@main
+enum Main {
+    static func main() {
+        let command: ParsableCommand
+        do {
+            command = try Assay.parseAsRoot()
+        } catch {
+            // --help and --version are clean exits; everything else is a usage error (exit 4).
+            let code = Assay.exitCode(for: error)
+            if code == .success {
+                emit(Assay.fullMessage(for: error))
+                exit(ExitStatus.clean.rawValue)
+            }
+            printError(Assay.fullMessage(for: error))
+            exit(ExitStatus.usage.rawValue)
+        }
+        do {
+            var c = command
+            try c.run()
+        } catch let code as ExitCode {
+            exit(code.rawValue)
+        } catch let e as ValidationError {
+            printError("error: \(e.message)")
+            exit(ExitStatus.usage.rawValue)
+        } catch {
+            printError("error: \(String(describing: error))")
+            exit(ExitStatus.invalidInput.rawValue)
+        }
+        exit(ExitStatus.clean.rawValue)
+    }
+}
