@@ -55,12 +55,20 @@ enum Main {
             try c.run()
         } catch let code as ExitCode {
             exit(code.rawValue)
-        } catch let e as ValidationError {
-            printError("error: \(e.message)")
-            exit(ExitStatus.usage.rawValue)
         } catch {
-            printError("error: \(String(describing: error))")
-            exit(ExitStatus.invalidInput.rawValue)
+            // ArgumentParser's own outcomes (help for a bare `assay`, validation failures) keep
+            // their meaning; any other error is invalid input or a failure: exit 2.
+            switch Assay.exitCode(for: error) {
+            case .success:
+                emit(Assay.fullMessage(for: error))
+                exit(ExitStatus.clean.rawValue)
+            case .validationFailure:
+                printError(Assay.fullMessage(for: error))
+                exit(ExitStatus.usage.rawValue)
+            default:
+                printError("error: \(String(describing: error))")
+                exit(ExitStatus.invalidInput.rawValue)
+            }
         }
         exit(ExitStatus.clean.rawValue)
     }

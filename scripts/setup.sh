@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what Assay needs on a fresh Debian machine that has Swift: OpenBLAS and LAPACKE.
+# Idempotent: installs nothing when the packages are already there.
+set -euo pipefail
+need=()
+for p in libopenblas-dev liblapacke-dev; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}" >&2
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+command -v swift >/dev/null || { echo "setup: swift is not on PATH" >&2; exit 2; }
