@@ -24,6 +24,15 @@ public struct RotaryEmbedding: Sendable {
         }
     }
 
+    /// Rotary embedding with precomputed frequencies (scaled RoPE variants compute their own).
+    public init(headDim: Int, rotaryDim: Int, base: Float, inverseFrequencies: [Float]) {
+        precondition(rotaryDim % 2 == 0 && rotaryDim <= headDim && inverseFrequencies.count == rotaryDim / 2)
+        self.headDim = headDim
+        self.rotaryDim = rotaryDim
+        self.base = base
+        self.inverseFrequencies = inverseFrequencies
+    }
+
     /// cos and sin for one position, each rotaryDim/2 long (the halves share them).
     @inline(__always)
     func angles(position: Int, cos c: UnsafeMutablePointer<Float>, sin s: UnsafeMutablePointer<Float>) {

@@ -1,0 +1,142 @@
+import Foundation
+import TensorCore
+
+/// GPT-2 (transformers `modeling_gpt2.py`): learned positions, pre-LayerNorm blocks, fused
+/// `c_attn` and Conv1D weights stored (in, out), tanh GELU, tied output head.
+///
+///     x = wte[ids] + wpe[pos]
+///     x = x + c_proj(attn(split(c_attn(ln_1(x)))))
+///     x = x + mlp.c_proj(gelu(mlp.c_fc(ln_2(x))))
+///     logits = ln_f(x) · wteᵀ
+public struct GPT2Config: Sendable, Equatable {
+    public enum Activation: String, Sendable { case geluNew = "gelu_new", geluTanh = "gelu_pytorch_tanh", gelu = "gelu" }
+    public var nEmbd: Int
+    public var nLayer: Int
+    public var nHead: Int
+    public var nInner: Int
+    public var nPositions: Int
+    public var vocabSize: Int
+    public var layerNormEpsilon: Float
+    public var activation: Activation
+    public var scaleAttnWeights: Bool
+    public var scaleAttnByInverseLayerIdx: Bool
+    public var tieWordEmbeddings: Bool
+    public var bosTokenID: Int?
+    public var eosTokenIDs: [Int]
+
+    public init(_ c: ConfigReader) throws(ModelError) {
+        try c.rejectQuantization()
+        nEmbd = try c.int("n_embd", Limits.hidden)
+        nLayer = try c.int("n_layer", Limits.layers)
+        nHead = try c.int("n_head", Limits.heads)
+        guard nEmbd % nHead == 0 else { throw .invalidConfig(file: c.file, field: "n_head", reason: "\(nHead) does not divide n_embd \(nEmbd)") }
+        nInner = try c.optionalInt("n_inner", Limits.intermediate) ?? 4 * nEmbd
+        nPositions = try c.int("n_positions", Limits.positions, default: 1024)
+        vocabSize = try c.int("vocab_size", Limits.vocab)
+        layerNormEpsilon = Float(try c.double("layer_norm_epsilon", default: 1e-5))
+        let act = try c.string("activation_function", default: "gelu_new")
+        guard let a = Activation(rawValue: act) else {
+            throw .unsupportedOption(file: c.file, field: "activation_function", value: "\"\(act)\" (supported: gelu_new, gelu_pytorch_tanh, gelu)")
+        }
+        activation = a
+        scaleAttnWeights = try c.bool("scale_attn_weights", default: true)
+        scaleAttnByInverseLayerIdx = try c.bool("scale_attn_by_inverse_layer_idx", default: false)
+        tieWordEmbeddings = try c.bool("tie_word_embeddings", default: true)
+        try c.requireAbsent(["add_cross_attention"])
+        bosTokenID = try c.tokenIDs("bos_token_id", vocab: vocabSize).first
+        eosTokenIDs = try c.tokenIDs("eos_token_id", vocab: vocabSize)
+    }
+}
+
+public final class GPT2Model: CausalLanguageModel, @unchecked Sendable {
+    struct Layer {
+        let ln1w, ln1b, ln2w, ln2b: Tensor
+        let wq, wk, wv: Tensor        // (d, d) each, nn.Linear layout (out, in)
+        let bq, bk, bv: Tensor
+        let wo, bo: Tensor
+        let fc, fcb, proj, projb: Tensor
+    }
+
+    public let config: GPT2Config
+    public var architecture: String { "gpt2" }
+    public var vocabularySize: Int { config.vocabSize }
+    public var layerCount: Int { config.nLayer }
+    public var kvDim: Int { config.nEmbd }
+    public var maxPositions: Int { config.nPositions }
+    public var bosTokenID: Int? { config.bosTokenID }
+    public var eosTokenIDs: [Int] { config.eosTokenIDs }
+
+    let wte, wpe: Tensor
+    let layers: [Layer]
+    let lnfw, lnfb: Tensor
+    let lmHead: Tensor
+
+    /// Checkpoints from GPT2LMHeadModel prefix names with `transformer.`; older GPT2Model ones do
+    /// not. The causal-mask buffers `attn.bias` / `attn.masked_bias` some carry are not weights.
+    public static func isBuffer(_ name: String) -> Bool {
+        name.hasSuffix(".attn.bias") || name.hasSuffix(".attn.masked_bias")
+    }
+
+    public init(config: GPT2Config, weights w: WeightStore) throws(ModelError) {
+        self.config = config
+        let d = config.nEmbd, f = config.nInner, v = config.vocabSize
+        let p = w.contains("transformer.wte.weight") ? "transformer." : ""
+        wte = try w.take(p + "wte.weight", [v, d], field: "vocab_size, n_embd")
+        wpe = try w.take(p + "wpe.weight", [config.nPositions, d], field: "n_positions, n_embd")
+        var layers: [Layer] = []
+        for i in 0..<config.nLayer {
+            let q = "\(p)h.\(i)."
+            func t(_ n: String, _ s: [Int], _ field: String) throws(ModelError) -> Tensor { try w.take(q + n, s, field: field) }
+            // Conv1D stores (in, out): y = x·W + b. Split the fused (d, 3d) c_attn into three
+            // (out, in) matrices once, at load.
+            let cattn = try t("attn.c_attn.weight", [d, 3 * d], "n_embd, 3 × n_embd")
+            let cattnb = try t("attn.c_attn.bias", [3 * d], "3 × n_embd")
+            func part(_ k: Int) -> Tensor { cattn.slice(axis: 1, (k * d)..<((k + 1) * d)).transposed.materialized() }
+            func bpart(_ k: Int) -> Tensor { cattnb.slice(axis: 0, (k * d)..<((k + 1) * d)).materialized() }
+            layers.append(Layer(
+                ln1w: try t("ln_1.weight", [d], "n_embd"), ln1b: try t("ln_1.bias", [d], "n_embd"),
+                ln2w: try t("ln_2.weight", [d], "n_embd"), ln2b: try t("ln_2.bias", [d], "n_embd"),
+                wq: part(0), wk: part(1), wv: part(2), bq: bpart(0), bk: bpart(1), bv: bpart(2),
+                wo: try t("attn.c_proj.weight", [d, d], "n_embd").transposed.materialized(),
+                bo: try t("attn.c_proj.bias", [d], "n_embd"),
+                fc: try t("mlp.c_fc.weight", [d, f], "n_embd, n_inner").transposed.materialized(),
+                fcb: try t("mlp.c_fc.bias", [f], "n_inner"),
+                proj: try t("mlp.c_proj.weight", [f, d], "n_inner, n_embd").transposed.materialized(),
+                projb: try t("mlp.c_proj.bias", [d], "n_embd")))
+        }
+        self.layers = layers
+        lnfw = try w.take(p + "ln_f.weight", [d], field: "n_embd")
+        lnfb = try w.take(p + "ln_f.bias", [d], field: "n_embd")
+        lmHead = try bindOutputHead(w, name: "lm_head.weight", embedding: wte, tied: config.tieWordEmbeddings, shape: [v, d])
+        try w.finish()
+    }
+
+    func activate(_ x: Tensor) -> Tensor {
+        config.activation == .gelu ? x.gelu() : x.geluTanh()
+    }
+
+    public func forward(_ batch: [SequenceInput]) throws -> [Tensor] {
+        let c = config
+        let packing = try Packing(batch, makeCache: makeCache, maxPositions: c.nPositions, vocab: c.vocabSize)
+        if packing.rows == 0 { return batch.map { _ in Tensor(zeros: [0, c.vocabSize]) } }
+        let headDim = c.nEmbd / c.nHead
+        var x = try wte.gatherRows(packing.tokens).adding(wpe.gatherRows(packing.positions))   // (N, d)
+        for (li, l) in layers.enumerated() {
+            let h = try x.layerNorm(weight: l.ln1w, bias: l.ln1b, eps: c.layerNormEpsilon)
+            let q = try h.linear(weight: l.wq, bias: l.bq)                                      // (N, d)
+            let k = try h.linear(weight: l.wk, bias: l.bk)
+            let v = try h.linear(weight: l.wv, bias: l.bv)
+            packing.appendToCaches(layer: li, keys: k, values: v)
+            var scale: Float = c.scaleAttnWeights ? 1 / Float(headDim).squareRoot() : 1
+            if c.scaleAttnByInverseLayerIdx { scale /= Float(li + 1) }
+            let attn = packedAttention(q: q, packing: packing, layer: li, heads: c.nHead, kvHeads: c.nHead, headDim: headDim, scale: scale)
+            try x.add(try attn.linear(weight: l.wo, bias: l.bo))
+            let h2 = try x.layerNorm(weight: l.ln2w, bias: l.ln2b, eps: c.layerNormEpsilon)
+            try x.add(try activate(try h2.linear(weight: l.fc, bias: l.fcb)).linear(weight: l.proj, bias: l.projb))
+        }
+        let rows = packing.logitRows(batch)
+        if rows.isEmpty { return packing.split(Tensor(zeros: [0, c.vocabSize]), batch) }
+        let last = try x.gatherRows(rows).layerNorm(weight: lnfw, bias: lnfb, eps: c.layerNormEpsilon)
+        return packing.split(try last.linear(weight: lmHead), batch)
+    }
+}

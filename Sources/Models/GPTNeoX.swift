@@ -1,0 +1,158 @@
+import Foundation
+import TensorCore
+
+/// GPT-NeoX / Pythia (transformers `modeling_gpt_neox.py`): LayerNorm, fused query_key_value
+/// laid out per head as [q | k | v], partial rotary (`rotary_pct`, 0.25 by default), exact GELU,
+/// untied `embed_out`, and the parallel residual:
+///
+///     x = x + attn(ln_1(x)) + mlp(ln_2(x))          (use_parallel_residual, the default)
+///     h = x + attn(ln_1(x)); x = h + mlp(ln_2(h))   (otherwise)
+public struct GPTNeoXConfig: Sendable, Equatable {
+    public var hiddenSize: Int
+    public var numHiddenLayers: Int
+    public var numAttentionHeads: Int
+    public var intermediateSize: Int
+    public var vocabSize: Int
+    public var maxPositionEmbeddings: Int
+    public var layerNormEps: Float
+    public var rope: RopeSettings
+    public var useParallelResidual: Bool
+    public var attentionBias: Bool
+    public var tieWordEmbeddings: Bool
+    public var activation: GPT2Config.Activation
+    public var bosTokenID: Int?
+    public var eosTokenIDs: [Int]
+
+    public init(_ c: ConfigReader) throws(ModelError) {
+        try c.rejectQuantization()
+        hiddenSize = try c.int("hidden_size", Limits.hidden)
+        numHiddenLayers = try c.int("num_hidden_layers", Limits.layers)
+        numAttentionHeads = try c.int("num_attention_heads", Limits.heads)
+        guard hiddenSize % numAttentionHeads == 0 else {
+            throw .invalidConfig(file: c.file, field: "num_attention_heads", reason: "\(numAttentionHeads) does not divide hidden_size \(hiddenSize)")
+        }
+        intermediateSize = try c.int("intermediate_size", Limits.intermediate)
+        vocabSize = try c.int("vocab_size", Limits.vocab)
+        maxPositionEmbeddings = try c.int("max_position_embeddings", Limits.positions, default: 2048)
+        layerNormEps = Float(try c.double("layer_norm_eps", default: 1e-5))
+        rope = try RopeSettings.read(c, defaultPartial: 0.25)
+        useParallelResidual = try c.bool("use_parallel_residual", default: true)
+        attentionBias = try c.bool("attention_bias", default: true)
+        tieWordEmbeddings = try c.bool("tie_word_embeddings", default: false)
+        let act = try c.string("hidden_act", default: "gelu")
+        guard let a = GPT2Config.Activation(rawValue: act) else {
+            throw .unsupportedOption(file: c.file, field: "hidden_act", value: "\"\(act)\" (supported: gelu, gelu_new, gelu_pytorch_tanh)")
+        }
+        activation = a
+        bosTokenID = try c.tokenIDs("bos_token_id", vocab: vocabSize).first
+        eosTokenIDs = try c.tokenIDs("eos_token_id", vocab: vocabSize)
+        let headDim = hiddenSize / numAttentionHeads
+        guard Int(Double(headDim) * rope.partialRotaryFactor) >= 2 else {
+            throw .invalidConfig(file: c.file, field: "rotary_pct", reason: "leaves no rotary dimensions for head size \(headDim)")
+        }
+    }
+}
+
+public final class GPTNeoXModel: CausalLanguageModel, @unchecked Sendable {
+    struct Layer {
+        let ln1w, ln1b, ln2w, ln2b: Tensor
+        let wq, wk, wv: Tensor
+        let bq, bk, bv: Tensor?
+        let wo: Tensor, bo: Tensor?
+        let up, upb, down, downb: Tensor
+    }
+
+    public let config: GPTNeoXConfig
+    public var architecture: String { "gpt_neox" }
+    public var vocabularySize: Int { config.vocabSize }
+    public var layerCount: Int { config.numHiddenLayers }
+    public var kvDim: Int { config.hiddenSize }
+    public var maxPositions: Int { config.maxPositionEmbeddings }
+    public var bosTokenID: Int? { config.bosTokenID }
+    public var eosTokenIDs: [Int] { config.eosTokenIDs }
+
+    let embed: Tensor
+    let layers: [Layer]
+    let lnfw, lnfb: Tensor
+    let lmHead: Tensor
+    let rope: RotaryEmbedding
+
+    /// Buffers older checkpoints carry that are not weights.
+    public static func isBuffer(_ name: String) -> Bool {
+        name.hasSuffix(".attention.bias") || name.hasSuffix(".attention.masked_bias") || name.hasSuffix(".rotary_emb.inv_freq")
+    }
+
+    public init(config: GPTNeoXConfig, weights w: WeightStore) throws(ModelError) {
+        self.config = config
+        let d = config.hiddenSize, f = config.intermediateSize, v = config.vocabSize
+        let heads = config.numAttentionHeads, hd = d / heads
+        embed = try w.take("gpt_neox.embed_in.weight", [v, d], field: "vocab_size, hidden_size")
+        var layers: [Layer] = []
+        for i in 0..<config.numHiddenLayers {
+            let p = "gpt_neox.layers.\(i)."
+            func t(_ n: String, _ s: [Int], _ field: String) throws(ModelError) -> Tensor { try w.take(p + n, s, field: field) }
+            // query_key_value rows are grouped per head as [q_h | k_h | v_h] (3·D rows per head);
+            // regroup once into separate (d, d) projections with heads consecutive.
+            let qkv = try t("attention.query_key_value.weight", [3 * d, d], "3 × hidden_size, hidden_size")
+            let qkvb = config.attentionBias ? try t("attention.query_key_value.bias", [3 * d], "3 × hidden_size") : nil
+            func rows(_ which: Int) -> [Int] { (0..<heads).flatMap { h in (0..<hd).map { h * 3 * hd + which * hd + $0 } } }
+            func bias(_ which: Int) -> Tensor? {
+                qkvb.map { b in let a = b.array; return Tensor(shape: [d], data: rows(which).map { a[$0] }) }
+            }
+            layers.append(Layer(
+                ln1w: try t("input_layernorm.weight", [d], "hidden_size"), ln1b: try t("input_layernorm.bias", [d], "hidden_size"),
+                ln2w: try t("post_attention_layernorm.weight", [d], "hidden_size"),
+                ln2b: try t("post_attention_layernorm.bias", [d], "hidden_size"),
+                wq: qkv.gatherRows(rows(0)), wk: qkv.gatherRows(rows(1)), wv: qkv.gatherRows(rows(2)),
+                bq: bias(0), bk: bias(1), bv: bias(2),
+                wo: try t("attention.dense.weight", [d, d], "hidden_size"),
+                bo: config.attentionBias ? try t("attention.dense.bias", [d], "hidden_size") : nil,
+                up: try t("mlp.dense_h_to_4h.weight", [f, d], "intermediate_size, hidden_size"),
+                upb: try t("mlp.dense_h_to_4h.bias", [f], "intermediate_size"),
+                down: try t("mlp.dense_4h_to_h.weight", [d, f], "hidden_size, intermediate_size"),
+                downb: try t("mlp.dense_4h_to_h.bias", [d], "hidden_size")))
+        }
+        self.layers = layers
+        lnfw = try w.take("gpt_neox.final_layer_norm.weight", [d], field: "hidden_size")
+        lnfb = try w.take("gpt_neox.final_layer_norm.bias", [d], field: "hidden_size")
+        lmHead = try bindOutputHead(w, name: "embed_out.weight", embedding: embed, tied: config.tieWordEmbeddings, shape: [v, d])
+        try w.finish()
+        rope = config.rope.embedding(headDim: hd)
+    }
+
+    func activate(_ x: Tensor) -> Tensor { config.activation == .gelu ? x.gelu() : x.geluTanh() }
+
+    public func forward(_ batch: [SequenceInput]) throws -> [Tensor] {
+        let c = config
+        let packing = try Packing(batch, makeCache: makeCache, maxPositions: c.maxPositionEmbeddings, vocab: c.vocabSize)
+        if packing.rows == 0 { return batch.map { _ in Tensor(zeros: [0, c.vocabSize]) } }
+        let heads = c.numAttentionHeads, hd = c.hiddenSize / heads
+        let scale = 1 / Float(hd).squareRoot()
+        var x = embed.gatherRows(packing.tokens)
+        for (li, l) in layers.enumerated() {
+            let h = try x.layerNorm(weight: l.ln1w, bias: l.ln1b, eps: c.layerNormEps)
+            var q = try h.linear(weight: l.wq, bias: l.bq)
+            var k = try h.linear(weight: l.wk, bias: l.bk)
+            let v = try h.linear(weight: l.wv, bias: l.bv)
+            try applyRotary(&q, heads: heads, rope: rope, positions: packing.positions)
+            try applyRotary(&k, heads: heads, rope: rope, positions: packing.positions)
+            packing.appendToCaches(layer: li, keys: k, values: v)
+            let attn = try packedAttention(q: q, packing: packing, layer: li, heads: heads, kvHeads: heads, headDim: hd, scale: scale)
+                .linear(weight: l.wo, bias: l.bo)
+            if c.useParallelResidual {
+                let h2 = try x.layerNorm(weight: l.ln2w, bias: l.ln2b, eps: c.layerNormEps)
+                let mlp = try activate(try h2.linear(weight: l.up, bias: l.upb)).linear(weight: l.down, bias: l.downb)
+                try x.add(attn)
+                try x.add(mlp)
+            } else {
+                try x.add(attn)
+                let h2 = try x.layerNorm(weight: l.ln2w, bias: l.ln2b, eps: c.layerNormEps)
+                try x.add(try activate(try h2.linear(weight: l.up, bias: l.upb)).linear(weight: l.down, bias: l.downb))
+            }
+        }
+        let rows = packing.logitRows(batch)
+        if rows.isEmpty { return packing.split(Tensor(zeros: [0, c.vocabSize]), batch) }
+        let last = try x.gatherRows(rows).layerNorm(weight: lnfw, bias: lnfb, eps: c.layerNormEps)
+        return packing.split(try last.linear(weight: lmHead), batch)
+    }
+}

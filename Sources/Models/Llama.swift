@@ -1,0 +1,184 @@
+import Foundation
+import TensorCore
+
+/// LLaMA-family decoder (SmolLM, TinyLlama, Llama 2/3; Mistral and Qwen2 reuse it with their own
+/// configs, see Mistral.swift and Qwen2.swift). transformers `modeling_llama.py`:
+///
+///     h = x + o_proj(attn(rope(q_proj(rms(x))), rope(k_proj(rms(x))), v_proj(rms(x))))
+///     y = h + down_proj(silu(gate_proj(rms(h))) * up_proj(rms(h)))
+///     logits = lm_head(rms(y_last))
+///
+/// RMSNorm in Float32, rotary in the half-split form, grouped-query attention, SwiGLU MLP,
+/// tied or untied embeddings.
+public struct LlamaConfig: Sendable, Equatable {
+    public var modelType: String
+    public var hiddenSize: Int
+    public var intermediateSize: Int
+    public var numHiddenLayers: Int
+    public var numAttentionHeads: Int
+    public var numKeyValueHeads: Int
+    public var headDim: Int
+    public var vocabSize: Int
+    public var maxPositionEmbeddings: Int
+    public var rmsNormEps: Float
+    public var rope: RopeSettings
+    /// Bias on q, k and v projections (Llama `attention_bias`, always on in Qwen2).
+    public var qkvBias: Bool
+    /// Bias on the output projection (Llama `attention_bias`; never in Qwen2).
+    public var outputBias: Bool
+    public var mlpBias: Bool
+    public var tieWordEmbeddings: Bool
+    /// Mistral's sliding attention window, if any.
+    public var slidingWindow: Int?
+    public var bosTokenID: Int?
+    public var eosTokenIDs: [Int]
+
+    /// Reads a `llama` config; Mistral and Qwen2 adjust the result.
+    public init(_ c: ConfigReader) throws(ModelError) {
+        try c.rejectQuantization()
+        modelType = try c.string("model_type")
+        hiddenSize = try c.int("hidden_size", Limits.hidden)
+        intermediateSize = try c.int("intermediate_size", Limits.intermediate)
+        numHiddenLayers = try c.int("num_hidden_layers", Limits.layers)
+        numAttentionHeads = try c.int("num_attention_heads", Limits.heads)
+        numKeyValueHeads = try c.int("num_key_value_heads", Limits.heads, default: numAttentionHeads)
+        guard numAttentionHeads % numKeyValueHeads == 0 else {
+            throw .invalidConfig(file: c.file, field: "num_key_value_heads",
+                                 reason: "\(numKeyValueHeads) does not divide num_attention_heads \(numAttentionHeads)")
+        }
+        if let hd = try c.optionalInt("head_dim", 1...4096) {
+            headDim = hd
+        } else {
+            guard hiddenSize % numAttentionHeads == 0 else {
+                throw .invalidConfig(file: c.file, field: "num_attention_heads",
+                                     reason: "\(numAttentionHeads) does not divide hidden_size \(hiddenSize)")
+            }
+            headDim = hiddenSize / numAttentionHeads
+        }
+        guard headDim % 2 == 0 else { throw .invalidConfig(file: c.file, field: "head_dim", reason: "\(headDim) must be even for rotary embeddings") }
+        vocabSize = try c.int("vocab_size", Limits.vocab)
+        maxPositionEmbeddings = try c.int("max_position_embeddings", Limits.positions, default: 2048)
+        rmsNormEps = Float(try c.double("rms_norm_eps", default: 1e-6))
+        rope = try RopeSettings.read(c)
+        let bias = try c.bool("attention_bias", default: false)
+        qkvBias = bias
+        outputBias = bias
+        mlpBias = try c.bool("mlp_bias", default: false)
+        tieWordEmbeddings = try c.bool("tie_word_embeddings", default: false)
+        slidingWindow = nil
+        let act = try c.string("hidden_act", default: "silu")
+        guard act == "silu" else { throw .unsupportedOption(file: c.file, field: "hidden_act", value: "\"\(act)\" (LLaMA family uses silu)") }
+        bosTokenID = try c.tokenIDs("bos_token_id", vocab: vocabSize).first
+        eosTokenIDs = try c.tokenIDs("eos_token_id", vocab: vocabSize)
+    }
+}
+
+public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
+    struct Layer {
+        let inputNorm, postNorm: Tensor
+        let wq, wk, wv, wo: Tensor
+        let bq, bk, bv, bo: Tensor?
+        let gate, up, down: Tensor
+        let gateBias, upBias, downBias: Tensor?
+    }
+
+    public let config: LlamaConfig
+    public var architecture: String { config.modelType }
+    public var vocabularySize: Int { config.vocabSize }
+    public var layerCount: Int { config.numHiddenLayers }
+    public var kvDim: Int { config.numKeyValueHeads * config.headDim }
+    public var maxPositions: Int { config.maxPositionEmbeddings }
+    public var bosTokenID: Int? { config.bosTokenID }
+    public var eosTokenIDs: [Int] { config.eosTokenIDs }
+
+    let embed: Tensor      // (V, d)
+    let layers: [Layer]
+    let norm: Tensor       // (d)
+    let lmHead: Tensor     // (V, d)
+    let rope: RotaryEmbedding
+
+    /// Weight names as transformers' LlamaForCausalLM saves them.
+    public init(config: LlamaConfig, weights w: WeightStore) throws(ModelError) {
+        self.config = config
+        let d = config.hiddenSize, v = config.vocabSize, f = config.intermediateSize
+        let qDim = config.numAttentionHeads * config.headDim, kv = config.numKeyValueHeads * config.headDim
+        embed = try w.take("model.embed_tokens.weight", [v, d], field: "vocab_size, hidden_size")
+        var layers: [Layer] = []
+        for i in 0..<config.numHiddenLayers {
+            let p = "model.layers.\(i)."
+            func t(_ n: String, _ s: [Int], _ field: String) throws(ModelError) -> Tensor { try w.take(p + n, s, field: field) }
+            func b(_ n: String, _ s: [Int], _ on: Bool, _ field: String) throws(ModelError) -> Tensor? { on ? try w.take(p + n, s, field: field) : nil }
+            layers.append(Layer(
+                inputNorm: try t("input_layernorm.weight", [d], "hidden_size"),
+                postNorm: try t("post_attention_layernorm.weight", [d], "hidden_size"),
+                wq: try t("self_attn.q_proj.weight", [qDim, d], "num_attention_heads × head_dim, hidden_size"),
+                wk: try t("self_attn.k_proj.weight", [kv, d], "num_key_value_heads × head_dim, hidden_size"),
+                wv: try t("self_attn.v_proj.weight", [kv, d], "num_key_value_heads × head_dim, hidden_size"),
+                wo: try t("self_attn.o_proj.weight", [d, qDim], "hidden_size, num_attention_heads × head_dim"),
+                bq: try b("self_attn.q_proj.bias", [qDim], config.qkvBias, "attention bias"),
+                bk: try b("self_attn.k_proj.bias", [kv], config.qkvBias, "attention bias"),
+                bv: try b("self_attn.v_proj.bias", [kv], config.qkvBias, "attention bias"),
+                bo: try b("self_attn.o_proj.bias", [d], config.outputBias, "attention_bias"),
+                gate: try t("mlp.gate_proj.weight", [f, d], "intermediate_size, hidden_size"),
+                up: try t("mlp.up_proj.weight", [f, d], "intermediate_size, hidden_size"),
+                down: try t("mlp.down_proj.weight", [d, f], "hidden_size, intermediate_size"),
+                gateBias: try b("mlp.gate_proj.bias", [f], config.mlpBias, "mlp_bias"),
+                upBias: try b("mlp.up_proj.bias", [f], config.mlpBias, "mlp_bias"),
+                downBias: try b("mlp.down_proj.bias", [d], config.mlpBias, "mlp_bias")))
+        }
+        self.layers = layers
+        norm = try w.take("model.norm.weight", [d], field: "hidden_size")
+        lmHead = try bindOutputHead(w, name: "lm_head.weight", embedding: embed, tied: config.tieWordEmbeddings, shape: [v, d])
+        try w.finish()
+        rope = config.rope.embedding(headDim: config.headDim)
+    }
+
+    public func forward(_ batch: [SequenceInput]) throws -> [Tensor] {
+        let c = config
+        let packing = try Packing(batch, makeCache: makeCache, maxPositions: c.maxPositionEmbeddings, vocab: c.vocabSize)
+        if packing.rows == 0 { return batch.map { _ in Tensor(zeros: [0, c.vocabSize]) } }
+        let scale = 1 / Float(c.headDim).squareRoot()
+        var x = embed.gatherRows(packing.tokens)                                   // (N, d)
+        for (li, l) in layers.enumerated() {
+            let h = try x.rmsNorm(weight: l.inputNorm, eps: c.rmsNormEps)
+            var q = try h.linear(weight: l.wq, bias: l.bq)                          // (N, d) × (d, Hq·D) → (N, Hq·D)
+            var k = try h.linear(weight: l.wk, bias: l.bk)                          // (N, Hkv·D)
+            let v = try h.linear(weight: l.wv, bias: l.bv)                          // (N, Hkv·D)
+            try applyRotary(&q, heads: c.numAttentionHeads, rope: rope, positions: packing.positions)
+            try applyRotary(&k, heads: c.numKeyValueHeads, rope: rope, positions: packing.positions)
+            packing.appendToCaches(layer: li, keys: k, values: v)
+            let attn = packedAttention(q: q, packing: packing, layer: li, heads: c.numAttentionHeads,
+                                       kvHeads: c.numKeyValueHeads, headDim: c.headDim, scale: scale, window: c.slidingWindow)
+            try x.add(try attn.linear(weight: l.wo, bias: l.bo))                    // (N, Hq·D) → (N, d)
+            let h2 = try x.rmsNorm(weight: l.postNorm, eps: c.rmsNormEps)
+            let gate = try h2.linear(weight: l.gate, bias: l.gateBias)              // (N, f)
+            let up = try h2.linear(weight: l.up, bias: l.upBias)                    // (N, f)
+            try x.add(try Tensor.siluGate(gate, up).linear(weight: l.down, bias: l.downBias))
+        }
+        // The output projection is a third of the FLOPs: only at the rows asked for.
+        let rows = packing.logitRows(batch)
+        if rows.isEmpty { return packing.split(Tensor(zeros: [0, c.vocabSize]), batch) }
+        let last = try x.gatherRows(rows).rmsNorm(weight: norm, eps: c.rmsNormEps)   // (R, d)
+        return packing.split(try last.linear(weight: lmHead), batch)                // (R, V)
+    }
+}
+
+/// The output head: the embedding when tied (a saved copy must then equal it, or the model would
+/// behave differently in loaders that do not tie), else its own tensor.
+func bindOutputHead(_ w: WeightStore, name: String, embedding: Tensor, tied: Bool, shape: [Int]) throws(ModelError) -> Tensor {
+    if tied {
+        if w.contains(name) {
+            let head = try w.take(name, shape, field: "vocab_size, hidden_size")
+            guard head == embedding else {
+                throw .invalidConfig(file: w.source, field: "tie_word_embeddings",
+                                     reason: "true, but '\(name)' is saved and differs from the input embedding")
+            }
+        }
+        return embedding
+    }
+    return try w.take(name, shape, field: "vocab_size, hidden_size")
+}
+
+extension ModelError {
+    init(_ e: TensorError) { self = .tensor(e.description) }
+}

@@ -1,0 +1,43 @@
+import Foundation
+import SafeTensors
+import TensorCore
+
+/// Loads a model directory (config.json + safetensors) by `model_type`, optionally merging a LoRA
+/// adapter. Nothing in the directory is executed; `auto_map` / custom code is never consulted.
+public enum ModelLoader {
+    public static let supported = ["llama", "mistral", "qwen2", "gpt2", "gpt_neox"]
+
+    public static func load(_ dir: URL, adapter: URL? = nil) throws(ModelError) -> any CausalLanguageModel {
+        let cfgURL = dir.appendingPathComponent("config.json")
+        guard FileManager.default.fileExists(atPath: cfgURL.path) else { throw .configMissing(directory: dir.path) }
+        let c = try ConfigReader.load(cfgURL)
+        let type = try c.string("model_type")
+        // Validate the config fully before touching any weight.
+        enum Parsed { case llama(LlamaConfig), gpt2(GPT2Config), neox(GPTNeoXConfig) }
+        let parsed: Parsed
+        switch type {
+        case "llama": parsed = .llama(try LlamaConfig(c))
+        case "mistral": parsed = .llama(try Mistral.config(c))
+        case "qwen2": parsed = .llama(try Qwen2.config(c))
+        case "gpt2": parsed = .gpt2(try GPT2Config(c))
+        case "gpt_neox": parsed = .neox(try GPTNeoXConfig(c))
+        default: throw .unsupportedArchitecture(file: cfgURL.path, modelType: type)
+        }
+        let ckpt: Checkpoint
+        do { ckpt = try Checkpoint.open(dir) } catch { throw .safetensors(error) }
+        let source = ckpt.indexURL?.path ?? ckpt.files.first?.path ?? dir.path
+        let buffers: (String) -> Bool
+        switch parsed {
+        case .gpt2: buffers = GPT2Model.isBuffer
+        case .neox: buffers = GPTNeoXModel.isBuffer
+        case .llama: buffers = { $0.hasSuffix(".rotary_emb.inv_freq") }
+        }
+        let weights = WeightStore(checkpoint: ckpt, source: source, ignorable: buffers)
+        if let adapter { try LoRAAdapter.load(adapter).merge(into: weights) }
+        switch parsed {
+        case let .llama(cfg): return try LlamaModel(config: cfg, weights: weights)
+        case let .gpt2(cfg): return try GPT2Model(config: cfg, weights: weights)
+        case let .neox(cfg): return try GPTNeoXModel(config: cfg, weights: weights)
+        }
+    }
+}

@@ -1,0 +1,75 @@
+import Foundation
+import AssayCommon
+import SafeTensors
+import TensorCore
+
+/// Strict weight binding (DESIGN.md habit 3): the architecture asks for each tensor by name and
+/// expected shape; a missing or mis-shaped tensor is an error naming it, and after binding any
+/// tensor nobody asked for is an error too. Shapes are checked against the safetensors header
+/// before a single byte is decoded.
+public final class WeightStore {
+    public let source: String
+    let checkpoint: Checkpoint?
+    /// Tensors already decoded (adapter merges, tests), by name.
+    var overrides: [String: Tensor]
+    var consumed = Set<String>()
+    /// Buffers transformers saves in some checkpoints that carry no learned weights.
+    let ignorable: (String) -> Bool
+
+    public init(checkpoint: Checkpoint, source: String, ignorable: @escaping (String) -> Bool = { _ in false }) {
+        self.checkpoint = checkpoint
+        self.source = source
+        self.overrides = [:]
+        self.ignorable = ignorable
+    }
+
+    public init(tensors: [String: Tensor], source: String) {
+        checkpoint = nil
+        self.source = source
+        overrides = tensors
+        ignorable = { _ in false }
+    }
+
+    public var names: [String] {
+        Set((checkpoint?.tensorNames ?? []) + Array(overrides.keys)).sorted()
+    }
+
+    public func contains(_ name: String) -> Bool { overrides[name] != nil || checkpoint?.info(name) != nil }
+
+    public func shape(_ name: String) -> [Int]? { overrides[name]?.shape ?? checkpoint?.info(name)?.shape }
+
+    /// Replaces a tensor's value (LoRA merge).
+    public func set(_ name: String, _ t: Tensor) { overrides[name] = t }
+
+    /// The tensor, checked for shape and for NaN/Inf.
+    public func take(_ name: String, _ shape: [Int], field: String) throws(ModelError) -> Tensor {
+        guard let got = self.shape(name) else { throw .missingTensor(file: source, tensor: name) }
+        guard got == shape else { throw .tensorShape(file: source, tensor: name, expected: shape, got: got, field: field) }
+        consumed.insert(name)
+        let t: Tensor
+        if let o = overrides[name] {
+            t = o
+        } else {
+            do { t = try checkpoint!.tensor(name) } catch { throw .safetensors(error) }
+        }
+        var nan = 0, inf = 0
+        t.withUnsafeBufferPointer { p in
+            for v in p where !v.isFinite { if v.isNaN { nan += 1 } else { inf += 1 } }
+        }
+        if nan + inf > 0 { throw .nonFiniteWeights(file: source, tensor: name, nan: nan, inf: inf) }
+        return t
+    }
+
+    public func takeOptional(_ name: String, _ shape: [Int], field: String) throws(ModelError) -> Tensor? {
+        contains(name) ? try take(name, shape, field: field) : nil
+    }
+
+    /// Marks a tensor as read without binding it (a tied copy checked separately).
+    func markConsumed(_ name: String) { consumed.insert(name) }
+
+    /// Fails if any tensor was never bound.
+    public func finish() throws(ModelError) {
+        let left = names.filter { !consumed.contains($0) && !ignorable($0) }
+        if !left.isEmpty { throw .unexpectedTensors(file: source, tensors: left) }
+    }
+}
