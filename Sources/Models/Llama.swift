@@ -74,12 +74,14 @@ public struct LlamaConfig: Sendable, Equatable {
 }
 
 public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
+    /// One block. q/k/v and gate/up are fused into single projections at load, so each runs as
+    /// one wider GEMM: (Hq·D + 2·Hkv·D, d) and (2f, d).
     struct Layer {
         let inputNorm, postNorm: Tensor
-        let wq, wk, wv, wo: Tensor
-        let bq, bk, bv, bo: Tensor?
-        let gate, up, down: Tensor
-        let gateBias, upBias, downBias: Tensor?
+        let wqkv, wo: Tensor
+        let bqkv, bo: Tensor?
+        let gateUp, down: Tensor
+        let gateUpBias, downBias: Tensor?
     }
 
     public let config: LlamaConfig
@@ -108,22 +110,26 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
             let p = "model.layers.\(i)."
             func t(_ n: String, _ s: [Int], _ field: String) throws(ModelError) -> Tensor { try w.take(p + n, s, field: field) }
             func b(_ n: String, _ s: [Int], _ on: Bool, _ field: String) throws(ModelError) -> Tensor? { on ? try w.take(p + n, s, field: field) : nil }
+            let wq = try t("self_attn.q_proj.weight", [qDim, d], "num_attention_heads × head_dim, hidden_size")
+            let wk = try t("self_attn.k_proj.weight", [kv, d], "num_key_value_heads × head_dim, hidden_size")
+            let wv = try t("self_attn.v_proj.weight", [kv, d], "num_key_value_heads × head_dim, hidden_size")
+            let bq = try b("self_attn.q_proj.bias", [qDim], config.qkvBias, "attention bias")
+            let bk = try b("self_attn.k_proj.bias", [kv], config.qkvBias, "attention bias")
+            let bv = try b("self_attn.v_proj.bias", [kv], config.qkvBias, "attention bias")
+            let gate = try t("mlp.gate_proj.weight", [f, d], "intermediate_size, hidden_size")
+            let up = try t("mlp.up_proj.weight", [f, d], "intermediate_size, hidden_size")
+            let gateBias = try b("mlp.gate_proj.bias", [f], config.mlpBias, "mlp_bias")
+            let upBias = try b("mlp.up_proj.bias", [f], config.mlpBias, "mlp_bias")
             layers.append(Layer(
                 inputNorm: try t("input_layernorm.weight", [d], "hidden_size"),
                 postNorm: try t("post_attention_layernorm.weight", [d], "hidden_size"),
-                wq: try t("self_attn.q_proj.weight", [qDim, d], "num_attention_heads × head_dim, hidden_size"),
-                wk: try t("self_attn.k_proj.weight", [kv, d], "num_key_value_heads × head_dim, hidden_size"),
-                wv: try t("self_attn.v_proj.weight", [kv, d], "num_key_value_heads × head_dim, hidden_size"),
+                wqkv: Tensor.concatenate([wq, wk, wv], axis: 0),
                 wo: try t("self_attn.o_proj.weight", [d, qDim], "hidden_size, num_attention_heads × head_dim"),
-                bq: try b("self_attn.q_proj.bias", [qDim], config.qkvBias, "attention bias"),
-                bk: try b("self_attn.k_proj.bias", [kv], config.qkvBias, "attention bias"),
-                bv: try b("self_attn.v_proj.bias", [kv], config.qkvBias, "attention bias"),
+                bqkv: config.qkvBias ? Tensor.concatenate([bq!, bk!, bv!], axis: 0) : nil,
                 bo: try b("self_attn.o_proj.bias", [d], config.outputBias, "attention_bias"),
-                gate: try t("mlp.gate_proj.weight", [f, d], "intermediate_size, hidden_size"),
-                up: try t("mlp.up_proj.weight", [f, d], "intermediate_size, hidden_size"),
+                gateUp: Tensor.concatenate([gate, up], axis: 0),
                 down: try t("mlp.down_proj.weight", [d, f], "hidden_size, intermediate_size"),
-                gateBias: try b("mlp.gate_proj.bias", [f], config.mlpBias, "mlp_bias"),
-                upBias: try b("mlp.up_proj.bias", [f], config.mlpBias, "mlp_bias"),
+                gateUpBias: config.mlpBias ? Tensor.concatenate([gateBias!, upBias!], axis: 0) : nil,
                 downBias: try b("mlp.down_proj.bias", [d], config.mlpBias, "mlp_bias")))
         }
         self.layers = layers
@@ -138,22 +144,21 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
         let packing = try Packing(batch, makeCache: makeCache, maxPositions: c.maxPositionEmbeddings, vocab: c.vocabSize)
         if packing.rows == 0 { return batch.map { _ in Tensor(zeros: [0, c.vocabSize]) } }
         let scale = 1 / Float(c.headDim).squareRoot()
+        let qDim = c.numAttentionHeads * c.headDim, kv = c.numKeyValueHeads * c.headDim
+        let table = packing.rotaryTable(rope)
         var x = embed.gatherRows(packing.tokens)                                   // (N, d)
         for (li, l) in layers.enumerated() {
             let h = try x.rmsNorm(weight: l.inputNorm, eps: c.rmsNormEps)
-            var q = try h.linear(weight: l.wq, bias: l.bq)                          // (N, d) × (d, Hq·D) → (N, Hq·D)
-            var k = try h.linear(weight: l.wk, bias: l.bk)                          // (N, Hkv·D)
-            let v = try h.linear(weight: l.wv, bias: l.bv)                          // (N, Hkv·D)
-            try applyRotary(&q, heads: c.numAttentionHeads, rope: rope, positions: packing.positions)
-            try applyRotary(&k, heads: c.numKeyValueHeads, rope: rope, positions: packing.positions)
-            packing.appendToCaches(layer: li, keys: k, values: v)
-            let attn = packedAttention(q: q, packing: packing, layer: li, heads: c.numAttentionHeads,
+            var qkv = try h.linear(weight: l.wqkv, bias: l.bqkv)                    // (N, d) → (N, Hq·D + 2·Hkv·D)
+            applyRotary(&qkv, column: 0, heads: c.numAttentionHeads, rope: rope, table: table)
+            applyRotary(&qkv, column: qDim, heads: c.numKeyValueHeads, rope: rope, table: table)
+            packing.appendToCaches(layer: li, qkv: qkv, keyColumn: qDim, valueColumn: qDim + kv)
+            let attn = packedAttention(qkv: qkv, queryColumn: 0, packing: packing, layer: li, heads: c.numAttentionHeads,
                                        kvHeads: c.numKeyValueHeads, headDim: c.headDim, scale: scale, window: c.slidingWindow)
             try x.add(try attn.linear(weight: l.wo, bias: l.bo))                    // (N, Hq·D) → (N, d)
             let h2 = try x.rmsNorm(weight: l.postNorm, eps: c.rmsNormEps)
-            let gate = try h2.linear(weight: l.gate, bias: l.gateBias)              // (N, f)
-            let up = try h2.linear(weight: l.up, bias: l.upBias)                    // (N, f)
-            try x.add(try Tensor.siluGate(gate, up).linear(weight: l.down, bias: l.downBias))
+            let gateUp = try h2.linear(weight: l.gateUp, bias: l.gateUpBias)        // (N, d) → (N, 2f)
+            try x.add(try gateUp.siluGateFused().linear(weight: l.down, bias: l.downBias))  // (N, f) → (N, d)
         }
         // The output projection is a third of the FLOPs: only at the rows asked for.
         let rows = packing.logitRows(batch)

@@ -12,8 +12,11 @@ public final class KVCache: @unchecked Sendable {
     public let parent: KVCache?
     /// How many of the parent chain's rows this cache sees.
     public let parentLength: Int
-    var keys: [[Float]]
-    var values: [[Float]]
+    /// Per layer: rows × kvDim keys and values, grown geometrically.
+    private var keyBuffers: [UnsafeMutablePointer<Float>?]
+    private var valueBuffers: [UnsafeMutablePointer<Float>?]
+    private var rowCounts: [Int]
+    private var capacity = 0
     public private(set) var ownLength = 0
     private(set) var frozen = false
 
@@ -22,8 +25,14 @@ public final class KVCache: @unchecked Sendable {
         self.kvDim = kvDim
         parent = nil
         parentLength = 0
-        keys = Array(repeating: [], count: layers)
-        values = Array(repeating: [], count: layers)
+        keyBuffers = Array(repeating: nil, count: layers)
+        valueBuffers = Array(repeating: nil, count: layers)
+        rowCounts = Array(repeating: 0, count: layers)
+    }
+
+    deinit {
+        for b in keyBuffers { b?.deallocate() }
+        for b in valueBuffers { b?.deallocate() }
     }
 
     private init(parent: KVCache) {
@@ -31,8 +40,9 @@ public final class KVCache: @unchecked Sendable {
         kvDim = parent.kvDim
         self.parent = parent
         parentLength = parent.length
-        keys = Array(repeating: [], count: layers)
-        values = Array(repeating: [], count: layers)
+        keyBuffers = Array(repeating: nil, count: layers)
+        valueBuffers = Array(repeating: nil, count: layers)
+        rowCounts = Array(repeating: 0, count: layers)
     }
 
     /// Rows visible to the next token (its position id).
@@ -44,13 +54,35 @@ public final class KVCache: @unchecked Sendable {
         return KVCache(parent: self)
     }
 
-    /// Appends `count` rows for `layer` (keys and values `count × kvDim` each).
-    func append(layer: Int, keys k: UnsafePointer<Float>, values v: UnsafePointer<Float>, count: Int) {
+    /// Appends `count` rows for `layer`, copied from a fused projection output whose rows are
+    /// `rowStride` apart, keys at `keyColumn` and values at `valueColumn`.
+    func appendRows(layer: Int, base: UnsafePointer<Float>, rowStride: Int, keyColumn: Int, valueColumn: Int, count: Int) {
         precondition(!frozen, "appending to a KV cache that has been forked")
-        keys[layer].append(contentsOf: UnsafeBufferPointer(start: k, count: count * kvDim))
-        values[layer].append(contentsOf: UnsafeBufferPointer(start: v, count: count * kvDim))
+        let have = rowCounts[layer]
+        if have + count > capacity { grow(to: max(have + count, capacity * 2, 16)) }
+        let k = keyBuffers[layer]!, v = valueBuffers[layer]!
+        for r in 0..<count {
+            (k + (have + r) * kvDim).update(from: base + r * rowStride + keyColumn, count: kvDim)
+            (v + (have + r) * kvDim).update(from: base + r * rowStride + valueColumn, count: kvDim)
+        }
+        rowCounts[layer] = have + count
         if layer == layers - 1 { ownLength += count }
     }
+
+    private func grow(to rows: Int) {
+        for l in 0..<layers {
+            for which in 0..<2 {
+                let new = UnsafeMutablePointer<Float>.allocate(capacity: max(rows * kvDim, 1))
+                let old = which == 0 ? keyBuffers[l] : valueBuffers[l]
+                if let old { new.update(from: old, count: rowCounts[l] * kvDim); old.deallocate() }
+                if which == 0 { keyBuffers[l] = new } else { valueBuffers[l] = new }
+            }
+        }
+        capacity = rows
+    }
+
+    func keyPointer(_ layer: Int) -> UnsafePointer<Float> { UnsafePointer(keyBuffers[layer]!) }
+    func valuePointer(_ layer: Int) -> UnsafePointer<Float> { UnsafePointer(valueBuffers[layer]!) }
 
     /// The chain root-first for one layer: (cache, rows it holds for that layer). Parents are
     /// frozen when forked, so each sees all of its own rows; the current cache already holds
@@ -59,7 +91,7 @@ public final class KVCache: @unchecked Sendable {
         var chain: [(KVCache, Int)] = []
         var c: KVCache? = self
         while let cur = c {
-            chain.append((cur, cur.keys[layer].count / max(kvDim, 1)))
+            chain.append((cur, cur.rowCounts[layer]))
             c = cur.parent
         }
         return chain.reversed()
@@ -149,80 +181,93 @@ struct Packing {
         return out
     }
 
-    /// Appends this layer's new keys and values (rows of (N, kvDim) matrices) to every sequence's cache.
-    func appendToCaches(layer: Int, keys: Tensor, values: Tensor) {
+    /// Appends this layer's new keys and values to every sequence's cache. They are column
+    /// blocks of the fused (N, W) projection output: keys at `keyColumn`, values at `valueColumn`.
+    func appendToCaches(layer: Int, qkv: Tensor, keyColumn: Int, valueColumn: Int) {
         let kvDim = caches.first?.kvDim ?? 0
-        keys.withUnsafeBufferPointer { k in
-            values.withUnsafeBufferPointer { v in
-                for (i, c) in caches.enumerated() where lengths[i] > 0 {
-                    c.append(layer: layer, keys: k.baseAddress! + offsets[i] * kvDim, values: v.baseAddress! + offsets[i] * kvDim, count: lengths[i])
-                }
+        let w = qkv.shape[1]
+        qkv.withUnsafeBufferPointer { p in
+            for (i, c) in caches.enumerated() where lengths[i] > 0 {
+                c.appendRows(layer: layer, base: p.baseAddress! + offsets[i] * w, rowStride: w,
+                             keyColumn: keyColumn, valueColumn: valueColumn, count: lengths[i])
             }
         }
     }
+
+    /// Rotary cos/sin for every packed row.
+    func rotaryTable(_ rope: RotaryEmbedding) -> RotaryEmbedding.Table { rope.table(positions: positions) }
 }
 
 /// Causal attention of packed queries against each sequence's cache chain (which already holds
-/// this step's keys and values). q: (N, Hq·D) → (N, Hq·D). Query head h reads KV head
-/// h / (Hq/Hkv). `window`: a key more than `window − 1` positions back is masked (Mistral).
-func packedAttention(q: Tensor, packing: Packing, layer: Int, heads hq: Int, kvHeads hkv: Int, headDim d: Int,
-                     scale: Float, window: Int? = nil) -> Tensor {
-    let ldq = hq * d, kvDim = hkv * d
+/// this step's keys and values). Queries are the column block at `queryColumn` of the fused
+/// (N, W) projection output, (N, Hq·D) → (N, Hq·D). Query head h reads KV head h / (Hq/Hkv).
+/// `window`: a key more than `window − 1` positions back is masked (Mistral).
+///
+/// (sequence, head) pairs are split across cores with BLAS held to one thread for the phase
+/// (DESIGN.md: never Dispatch parallelism and BLAS threads at once).
+func packedAttention(qkv: Tensor, queryColumn: Int, packing: Packing, layer: Int, heads hq: Int, kvHeads hkv: Int,
+                     headDim d: Int, scale: Float, window: Int? = nil) -> Tensor {
+    let ldq = qkv.shape[1], ldo = hq * d, kvDim = hkv * d
     let group = hq / hkv
     let n = packing.rows
-    return q.withUnsafeBufferPointer { qp in
-        Tensor(shape: [n, ldq]) { out in
-            var scores: [Float] = []
-            for (si, cache) in packing.caches.enumerated() {
-                let t = packing.lengths[si]
-                if t == 0 { continue }
-                let segments = cache.segments(layer: layer)
-                let s = segments.reduce(0) { $0 + $1.1 }
-                let queryOffset = s - t
-                if scores.count < t * s { scores = [Float](repeating: 0, count: t * s) }
+    // Per sequence: its key/value segments (pointer, pointer, rows, first column) and total keys.
+    typealias Segment = (k: UnsafePointer<Float>, v: UnsafePointer<Float>, rows: Int, column: Int)
+    var plans: [(segments: [Segment], keys: Int)] = []
+    for cache in packing.caches {
+        var segs: [Segment] = []
+        var col = 0
+        for (c, rows) in cache.segments(layer: layer) where rows > 0 {
+            segs.append((c.keyPointer(layer), c.valuePointer(layer), rows, col))
+            col += rows
+        }
+        plans.append((segs, col))
+    }
+    let work = packing.lengths.enumerated().flatMap { si, t in t == 0 ? [] : (0..<hq).map { (si, $0) } }
+    let maxScores = packing.lengths.enumerated().map { $0.element * plans[$0.offset].keys }.max() ?? 0
+    let cost = packing.lengths.enumerated().reduce(0) { $0 + $1.element * plans[$1.offset].keys * d } / max(work.count, 1)
+    let savedThreads = BLAS.threads
+    let parallel = work.count >= 2 && cost * work.count >= 1 << 15
+    if parallel { BLAS.threads = 1 }
+    defer { if parallel { BLAS.threads = savedThreads } }
+    return qkv.withUnsafeBufferPointer { qp in
+        Tensor(shape: [n, ldo]) { out in
+            parallelRows(work.count, cost: parallel ? 1 << 16 : 0, ways: elementwiseWays) { range in
+                var scores = [Float](repeating: 0, count: max(maxScores, 1))
                 scores.withUnsafeMutableBufferPointer { sp in
                     let p = sp.baseAddress!
-                    // Segment pointers (keys, values, rows, first column).
-                    var segs: [(UnsafePointer<Float>, UnsafePointer<Float>, Int, Int)] = []
-                    var col = 0
-                    for (c, rows) in segments where rows > 0 {
-                        let k = c.keys[layer].withUnsafeBufferPointer { $0.baseAddress! }
-                        let v = c.values[layer].withUnsafeBufferPointer { $0.baseAddress! }
-                        segs.append((k, v, rows, col))
-                        col += rows
-                    }
-                    for h in 0..<hq {
+                    for (si, h) in work[range] {
+                        let t = packing.lengths[si]
+                        let (segs, s) = plans[si]
+                        let queryOffset = s - t
                         let g = h / group
-                        let qh = qp.baseAddress! + packing.offsets[si] * ldq + h * d   // (T, D), ld = Hq·D
-                        let oh = out.baseAddress! + packing.offsets[si] * ldq + h * d  // (T, D), ld = Hq·D
-                        // scores (T, S) = Q · Kᵀ, one GEMM per segment into its columns.
-                        for (k, _, rows, c0) in segs {
+                        let qh = qp.baseAddress! + packing.offsets[si] * ldq + queryColumn + h * d  // (T, D), ld = W
+                        let oh = out.baseAddress! + packing.offsets[si] * ldo + h * d              // (T, D), ld = Hq·D
+                        // scores (T, S) = Q · Kᵀ, one product per segment into its columns.
+                        for seg in segs {
                             if t == 1 {
-                                sgemv(trans: false, m: rows, n: d, a: k + g * d, lda: kvDim, x: qh, y: p + c0)
+                                sgemv(trans: false, m: seg.rows, n: d, a: seg.k + g * d, lda: kvDim, x: qh, y: p + seg.column)
                             } else {
-                                sgemm(transA: false, transB: true, m: t, n: rows, k: d, a: qh, lda: ldq,
-                                      b: k + g * d, ldb: kvDim, c: p + c0, ldc: s)
+                                sgemm(transA: false, transB: true, m: t, n: seg.rows, k: d, a: qh, lda: ldq,
+                                      b: seg.k + g * d, ldb: kvDim, c: p + seg.column, ldc: s)
                             }
                         }
                         for i in 0..<t {
                             let row = p + i * s
                             let hi = queryOffset + i + 1
                             let lo = window.map { max(0, hi - $0) } ?? 0
-                            var m = -Float.infinity
-                            for j in lo..<hi { row[j] *= scale; if row[j] > m { m = row[j] } }
-                            var sum: Float = 0
-                            for j in lo..<hi { let e = expf(row[j] - m); row[j] = e; sum += e }
-                            let inv = 1 / sum
-                            for j in 0..<s { row[j] = (j >= lo && j < hi) ? row[j] * inv : 0 }
+                            for j in lo..<hi { row[j] *= scale }
+                            softmaxRow(row + lo, row + lo, hi - lo)
+                            if lo > 0 { row.update(repeating: 0, count: lo) }
+                            if hi < s { (row + hi).update(repeating: 0, count: s - hi) }
                         }
                         // out (T, D) = P · V, accumulated over segments.
-                        for (si2, (_, v, rows, c0)) in segs.enumerated() {
-                            let beta: Float = si2 == 0 ? 0 : 1
+                        for (k, seg) in segs.enumerated() {
+                            let beta: Float = k == 0 ? 0 : 1
                             if t == 1 {
-                                sgemv(trans: true, m: rows, n: d, a: v + g * d, lda: kvDim, x: p + c0, beta: beta, y: oh)
+                                sgemv(trans: true, m: seg.rows, n: d, a: seg.v + g * d, lda: kvDim, x: p + seg.column, beta: beta, y: oh)
                             } else {
-                                sgemm(transA: false, transB: false, m: t, n: d, k: rows, a: p + c0, lda: s,
-                                      b: v + g * d, ldb: kvDim, beta: beta, c: oh, ldc: ldq)
+                                sgemm(transA: false, transB: false, m: t, n: d, k: seg.rows, a: p + seg.column, lda: s,
+                                      b: seg.v + g * d, ldb: kvDim, beta: beta, c: oh, ldc: ldo)
                             }
                         }
                     }
@@ -232,10 +277,11 @@ func packedAttention(q: Tensor, packing: Packing, layer: Int, heads hq: Int, kvH
     }
 }
 
-/// Applies rotary embeddings to packed rows (N, H·D) at the given position ids.
-func applyRotary(_ x: inout Tensor, heads: Int, rope: RotaryEmbedding, positions: [Int]) throws {
-    let n = x.shape[0]
-    var v = x.reshaped([1, n, heads, rope.headDim])
-    try rope.apply(&v, positions: [positions])
-    x = v.reshaped([n, heads * rope.headDim])
+/// Applies rotary embeddings in place to `heads` heads starting at `column` of every row of a
+/// fused (N, W) projection output.
+func applyRotary(_ x: inout Tensor, column: Int, heads: Int, rope: RotaryEmbedding, table: RotaryEmbedding.Table) {
+    let (n, w) = (x.shape[0], x.shape[1])
+    x.withUnsafeMutableBufferPointer { p in
+        rope.apply(p.baseAddress! + column, rows: n, rowStride: w, heads: heads, table: table)
+    }
 }

@@ -44,6 +44,57 @@ public struct RotaryEmbedding: Sendable {
         }
     }
 
+    /// cos/sin for a list of position ids, computed once per forward pass and shared by every
+    /// layer and by queries and keys: (positions, rotaryDim/2) each.
+    public struct Table: Sendable {
+        public let cos: [Float]
+        public let sin: [Float]
+        public let half: Int
+    }
+
+    public func table(positions: [Int]) -> Table {
+        let half = rotaryDim / 2
+        var c = [Float](repeating: 0, count: positions.count * half), s = c
+        c.withUnsafeMutableBufferPointer { cp in
+            s.withUnsafeMutableBufferPointer { sp in
+                for (r, pos) in positions.enumerated() { angles(position: pos, cos: cp.baseAddress! + r * half, sin: sp.baseAddress! + r * half) }
+            }
+        }
+        return Table(cos: c, sin: s, half: half)
+    }
+
+    /// Rotates, in place, `heads` heads of every row of a row-major matrix: row r's head h starts
+    /// at `base + r·rowStride + h·headDim` and uses row r of `table`.
+    public func apply(_ base: UnsafeMutablePointer<Float>, rows: Int, rowStride: Int, heads: Int, table: Table) {
+        let half = table.half
+        table.cos.withUnsafeBufferPointer { cp in
+            table.sin.withUnsafeBufferPointer { sp in
+                for r in 0..<rows {
+                    let c = cp.baseAddress! + r * half, s = sp.baseAddress! + r * half
+                    for h in 0..<heads {
+                        let v = base + r * rowStride + h * headDim
+                        var i = 0
+                        while i + 8 <= half {
+                            let x1 = UnsafeRawPointer(v + i).loadUnaligned(as: SIMD8<Float>.self)
+                            let x2 = UnsafeRawPointer(v + i + half).loadUnaligned(as: SIMD8<Float>.self)
+                            let cv = UnsafeRawPointer(c + i).loadUnaligned(as: SIMD8<Float>.self)
+                            let sv = UnsafeRawPointer(s + i).loadUnaligned(as: SIMD8<Float>.self)
+                            UnsafeMutableRawPointer(v + i).storeBytes(of: x1 * cv - x2 * sv, as: SIMD8<Float>.self)
+                            UnsafeMutableRawPointer(v + i + half).storeBytes(of: x2 * cv + x1 * sv, as: SIMD8<Float>.self)
+                            i += 8
+                        }
+                        while i < half {
+                            let x1 = v[i], x2 = v[i + half]
+                            v[i] = x1 * c[i] - x2 * s[i]
+                            v[i + half] = x2 * c[i] + x1 * s[i]
+                            i += 1
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Rotates `x` of shape (B, T, H, headDim) in place; `positions[b][t]` is the position id.
     public func apply(_ x: inout Tensor, positions: [[Int]]) throws {
         guard x.rank == 4, x.shape[3] == headDim, positions.count == x.shape[0],

@@ -121,26 +121,37 @@ public extension Tensor {
     /// SiLU (swish): x · σ(x), as in LLaMA's SwiGLU MLP.
     func silu() -> Tensor {
         withUnsafeBufferPointer { src in
-            Tensor(shape: shape) { dst in for i in 0..<src.count { let x = src[i]; dst[i] = x / (1 + expf(-x)) } }
+            Tensor(shape: shape) { dst in
+                simdMap(src, dst, vector: { x in x / (1 + vexp(-x)) }, scalar: { x in x / (1 + sexp(-x)) })
+            }
         }
     }
 
     /// GELU, exact form 0.5·x·(1 + erf(x/√2)) (PyTorch `gelu`, HF "gelu").
     func gelu() -> Tensor {
-        withUnsafeBufferPointer { src in
+        let d = shape.last ?? 1
+        return withUnsafeBufferPointer { src in
             Tensor(shape: shape) { dst in
-                for i in 0..<src.count { let x = src[i]; dst[i] = 0.5 * x * (1 + erff(x * 0.70710678118654752)) }
+                let rows = d == 0 ? 0 : src.count / d
+                parallelRows(rows, cost: d * 8, ways: elementwiseWays) { range in
+                    for i in (range.lowerBound * d)..<(range.upperBound * d) {
+                        let x = src[i]; dst[i] = 0.5 * x * (1 + erff(x * 0.70710678118654752))
+                    }
+                }
             }
         }
     }
 
     /// GELU, tanh approximation (HF "gelu_new" / "gelu_pytorch_tanh", GPT-2):
-    /// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+    /// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), with 1 + tanh(y) = 2 − 2/(e^{2y} + 1).
     func geluTanh() -> Tensor {
         withUnsafeBufferPointer { src in
             Tensor(shape: shape) { dst in
                 let c: Float = 0.7978845608028654
-                for i in 0..<src.count { let x = src[i]; dst[i] = 0.5 * x * (1 + tanhf(c * (x + 0.044715 * x * x * x))) }
+                simdMap(src, dst, vector: { x in
+                    let y = c * (x + 0.044715 * x * x * x)
+                    return x - x / (vexp(2 * y) + 1)
+                }, scalar: { x in 0.5 * x * (1 + tanhf(c * (x + 0.044715 * x * x * x))) })
             }
         }
     }
@@ -150,7 +161,27 @@ public extension Tensor {
         guard gate.shape == up.shape else { throw TensorError.shapeMismatch(op: "siluGate", expected: "\(gate.shape)", got: "\(up.shape)") }
         return gate.withUnsafeBufferPointer { g in
             up.withUnsafeBufferPointer { u in
-                Tensor(shape: gate.shape) { dst in for i in 0..<g.count { let x = g[i]; dst[i] = x / (1 + expf(-x)) * u[i] } }
+                Tensor(shape: gate.shape) { dst in
+                    simdZip(g, u, dst, vector: { x, y in x / (1 + vexp(-x)) * y }, scalar: { x, y in x / (1 + sexp(-x)) * y })
+                }
+            }
+        }
+    }
+
+    /// SwiGLU's gate on a fused (N, 2f) [gate | up] projection: (N, 2f) → (N, f).
+    func siluGateFused() throws -> Tensor {
+        guard rank == 2, shape[1] % 2 == 0 else { throw TensorError.invalidShape(op: "siluGateFused", shape: shape, reason: "needs (N, 2f)") }
+        let n = shape[0], f = shape[1] / 2
+        return withUnsafeBufferPointer { src in
+            Tensor(shape: [n, f]) { dst in
+                parallelRows(n, cost: f * 4, ways: elementwiseWays) { range in
+                    for r in range {
+                        simdZip(UnsafeBufferPointer(rebasing: src[(r * 2 * f)..<(r * 2 * f + f)]),
+                                UnsafeBufferPointer(rebasing: src[(r * 2 * f + f)..<((r + 1) * 2 * f)]),
+                                UnsafeMutableBufferPointer(rebasing: dst[(r * f)..<((r + 1) * f)]),
+                                vector: { x, y in x / (1 + vexp(-x)) * y }, scalar: { x, y in x / (1 + sexp(-x)) * y })
+                    }
+                }
             }
         }
     }
@@ -163,26 +194,28 @@ public extension Tensor {
         return withUnsafeBufferPointer { src in
             Tensor(shape: shape) { dst in
                 let rows = d == 0 ? 0 : src.count / d
-                for r in 0..<rows { softmaxRow(src.baseAddress! + r * d, dst.baseAddress! + r * d, d) }
+                parallelRows(rows, cost: d * 4, ways: elementwiseWays) { range in
+                    for r in range { softmaxRow(src.baseAddress! + r * d, dst.baseAddress! + r * d, d) }
+                }
             }
         }
     }
 
-    /// Log-softmax over the last axis: x − max − log Σ exp(x − max).
+    /// Log-softmax over the last axis: (x − max) − log Σ exp(x − max); subtracting the max
+    /// first keeps large logits exact.
     func logSoftmax() -> Tensor {
         let d = shape.last ?? 1
         return withUnsafeBufferPointer { src in
             Tensor(shape: shape) { dst in
                 let rows = d == 0 ? 0 : src.count / d
-                for r in 0..<rows {
-                    let x = src.baseAddress! + r * d, y = dst.baseAddress! + r * d
-                    // (x − max) − log Σ: subtracting the max first keeps large logits exact.
-                    let m = vmax(x, d)
-                    if !m.isFinite { for i in 0..<d { y[i] = x[i] - m }; continue }
-                    var s: Float = 0
-                    for i in 0..<d { s += expf(x[i] - m) }
-                    let logS = logf(s)
-                    for i in 0..<d { y[i] = (x[i] - m) - logS }
+                parallelRows(rows, cost: d * 4, ways: elementwiseWays) { range in
+                    for r in range {
+                        let x = src.baseAddress! + r * d, y = dst.baseAddress! + r * d
+                        let m = vmax(x, d)
+                        if !m.isFinite { for i in 0..<d { y[i] = x[i] - m }; continue }
+                        let logS = logf(sumExpShifted(x, d, m))
+                        for i in 0..<d { y[i] = (x[i] - m) - logS }
+                    }
                 }
             }
         }
@@ -241,11 +274,17 @@ public extension Tensor {
             withUnsafeBufferPointer { src in
                 Tensor(shape: shape) { dst in
                     let rows = d == 0 ? 0 : src.count / d
-                    for r in 0..<rows {
-                        let x = src.baseAddress! + r * d, y = dst.baseAddress! + r * d
-                        let ss = cblas_sdot(Int32(d), x, 1, x, 1)
-                        let inv = 1 / (ss / Float(d) + eps).squareRoot()
-                        for i in 0..<d { y[i] = w[i] * (x[i] * inv) }
+                    parallelRows(rows, cost: d * 2, ways: elementwiseWays) { range in
+                        for r in range {
+                            let x = src.baseAddress! + r * d, y = dst.baseAddress! + r * d
+                            var acc = SIMD8<Float>(repeating: 0)
+                            var i = 0
+                            while i + 8 <= d { let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self); acc += v * v; i += 8 }
+                            var ss = acc.sum()
+                            while i < d { ss += x[i] * x[i]; i += 1 }
+                            let inv = 1 / (ss / Float(d) + eps).squareRoot()
+                            for i in 0..<d { y[i] = w[i] * (x[i] * inv) }
+                        }
                     }
                 }
             }
@@ -279,20 +318,46 @@ public extension Tensor {
     }
 }
 
+/// Σ exp(x − m) over a row, eight lanes at a time.
+@inline(__always)
+func sumExpShifted(_ x: UnsafePointer<Float>, _ d: Int, _ m: Float) -> Float {
+    var acc = SIMD8<Float>(repeating: 0)
+    let mv = SIMD8<Float>(repeating: m)
+    var i = 0
+    while i + 8 <= d { acc += vexp(UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) - mv); i += 8 }
+    var s = acc.sum()
+    while i < d { s += sexp(x[i] - m); i += 1 }
+    return s
+}
+
 @inline(__always)
 func logSumExpRow(_ x: UnsafePointer<Float>, _ d: Int) -> Float {
     let m = vmax(x, d)
     if !m.isFinite { return m }
-    var s: Float = 0
-    for i in 0..<d { s += expf(x[i] - m) }
-    return m + logf(s)
+    return m + logf(sumExpShifted(x, d, m))
 }
 
+/// Softmax of a row into `y` (may alias `x`).
 @inline(__always)
-func softmaxRow(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ d: Int) {
+public func softmaxRow(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ d: Int) {
     let m = vmax(x, d)
-    var s: Float = 0
-    for i in 0..<d { let e = expf(x[i] - m); y[i] = e; s += e }
-    let inv = 1 / s
-    for i in 0..<d { y[i] *= inv }
+    let mv = SIMD8<Float>(repeating: m)
+    var acc = SIMD8<Float>(repeating: 0)
+    var i = 0
+    while i + 8 <= d {
+        let e = vexp(UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) - mv)
+        UnsafeMutableRawPointer(y + i).storeBytes(of: e, as: SIMD8<Float>.self)
+        acc += e
+        i += 8
+    }
+    var s = acc.sum()
+    while i < d { let e = sexp(x[i] - m); y[i] = e; s += e; i += 1 }
+    let inv = SIMD8<Float>(repeating: 1 / s)
+    i = 0
+    while i + 8 <= d {
+        let v = UnsafeRawPointer(y + i).loadUnaligned(as: SIMD8<Float>.self) * inv
+        UnsafeMutableRawPointer(y + i).storeBytes(of: v, as: SIMD8<Float>.self)
+        i += 8
+    }
+    while i < d { y[i] *= inv[0]; i += 1 }
 }

@@ -122,7 +122,7 @@ extension Tensor {
 
     @Test func configAndWeightMismatches() throws {
         try expectError("model.embed_tokens.weight' has shape [97, 32], expected [97, 48]") { $0["hidden_size"] = 48; $0["head_dim"] = 12 }
-        try expectError("missing tensor 'model.layers.2.input_layernorm.weight'") { $0["num_hidden_layers"] = 3 }
+        try expectError("missing tensor 'model.layers.2.self_attn.q_proj.weight'") { $0["num_hidden_layers"] = 3 }
         try expectError("tensor(s) the architecture does not use") { $0["num_hidden_layers"] = 1 }
         try expectError("expected [100, 32]") { $0["vocab_size"] = 100 }
         try expectError("does not divide hidden_size") { $0["num_attention_heads"] = 5; $0["num_key_value_heads"] = 5; $0.removeValue(forKey: "head_dim") }

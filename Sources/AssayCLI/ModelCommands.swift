@@ -1,0 +1,136 @@
+import ArgumentParser
+import Foundation
+import AssayCommon
+import Models
+import TensorCore
+
+/// Options shared by commands that load one model.
+struct ModelOptions: ParsableArguments {
+    @Argument(help: "Model directory (config.json + safetensors).")
+    var model: String
+
+    @Option(help: "PEFT LoRA adapter directory merged into the model at load.")
+    var adapter: String?
+
+    @Option(help: "Token ids, comma or space separated (instead of --prompt).")
+    var ids: String?
+
+    @Option(help: "OpenBLAS threads (default: all cores).")
+    var threads: Int?
+
+    func validate() throws {
+        if let threads, threads < 1 || threads > 256 { throw ValidationError("--threads must be between 1 and 256") }
+    }
+
+    func load() throws -> any CausalLanguageModel {
+        if let threads { BLAS.threads = threads }
+        return try ModelLoader.load(URL(fileURLWithPath: model), adapter: adapter.map { URL(fileURLWithPath: $0) })
+    }
+
+    func parseIDs() throws -> [Int]? {
+        guard let ids else { return nil }
+        let parts = ids.split(whereSeparator: { $0 == "," || $0 == " " })
+        var out: [Int] = []
+        for p in parts {
+            guard let i = Int(p), i >= 0 else { throw ValidationError("--ids: '\(String(p).terminalSafe)' is not a token id") }
+            out.append(i)
+        }
+        guard !out.isEmpty else { throw ValidationError("--ids is empty") }
+        return out
+    }
+}
+
+struct Logits: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print, for every position, the top-K next tokens with their log-probabilities and the log-sum-exp."
+    )
+
+    @OptionGroup var options: ModelOptions
+
+    @Option(help: "Text, tokenized as transformers' tokenizer(text) does.")
+    var prompt: String?
+
+    @Option(help: "How many tokens per position.")
+    var top = 5
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func validate() throws {
+        guard (prompt == nil) != (options.ids == nil) else { throw ValidationError("give exactly one of --prompt and --ids") }
+        guard top >= 1 && top <= 1000 else { throw ValidationError("--top must be between 1 and 1000") }
+    }
+
+    struct Position: Codable {
+        var position: Int
+        var token: Int
+        var logsumexp: Float
+        var top: [Entry]
+    }
+    struct Entry: Codable { var id: Int; var logprob: Float }
+
+    func run() throws {
+        let model = try options.load()
+        let ids = try promptIDs(prompt: prompt, options: options, model: model)
+        let logits = try model.forward([SequenceInput(tokens: ids, logitPositions: Array(ids.indices))])[0]
+        let lse = logits.logSumExp().array
+        let lp = logits.logSoftmax().array
+        let v = logits.shape[1]
+        var rows: [Position] = []
+        for t in ids.indices {
+            let row = lp[(t * v)..<((t + 1) * v)]
+            let best = row.indices.sorted { row[$0] > row[$1] || (row[$0] == row[$1] && $0 < $1) }.prefix(top)
+            rows.append(Position(position: t, token: ids[t], logsumexp: lse[t], top: best.map { Entry(id: $0 - t * v, logprob: lp[$0]) }))
+        }
+        if json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            emit(String(decoding: try enc.encode(rows), as: UTF8.self))
+        } else {
+            var out = ""
+            for r in rows {
+                out += String(format: "%4d  token %6d  lse %9.4f  ", r.position, r.token, r.logsumexp)
+                out += r.top.map { String(format: "%d:%.4f", $0.id, $0.logprob) }.joined(separator: "  ") + "\n"
+            }
+            emit(out)
+        }
+    }
+}
+
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Greedy generation.")
+
+    @OptionGroup var options: ModelOptions
+
+    @Option(help: "Text, tokenized as transformers' tokenizer(text) does.")
+    var prompt: String?
+
+    @Option(help: "Maximum new tokens.")
+    var maxTokens = 64
+
+    @Flag(help: "Print token ids instead of text.")
+    var printIds = false
+
+    func validate() throws {
+        guard (prompt == nil) != (options.ids == nil) else { throw ValidationError("give exactly one of --prompt and --ids") }
+        guard maxTokens >= 1 && maxTokens <= 100_000 else { throw ValidationError("--max-tokens must be between 1 and 100000") }
+    }
+
+    func run() throws {
+        let model = try options.load()
+        let ids = try promptIDs(prompt: prompt, options: options, model: model)
+        let out = try model.greedy(prompts: [ids], maxNewTokens: maxTokens, stopTokens: Set(model.eosTokenIDs))[0]
+        emit(out.map(String.init).joined(separator: " "))
+    }
+}
+
+/// Token ids from --ids (checked against the vocabulary) or --prompt.
+func promptIDs(prompt: String?, options: ModelOptions, model: any CausalLanguageModel) throws -> [Int] {
+    if let ids = try options.parseIDs() {
+        if let bad = ids.first(where: { $0 >= model.vocabularySize }) {
+            throw ModelError.invalidInput("--ids: token id \(bad) is outside the vocabulary of \(model.vocabularySize)")
+        }
+        return ids
+    }
+    throw ValidationError("--prompt needs the tokenizer; use --ids")
+}
