@@ -11,7 +11,7 @@ import SafeTensors
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmark the tensor core and the safetensors loader.",
-        subcommands: [BenchCore.self, BenchModel.self],
+        subcommands: [BenchCore.self, BenchModel.self, BenchKernels.self],
         defaultSubcommand: BenchCore.self
     )
 }
@@ -69,7 +69,7 @@ struct BenchCore: ParsableCommand {
     }
 
     func run() throws {
-        if let threads { BLAS.threads = threads }
+        if let threads { Parallel.useBLASThreads(threads) }
         // (M, K, N): the MLP up-projection of SmolLM2-135M over 512 tokens, its down
         // projection, a square attention projection, and a single-row (decode) product.
         let shapes = [(512, 576, 1536), (512, 1536, 576), (512, 576, 576), (1, 576, 1536)]

@@ -76,7 +76,7 @@ struct BenchModel: ParsableCommand {
     func median(_ xs: [Double]) -> Double { let s = xs.sorted(); return s[s.count / 2] }
 
     func run() throws {
-        BLAS.threads = threads
+        Parallel.configure(threads: threads)
         var loads: [Double] = []
         var m: (any CausalLanguageModel)?
         for _ in 0..<repeats {
@@ -97,7 +97,9 @@ struct BenchModel: ParsableCommand {
             }
             return Double(probes * tokens) / median(ts)
         }
+        PhaseProfile.shared.reset()
         let last = try prefill(all: false)
+        if PhaseProfile.shared.enabled { printError("profile, prefill (last position):\n" + PhaseProfile.shared.report()) }
         let all = try prefill(all: true)
         func decode(batch: Int) throws -> Double {
             var ts: [Double] = []
@@ -109,7 +111,10 @@ struct BenchModel: ParsableCommand {
             }
             return Double(batch * newTokens) / median(ts)
         }
-        let d1 = try decode(batch: 1), d8 = try decode(batch: 8)
+        PhaseProfile.shared.reset()
+        let d1 = try decode(batch: 1)
+        if PhaseProfile.shared.enabled { printError("profile, decode b=1:\n" + PhaseProfile.shared.report()) }
+        let d8 = try decode(batch: 8)
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let ours = Figures(loadSeconds: median(loads), prefillLastTokensPerSecond: last, prefillAllTokensPerSecond: all,

@@ -23,7 +23,7 @@ struct ModelOptions: ParsableArguments {
     }
 
     func load() throws -> any CausalLanguageModel {
-        if let threads { BLAS.threads = threads }
+        Parallel.configure(threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
         return try ModelLoader.load(URL(fileURLWithPath: model), adapter: adapter.map { URL(fileURLWithPath: $0) })
     }
 

@@ -147,24 +147,32 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
         let qDim = c.numAttentionHeads * c.headDim, kv = c.numKeyValueHeads * c.headDim
         let table = packing.rotaryTable(rope)
         var x = embed.gatherRows(packing.tokens)                                   // (N, d)
+        let prof = PhaseProfile.shared
         for (li, l) in layers.enumerated() {
-            let h = try x.rmsNorm(weight: l.inputNorm, eps: c.rmsNormEps)
-            var qkv = try h.linear(weight: l.wqkv, bias: l.bqkv)                    // (N, d) → (N, Hq·D + 2·Hkv·D)
-            applyRotary(&qkv, column: 0, heads: c.numAttentionHeads, rope: rope, table: table)
-            applyRotary(&qkv, column: qDim, heads: c.numKeyValueHeads, rope: rope, table: table)
-            packing.appendToCaches(layer: li, qkv: qkv, keyColumn: qDim, valueColumn: qDim + kv)
-            let attn = packedAttention(qkv: qkv, queryColumn: 0, packing: packing, layer: li, heads: c.numAttentionHeads,
-                                       kvHeads: c.numKeyValueHeads, headDim: c.headDim, scale: scale, window: c.slidingWindow)
-            try x.add(try attn.linear(weight: l.wo, bias: l.bo))                    // (N, Hq·D) → (N, d)
-            let h2 = try x.rmsNorm(weight: l.postNorm, eps: c.rmsNormEps)
-            let gateUp = try h2.linear(weight: l.gateUp, bias: l.gateUpBias)        // (N, d) → (N, 2f)
-            try x.add(try gateUp.siluGateFused().linear(weight: l.down, bias: l.downBias))  // (N, f) → (N, d)
+            let h = try prof.measure("norm") { try x.rmsNorm(weight: l.inputNorm, eps: c.rmsNormEps) }
+            var qkv = try prof.measure("gemm.qkv") { try h.linear(weight: l.wqkv, bias: l.bqkv) }  // (N, d) → (N, Hq·D + 2·Hkv·D)
+            prof.measure("rope+cache") {
+                applyRotary(&qkv, column: 0, heads: c.numAttentionHeads, rope: rope, table: table)
+                applyRotary(&qkv, column: qDim, heads: c.numKeyValueHeads, rope: rope, table: table)
+                packing.appendToCaches(layer: li, qkv: qkv, keyColumn: qDim, valueColumn: qDim + kv)
+            }
+            let attn = prof.measure("attention") {
+                packedAttention(qkv: qkv, queryColumn: 0, packing: packing, layer: li, heads: c.numAttentionHeads,
+                                kvHeads: c.numKeyValueHeads, headDim: c.headDim, scale: scale, window: c.slidingWindow)
+            }
+            let o = try prof.measure("gemm.o") { try attn.linear(weight: l.wo, bias: l.bo) }   // (N, Hq·D) → (N, d)
+            try prof.measure("residual") { try x.add(o) }
+            let h2 = try prof.measure("norm") { try x.rmsNorm(weight: l.postNorm, eps: c.rmsNormEps) }
+            let gateUp = try prof.measure("gemm.gate_up") { try h2.linear(weight: l.gateUp, bias: l.gateUpBias) }  // (N, d) → (N, 2f)
+            let act = try prof.measure("silu_gate") { try gateUp.siluGateFused() }
+            let down = try prof.measure("gemm.down") { try act.linear(weight: l.down, bias: l.downBias) }  // (N, f) → (N, d)
+            try prof.measure("residual") { try x.add(down) }
         }
         // The output projection is a third of the FLOPs: only at the rows asked for.
         let rows = packing.logitRows(batch)
         if rows.isEmpty { return packing.split(Tensor(zeros: [0, c.vocabSize]), batch) }
         let last = try x.gatherRows(rows).rmsNorm(weight: norm, eps: c.rmsNormEps)   // (R, d)
-        return packing.split(try last.linear(weight: lmHead), batch)                // (R, V)
+        return packing.split(try prof.measure("gemm.lm_head") { try last.linear(weight: lmHead) }, batch)  // (R, V)
     }
 }
 

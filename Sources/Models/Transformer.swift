@@ -225,10 +225,8 @@ func packedAttention(qkv: Tensor, queryColumn: Int, packing: Packing, layer: Int
     let work = packing.lengths.enumerated().flatMap { si, t in t == 0 ? [] : (0..<hq).map { (si, $0) } }
     let maxScores = packing.lengths.enumerated().map { $0.element * plans[$0.offset].keys }.max() ?? 0
     let cost = packing.lengths.enumerated().reduce(0) { $0 + $1.element * plans[$1.offset].keys * d } / max(work.count, 1)
-    let savedThreads = BLAS.threads
-    let parallel = work.count >= 2 && cost * work.count >= 1 << 15
-    if parallel { BLAS.threads = 1 }
-    defer { if parallel { BLAS.threads = savedThreads } }
+    // Parallel only under Assay's own scheme (OpenBLAS single-threaded), see `Parallel`.
+    let parallel = Parallel.ways > 1 && work.count >= 2 && cost * work.count >= 1 << 15
     return qkv.withUnsafeBufferPointer { qp in
         Tensor(shape: [n, ldo]) { out in
             parallelRows(work.count, cost: parallel ? 1 << 16 : 0, ways: elementwiseWays) { range in
@@ -284,4 +282,31 @@ func applyRotary(_ x: inout Tensor, column: Int, heads: Int, rope: RotaryEmbeddi
     x.withUnsafeMutableBufferPointer { p in
         rope.apply(p.baseAddress! + column, rows: n, rowStride: w, heads: heads, table: table)
     }
+}
+
+/// Optional per-phase wall-clock accounting (ASSAY_PROFILE=1), for benchmarks.
+public final class PhaseProfile: @unchecked Sendable {
+    public static let shared = PhaseProfile()
+    public let enabled = ProcessInfo.processInfo.environment["ASSAY_PROFILE"] == "1"
+    private var totals: [String: Double] = [:]
+    private let lock = NSLock()
+
+    @inline(__always)
+    public func measure<R>(_ name: String, _ body: () throws -> R) rethrows -> R {
+        guard enabled else { return try body() }
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        defer {
+            let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            lock.lock(); totals[name, default: 0] += dt; lock.unlock()
+        }
+        return try body()
+    }
+
+    public func report() -> String {
+        lock.lock(); defer { lock.unlock() }
+        let total = totals.values.reduce(0, +)
+        return totals.sorted { $0.value > $1.value }.map { String(format: "%-14@ %8.3f s  %5.1f%%", $0.key as NSString, $0.value, 100 * $0.value / max(total, 1e-9)) }.joined(separator: "\n")
+    }
+
+    public func reset() { lock.lock(); totals = [:]; lock.unlock() }
 }

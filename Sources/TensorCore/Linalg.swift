@@ -1,5 +1,6 @@
 import CBLAS
 import CLAPACK
+import Dispatch
 
 /// OpenBLAS controls. Never combine Dispatch parallelism with OpenBLAS threads in one phase
 /// (DESIGN.md): callers pick one scheme per phase and set the thread count accordingly.
@@ -107,8 +108,28 @@ public extension Tensor {
             out = Tensor(shape: [rows, outF]) { _ in }  // overwritten by GEMM (beta = 0)
         }
         let beta: Float = bias == nil ? 0 : 1
+        let ways = Parallel.ways
+        let xc = x.contiguous(), wc = weight.contiguous()
         out.withUnsafeMutableBufferPointer { c in
-            Tensor.gemm(BLASOperand(x), BLASOperand(weight.transposed), c.baseAddress!, ldc: outF, beta: beta)
+            if ways < 2 || rows * outF * inF < 1 << 18 {
+                Tensor.gemm(BLASOperand(xc), BLASOperand(wc.transposed), c.baseAddress!, ldc: outF, beta: beta)
+                return
+            }
+            // Assay's own split (OpenBLAS is single-threaded, see `Parallel`): by rows when
+            // there are many (prefill), else by output features, so each core streams its own
+            // share of the weight (decode is memory-bound).
+            nonisolated(unsafe) let cp = c.baseAddress!
+            if rows >= 32 * ways {
+                DispatchQueue.concurrentPerform(iterations: ways) { k in
+                    let r0 = rows * k / ways, r1 = rows * (k + 1) / ways
+                    Tensor.gemm(BLASOperand(xc.slice(axis: 0, r0..<r1)), BLASOperand(wc.transposed), cp + r0 * outF, ldc: outF, beta: beta)
+                }
+            } else {
+                DispatchQueue.concurrentPerform(iterations: ways) { k in
+                    let o0 = outF * k / ways, o1 = outF * (k + 1) / ways
+                    Tensor.gemm(BLASOperand(xc), BLASOperand(wc.slice(axis: 0, o0..<o1).transposed), cp + o0, ldc: outF, beta: beta)
+                }
+            }
         }
         return out.reshaped(lead + [outF])
     }

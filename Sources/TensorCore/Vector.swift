@@ -6,10 +6,15 @@ import Dispatch
 /// e^x for eight lanes: Cody–Waite range reduction x = n·ln2 + r and Cephes' degree-6 minimax
 /// polynomial for e^r (relative error ≈ 1 ulp over the clamped range). Inputs below −87.3 give
 /// ≈ 1e-38 instead of a denormal or 0, which is indistinguishable after softmax normalisation.
+///
+/// Rounding and the float→int step use the 1.5·2²³ trick: Swift's `rounded()` and checked
+/// `SIMD8<Int32>(_:)` conversions are lowered lane by lane and made this 30× slower.
 @inline(__always)
 public func vexp(_ x: SIMD8<Float>) -> SIMD8<Float> {
-    let clamped = x.clamped(lowerBound: SIMD8(repeating: -87.3), upperBound: SIMD8(repeating: 88.7))
-    let n = (clamped * 1.44269504088896341).rounded(.toNearestOrEven)
+    let clamped = pointwiseMin(pointwiseMax(x, SIMD8(repeating: -87.3)), SIMD8(repeating: 88.7))
+    let magic = SIMD8<Float>(repeating: 12_582_912)            // 1.5 · 2²³
+    let shifted = clamped * 1.44269504088896341 + magic         // n in the low mantissa bits
+    let n = shifted - magic                                     // round-to-nearest-even n
     var r = clamped - n * 0.693359375
     r = r - n * -2.12194440e-4
     var p = SIMD8<Float>(repeating: 1.9875691500e-4)
@@ -19,8 +24,10 @@ public func vexp(_ x: SIMD8<Float>) -> SIMD8<Float> {
     p = p * r + 1.6666665459e-1
     p = p * r + 5.0000001201e-1
     p = p * (r * r) + r + 1
-    let bits = (SIMD8<Int32>(n) &+ 127) &<< 23
-    return p * unsafeBitCast(bits, to: SIMD8<Float>.self)
+    // 2ⁿ: n sits in the low bits of `shifted`; add the exponent bias and move it into place.
+    let nBits = unsafeBitCast(shifted, to: SIMD8<UInt32>.self) &- 0x4B40_0000
+    let scale = unsafeBitCast((nBits &+ 127) &<< 23, to: SIMD8<Float>.self)
+    return p * scale
 }
 
 /// Scalar e^x with the same polynomial, for loop tails (so results do not depend on alignment).
@@ -49,5 +56,26 @@ public func parallelRows(_ count: Int, cost: Int, ways: Int = 2, _ body: (Range<
     }
 }
 
-/// How many ways element-wise phases split (the machine's cores, at most 8).
-public let elementwiseWays = max(1, min(8, ProcessInfo.processInfo.activeProcessorCount))
+/// The parallel scheme. OpenBLAS worker threads busy-wait after every call, so Dispatch work
+/// between BLAS calls fights them for the cores (DESIGN.md: one scheme per phase). With
+/// `Parallel.configure(threads: n)`, OpenBLAS runs single-threaded and Assay splits GEMMs,
+/// attention heads and element-wise rows `n` ways itself; with the default (`ways == 1`),
+/// OpenBLAS's own threads parallelize GEMMs and everything else runs on one core.
+public enum Parallel {
+    nonisolated(unsafe) public private(set) static var ways = 1
+
+    public static func configure(threads: Int) {
+        let n = max(1, min(threads, 64))
+        ways = n
+        BLAS.threads = 1
+    }
+
+    /// OpenBLAS threads instead of Assay's (for BLAS-only phases such as `bench core`).
+    public static func useBLASThreads(_ threads: Int) {
+        ways = 1
+        BLAS.threads = threads
+    }
+}
+
+/// Kept for call sites that split element-wise work: the configured number of ways.
+public var elementwiseWays: Int { Parallel.ways }
