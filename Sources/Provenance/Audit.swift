@@ -1,4 +1,5 @@
 import Foundation
+import Crypto
 import AssayCommon
 import SafeTensors
 
@@ -160,6 +161,23 @@ public enum Auditor {
                            findings: findings, counts: counts, verdict: verdict)
     }
 
+    /// SHA-256 of a file through 4 MiB reads (nil when it cannot be read).
+    static func sha256(path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var h = SHA256()
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 64)
+        defer { buf.deallocate() }
+        while true {
+            let n = read(fd, buf.baseAddress, buf.count)
+            if n < 0 { if errno == EINTR { continue }; return nil }
+            if n == 0 { break }
+            h.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buf[0..<n]))
+        }
+        return h.finalize().map { String(format: "%02x", $0) }.joined()
+    }
+
     static func realPath(_ path: String) -> String? {
         guard let r = realpath(path, nil) else { return nil }
         defer { free(r) }
@@ -253,7 +271,9 @@ public enum Auditor {
             return (entry, [Finding(code: "unreadable", severity: .high, file: rel, message: error.description, analysisFailure: true)])
         }
         entry.bytes = map.size
-        entry.sha256 = Inspector.sha256Hex(map.bytes)
+        // Hash with buffered reads so a large file does not stay resident through the mapping;
+        // the mapping is only touched where formats are sniffed and pickles read.
+        entry.sha256 = Auditor.sha256(path: url.path) ?? Inspector.sha256Hex(map.bytes)
         let (format, detail) = FormatDetector.detect(map.bytes, url: url, fileExtension: ext)
         entry.format = format
         entry.formatDetail = detail
@@ -355,7 +375,7 @@ struct ContentAnalysis {
             }
         }
         for e in a.events {
-            findings.append(Finding(code: "pickle_" + snake(e.kind.rawValue), severity: e.severity, file: file, member: member,
+            findings.append(Finding(code: "pickle_" + e.kind.rawValue, severity: e.severity, file: file, member: member,
                                     offset: base + e.offset, message: e.detail.terminalSafe))
         }
         if let err = a.error {
@@ -365,12 +385,6 @@ struct ContentAnalysis {
             findings.append(Finding(code: "malformed_pickle", severity: .high, file: file, member: member, offset: base + err.offset,
                                     message: "pickle is truncated or malformed: \(err.message.terminalSafe) (\(seen))", analysisFailure: true))
         }
-    }
-
-    func snake(_ s: String) -> String {
-        var out = ""
-        for c in s { if c.isUppercase { out += "_" + c.lowercased() } else { out.append(c) } }
-        return out
     }
 
     /// A pickle file, as `pickle.load` and PyTorch's legacy loader read it: one pickle, or for

@@ -37,7 +37,10 @@ public struct PickleImport: Sendable, Equatable {
 /// Something the simulation saw that is not an import but still matters (a call whose target
 /// cannot be resolved statically, attributes set on an imported object, an embedded pickle).
 public struct PickleEvent: Sendable, Equatable {
-    public enum Kind: String, Sendable { case unresolvedCall, mutatesImported, dynamicImport, persistentID, embeddedPickle }
+    public enum Kind: String, Sendable {
+        case unresolvedCall = "unresolved_call", mutatesImported = "mutates_imported", dynamicImport = "dynamic_import"
+        case persistentID = "persistent_id", embeddedPickle = "embedded_pickle"
+    }
     public let kind: Kind
     public let offset: Int
     public let detail: String
