@@ -3,6 +3,7 @@ import Foundation
 import AssayCommon
 import Models
 import TensorCore
+import Tokenizers
 
 /// Options shared by commands that load one model.
 struct ModelOptions: ParsableArguments {
@@ -108,29 +109,53 @@ struct Generate: ParsableCommand {
     @Option(help: "Maximum new tokens.")
     var maxTokens = 64
 
+    @Flag(help: "Wrap --prompt in the model's chat template as a user message (with the generation prompt).")
+    var chat = false
+
     @Flag(help: "Print token ids instead of text.")
     var printIds = false
 
     func validate() throws {
         guard (prompt == nil) != (options.ids == nil) else { throw ValidationError("give exactly one of --prompt and --ids") }
+        if chat && prompt == nil { throw ValidationError("--chat needs --prompt") }
         guard maxTokens >= 1 && maxTokens <= 100_000 else { throw ValidationError("--max-tokens must be between 1 and 100000") }
     }
 
     func run() throws {
         let model = try options.load()
-        let ids = try promptIDs(prompt: prompt, options: options, model: model)
-        let out = try model.greedy(prompts: [ids], maxNewTokens: maxTokens, stopTokens: Set(model.eosTokenIDs))[0]
-        emit(out.map(String.init).joined(separator: " "))
+        let ids = try promptIDs(prompt: prompt, options: options, model: model, chat: chat)
+        var stops = Set(model.eosTokenIDs)
+        let tokenizer = prompt == nil ? nil : try Tokenizer.load(directory: URL(fileURLWithPath: options.model))
+        if let t = tokenizer { stops.formUnion(t.eosTokenIDs) }
+        let out = try model.greedy(prompts: [ids], maxNewTokens: maxTokens, stopTokens: stops)[0]
+        if printIds || tokenizer == nil {
+            emit(out.map(String.init).joined(separator: " "))
+        } else {
+            emit(tokenizer!.decode(out, skipSpecialTokens: true))
+        }
     }
 }
 
-/// Token ids from --ids (checked against the vocabulary) or --prompt.
-func promptIDs(prompt: String?, options: ModelOptions, model: any CausalLanguageModel) throws -> [Int] {
+/// Token ids from --ids (checked against the vocabulary) or --prompt, tokenized as transformers'
+/// tokenizer(text) does, or through the chat template with `chat`.
+func promptIDs(prompt: String?, options: ModelOptions, model: any CausalLanguageModel, chat: Bool = false) throws -> [Int] {
     if let ids = try options.parseIDs() {
         if let bad = ids.first(where: { $0 >= model.vocabularySize }) {
             throw ModelError.invalidInput("--ids: token id \(bad) is outside the vocabulary of \(model.vocabularySize)")
         }
         return ids
     }
-    throw ValidationError("--prompt needs the tokenizer; use --ids")
+    let tokenizer = try Tokenizer.load(directory: URL(fileURLWithPath: options.model))
+    let ids: [Int]
+    if chat {
+        let text = try tokenizer.applyChatTemplate([ChatMessage(role: "user", content: prompt ?? "")], addGenerationPrompt: true)
+        ids = tokenizer.encode(text, addSpecialTokens: false)
+    } else {
+        ids = tokenizer.encode(prompt ?? "")
+    }
+    guard !ids.isEmpty else { throw ModelError.invalidInput("--prompt tokenizes to nothing") }
+    if let bad = ids.first(where: { $0 >= model.vocabularySize }) {
+        throw ModelError.invalidInput("the tokenizer produced id \(bad), outside the model's vocabulary of \(model.vocabularySize)")
+    }
+    return ids
 }
