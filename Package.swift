@@ -22,6 +22,7 @@ let package = Package(
         .library(name: "Models", targets: ["Models"]),
         .library(name: "WeightDiff", targets: ["WeightDiff"]),
         .library(name: "Provenance", targets: ["Provenance"]),
+        .library(name: "Probes", targets: ["Probes"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -41,8 +42,9 @@ let package = Package(
         .target(name: "Provenance",
                 dependencies: ["AssayCommon", "SafeTensors", .product(name: "Crypto", package: "swift-crypto")],
                 swiftSettings: cpuFlags),
+        .target(name: "Probes", dependencies: ["AssayCommon"], swiftSettings: cpuFlags),
         .executableTarget(name: "AssayCLI",
-                          dependencies: ["AssayCommon", "TensorCore", "SafeTensors", "Tokenizers", "Models", "WeightDiff", "Provenance",
+                          dependencies: ["AssayCommon", "TensorCore", "SafeTensors", "Tokenizers", "Models", "WeightDiff", "Provenance", "Probes",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           swiftSettings: cpuFlags),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"], swiftSettings: cpuFlags),
@@ -51,6 +53,7 @@ let package = Package(
         .testTarget(name: "ModelsTests", dependencies: ["Models", "TensorCore", "SafeTensors"], swiftSettings: cpuFlags),
         .testTarget(name: "WeightDiffTests", dependencies: ["WeightDiff", "SafeTensors", "TensorCore"], swiftSettings: cpuFlags),
         .testTarget(name: "ProvenanceTests", dependencies: ["Provenance", "SafeTensors"], swiftSettings: cpuFlags),
+        .testTarget(name: "ProbesTests", dependencies: ["Probes"], swiftSettings: cpuFlags),
         .testTarget(name: "AssayCLITests", dependencies: ["AssayCLI", "SafeTensors"], swiftSettings: cpuFlags),
     ]
 )
