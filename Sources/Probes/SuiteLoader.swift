@@ -47,6 +47,11 @@ public enum SuiteLoader {
     /// Every `*.jsonl` file directly in `directory`, in file-name order; each must be valid and
     /// suite names must be unique.
     public static func loadDirectory(_ directory: URL) throws(SuiteError) -> [SuiteFile] {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDir) else {
+            throw SuiteError(.io, file: directory.path, message: "no such suites directory")
+        }
+        guard isDir.boolValue else { throw SuiteError(.io, file: directory.path, message: "not a directory") }
         let names: [String]
         do {
             names = try FileManager.default.contentsOfDirectory(atPath: directory.path)
