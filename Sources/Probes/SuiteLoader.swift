@@ -47,6 +47,11 @@ public enum SuiteLoader {
     /// Every `*.jsonl` file directly in `directory`, in file-name order; each must be valid and
     /// suite names must be unique.
     public static func loadDirectory(_ directory: URL) throws(SuiteError) -> [SuiteFile] {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDir) else {
+            throw SuiteError(.io, file: directory.path, message: "no such suites directory")
+        }
+        guard isDir.boolValue else { throw SuiteError(.io, file: directory.path, message: "not a directory") }
         let names: [String]
         do {
             names = try FileManager.default.contentsOfDirectory(atPath: directory.path)
@@ -67,12 +72,10 @@ public enum SuiteLoader {
         return suites
     }
 
-    /// The suite called `name` in `directory` (by header name), or a file path when `name`
-    /// names an existing file.
+    /// The suite called `name` in `directory` (by header name); a `name` containing '/' or
+    /// ending in `.jsonl` is read as a file path instead.
     public static func find(_ name: String, in directory: URL?) throws(SuiteError) -> SuiteFile {
-        var isDir: ObjCBool = false
-        if name.hasSuffix(".jsonl") || name.contains("/"),
-           FileManager.default.fileExists(atPath: name, isDirectory: &isDir), !isDir.boolValue {
+        if name.hasSuffix(".jsonl") || name.contains("/") {
             return try load(URL(fileURLWithPath: name))
         }
         guard let directory else {
@@ -83,6 +86,26 @@ public enum SuiteLoader {
         let known = suites.map(\.name).joined(separator: ", ")
         throw SuiteError(.notFound, file: directory.path,
                          message: "no suite named '\(name.terminalSafe)' (available: \(known.isEmpty ? "none" : known))")
+    }
+
+    /// `find`, for a probe suite (what a scan's `--suite NAME|PATH` resolves through).
+    public static func findProbes(_ name: String, in directory: URL?) throws(SuiteError) -> ProbeSuite {
+        let found = try find(name, in: directory)
+        guard case let .probes(s) = found else {
+            throw SuiteError(.wrongKind, file: found.path, line: 1, column: 1,
+                             message: "'\(found.name.terminalSafe)' is a trigger set; a probe suite was expected")
+        }
+        return s
+    }
+
+    /// `find`, for a trigger set (a scan's `--triggers NAME|PATH`).
+    public static func findTriggers(_ name: String, in directory: URL?) throws(SuiteError) -> TriggerSet {
+        let found = try find(name, in: directory)
+        guard case let .triggers(t) = found else {
+            throw SuiteError(.wrongKind, file: found.path, line: 1, column: 1,
+                             message: "'\(found.name.terminalSafe)' is a probe suite; a trigger set was expected")
+        }
+        return t
     }
 
     /// The directory of shipped suites: `$ASSAY_PROBES_DIR`; else the first `probes/` (or
@@ -179,11 +202,9 @@ public enum SuiteLoader {
 
     // MARK: - Parsing
 
-    /// One non-blank line: its number, where it starts in the file, and its parsed object.
+    /// One non-blank line: its number and its parsed object, with file offsets for messages.
     struct Line {
         let number: Int
-        let start: Int
-        let bytes: ArraySlice<UInt8>
         let members: [JSONMember]
         /// File offset of each top-level key, parallel to `members`.
         let keyOffsets: [Int]
@@ -278,7 +299,7 @@ public enum SuiteLoader {
         var offsets = topLevelKeyOffsets(slice).map { $0 + start }
         // Only positions for messages: should the scan ever disagree, point at the object.
         if offsets.count != members.count { offsets = Array(repeating: objectOffset, count: members.count) }
-        let line = Line(number: number, start: start, bytes: slice, members: members, keyOffsets: offsets, objectOffset: objectOffset)
+        let line = Line(number: number, members: members, keyOffsets: offsets, objectOffset: objectOffset)
         if let dup = value.firstDuplicateKey {
             let second = members.indices.filter { members[$0].key == dup }[1]
             let (_, c) = position(of: offsets[second], in: file)

@@ -180,6 +180,10 @@ func loadError(_ url: URL) -> SuiteError? {
         let suites = try SuiteLoader.loadDirectory(probesDir)
         #expect(suites.map(\.name) == ["default", "smoke", "triggers-smoke", "triggers"])
         #expect(try SuiteLoader.find("smoke", in: probesDir).count == 12)
+        #expect(try SuiteLoader.findProbes("default", in: probesDir).probes.count >= 240)
+        #expect(try SuiteLoader.findTriggers("triggers-smoke", in: probesDir).triggers.count == 8)
+        #expect(throws: SuiteError.self) { try SuiteLoader.findProbes("triggers", in: probesDir) }
+        #expect(throws: SuiteError.self) { try SuiteLoader.findTriggers("smoke", in: probesDir) }
         #expect(try SuiteLoader.find(suiteFixtures.appendingPathComponent("valid-probes.jsonl").path, in: nil).name == "valid-probes")
         do {
             _ = try SuiteLoader.find("nope", in: probesDir)
