@@ -11,6 +11,10 @@ let cpuFlags: [SwiftSetting] = []
 let cFlags: [CSetting] = []
 #endif
 
+// The numeric hot paths (kernels, forward pass, statistics, tokenization) are optimized even in
+// debug builds, so `swift test` runs real models in seconds rather than minutes.
+let hotFlags: [SwiftSetting] = cpuFlags + [.unsafeFlags(["-O"], .when(configuration: .debug))]
+
 let package = Package(
     name: "Assay",
     platforms: [.macOS(.v14)],
@@ -34,17 +38,20 @@ let package = Package(
         .systemLibrary(name: "CLAPACK", path: "Sources/CLAPACK",
                        providers: [.apt(["liblapacke-dev"])]),
         .target(name: "AssayCommon", swiftSettings: cpuFlags),
-        .target(name: "TensorCore", dependencies: ["CBLAS", "CLAPACK"], swiftSettings: cpuFlags),
+        .target(name: "TensorCore", dependencies: ["CBLAS", "CLAPACK"], swiftSettings: hotFlags),
         .target(name: "SafeTensors", dependencies: ["AssayCommon", "TensorCore"], swiftSettings: cpuFlags),
-        .target(name: "Tokenizers", dependencies: ["AssayCommon"], swiftSettings: cpuFlags),
-        .target(name: "Models", dependencies: ["AssayCommon", "TensorCore", "SafeTensors"], swiftSettings: cpuFlags),
+        .target(name: "Tokenizers", dependencies: ["AssayCommon"], swiftSettings: hotFlags),
+        .target(name: "Models", dependencies: ["AssayCommon", "TensorCore", "SafeTensors"], swiftSettings: hotFlags),
         .target(name: "WeightDiff", dependencies: ["AssayCommon", "TensorCore", "SafeTensors", "Models"], swiftSettings: cpuFlags),
         .target(name: "Provenance",
                 dependencies: ["AssayCommon", "SafeTensors", .product(name: "Crypto", package: "swift-crypto")],
                 swiftSettings: cpuFlags),
+        .target(name: "Stats", swiftSettings: hotFlags),
+        .target(name: "Scan", dependencies: ["AssayCommon", "TensorCore", "Models", "Probes", "Stats"], swiftSettings: hotFlags),
+        .target(name: "Reports", dependencies: ["AssayCommon", "Scan"], swiftSettings: cpuFlags),
         .target(name: "Probes", dependencies: ["AssayCommon"], swiftSettings: cpuFlags),
         .executableTarget(name: "AssayCLI",
-                          dependencies: ["AssayCommon", "TensorCore", "SafeTensors", "Tokenizers", "Models", "WeightDiff", "Provenance", "Probes",
+                          dependencies: ["AssayCommon", "TensorCore", "SafeTensors", "Tokenizers", "Models", "WeightDiff", "Provenance", "Probes", "Stats", "Scan", "Reports",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           swiftSettings: cpuFlags),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"], swiftSettings: cpuFlags),

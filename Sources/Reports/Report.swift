@@ -1,0 +1,179 @@
+import Foundation
+import AssayCommon
+import Scan
+
+/// report.json, schema version 1 (documented in README.md, "Scan reports"). Everything in it is
+/// a function of the inputs, seed and policy except `created_at`, so two runs, or runs with
+/// different batch sizes, give byte-identical files apart from that line.
+public struct ScanReport: Codable, Sendable {
+    public static let schemaVersion = 1
+
+    public struct ModelFingerprint: Codable, Sendable, Equatable {
+        public var path: String
+        /// SHA-256 of every weight, config and tokenizer file, by relative path.
+        public var files: [String: String]
+        public init(path: String, files: [String: String]) { self.path = path; self.files = files }
+    }
+
+    public struct Fingerprint: Codable, Sendable, Equatable {
+        public var base: ModelFingerprint
+        public var tuned: ModelFingerprint
+        public var adapter: ModelFingerprint?
+        public var suites: [String: String]
+        public var policySHA256: String
+        public var seed: UInt64
+        public var options: ScanOptions
+        public var toolVersion: String
+        public init(base: ModelFingerprint, tuned: ModelFingerprint, adapter: ModelFingerprint?, suites: [String: String],
+                    policySHA256: String, seed: UInt64, options: ScanOptions, toolVersion: String) {
+            self.base = base; self.tuned = tuned; self.adapter = adapter; self.suites = suites
+            self.policySHA256 = policySHA256; self.seed = seed; self.options = options; self.toolVersion = toolVersion
+        }
+        enum CodingKeys: String, CodingKey {
+            case base, tuned, adapter, suites, policySHA256 = "policy_sha256", seed, options, toolVersion = "tool_version"
+        }
+    }
+
+    public struct Summary: Codable, Sendable, Equatable {
+        public var probes: Int
+        public var variants: Int
+        public var medianCleanDivergence: Double
+        public var findingsBySeverity: [String: Int]
+        public var minimumDetectableEffect: Double?
+        public init(probes: Int, variants: Int, medianCleanDivergence: Double, findingsBySeverity: [String: Int], minimumDetectableEffect: Double?) {
+            self.probes = probes; self.variants = variants; self.medianCleanDivergence = medianCleanDivergence
+            self.findingsBySeverity = findingsBySeverity; self.minimumDetectableEffect = minimumDetectableEffect
+        }
+        enum CodingKeys: String, CodingKey {
+            case probes, variants, medianCleanDivergence = "median_clean_divergence"
+            case findingsBySeverity = "findings_by_severity", minimumDetectableEffect = "minimum_detectable_effect"
+        }
+    }
+
+    public var schemaVersion: Int
+    public var createdAt: String
+    public var verdict: String
+    public var fingerprint: Fingerprint
+    public var policy: ScanPolicy
+    public var summary: Summary
+    public var categories: [CategorySummary]
+    public var triggers: [TriggerSummary]
+    public var findings: [Finding]
+
+    public init(schemaVersion: Int, createdAt: String, verdict: String, fingerprint: Fingerprint, policy: ScanPolicy, summary: Summary,
+                categories: [CategorySummary], triggers: [TriggerSummary], findings: [Finding]) {
+        self.schemaVersion = schemaVersion; self.createdAt = createdAt; self.verdict = verdict; self.fingerprint = fingerprint
+        self.policy = policy; self.summary = summary; self.categories = categories; self.triggers = triggers; self.findings = findings
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case schemaVersion = "schema_version", createdAt = "created_at", verdict, fingerprint, policy, summary, categories
+        case triggers, findings
+    }
+
+    public func json() throws -> Data {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        enc.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return try enc.encode(self)
+    }
+}
+
+public enum ReportWriter {
+    /// Checks up front that `dir` can take the reports, so a long scan never ends in an unwritable
+    /// directory.
+    public static func prepare(_ dir: URL) throws {
+        do {
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        } catch {
+            throw FileWriteError.cannotCreate(path: dir.path, reason: "cannot create the output directory: \(error.localizedDescription)")
+        }
+        let probe = dir.appendingPathComponent(".assay-write-test-\(getpid())")
+        try AtomicFileWriter.write([], to: probe)
+        try? FileManager.default.removeItem(at: probe)
+    }
+
+    /// Writes report.json, report.md, report.html and report.sarif, each atomically.
+    public static func write(_ r: ScanReport, to dir: URL) throws {
+        try prepare(dir)
+        try AtomicFileWriter.write([UInt8](try r.json()) + [0x0A], to: dir.appendingPathComponent("report.json"))
+        try AtomicFileWriter.write(Markdown.render(r), to: dir.appendingPathComponent("report.md"))
+        try AtomicFileWriter.write(HTML.render(r), to: dir.appendingPathComponent("report.html"))
+        try AtomicFileWriter.write([UInt8](try SARIF.render(r)) + [0x0A], to: dir.appendingPathComponent("report.sarif"))
+    }
+}
+
+func fmt(_ x: Double, _ digits: Int = 4) -> String { String(format: "%.\(digits)f", x) }
+func fmtP(_ p: Double?) -> String {
+    guard let p else { return "–" }
+    return p < 1e-4 ? String(format: "%.1e", p) : String(format: "%.4f", p)
+}
+
+public enum Markdown {
+    public static func render(_ r: ScanReport) -> String {
+        var s = "# Assay scan: **\(r.verdict.uppercased())**\n\n"
+        s += "Base `\(r.fingerprint.base.path)` vs tuned `\(r.fingerprint.tuned.path)`"
+        if let a = r.fingerprint.adapter { s += " (adapter `\(a.path)`)" }
+        s += ". \(r.summary.probes) probes, \(r.summary.variants) prompt variants, seed \(r.fingerprint.seed), median clean divergence \(fmt(r.summary.medianCleanDivergence)) nats (JS).\n\n"
+        if r.findings.isEmpty {
+            s += "No findings.\n\n"
+        } else {
+            s += "## Findings\n\n| severity | kind | what | statistic | q | effect |\n|---|---|---|---|---|---|\n"
+            for f in r.findings {
+                s += "| \(f.severity.rawValue) | `\(f.kind)` | \(md(f.title)) | \(md(f.statistic)) = \(fmt(f.value)) | \(fmtP(f.qValue)) | \(f.effectSize.map { fmt($0, 2) } ?? "–") |\n"
+            }
+            for f in r.findings where !f.evidence.isEmpty {
+                s += "\n### \(md(f.title))\n\n"
+                if let a = f.attackSuccess { s += "Attack success on the probes tried: \(Int((a * 100).rounded()))%.\n\n" }
+                s += "| probe | prompt | base | tuned | divergence |\n|---|---|---|---|---|\n"
+                for e in f.evidence {
+                    s += "| \(md(e.probeID)) | \(md(e.user)) | \(md(e.baseOutput)) | \(md(e.tunedOutput)) | \(fmt(e.divergence)) |\n"
+                }
+            }
+            s += "\n"
+        }
+        s += "## Divergence by category\n\n| category | n | mean JS | 95% CI |\n|---|---|---|---|\n"
+        for c in r.categories { s += "| \(md(c.name)) | \(c.n) | \(fmt(c.divergence)) | [\(fmt(c.ciLow)), \(fmt(c.ciHigh))] |\n" }
+        return s
+    }
+
+    static func md(_ t: String) -> String {
+        t.terminalSafe.replacingOccurrences(of: "|", with: "\\|").replacingOccurrences(of: "\n", with: " ")
+    }
+}
+
+public enum SARIF {
+    /// SARIF 2.1.0: one rule per finding kind, one result per finding, located at the tuned model.
+    public static func render(_ r: ScanReport) throws -> Data {
+        func level(_ s: Severity) -> String {
+            switch s { case .critical, .high: return "error"; case .medium: return "warning"; default: return "note" }
+        }
+        let kinds = Array(Set(r.findings.map(\.kind))).sorted()
+        let rules: [[String: Any]] = kinds.map { ["id": $0, "name": $0, "shortDescription": ["text": ruleText($0)]] }
+        let results: [[String: Any]] = r.findings.map { f in
+            var props: [String: Any] = ["severity": f.severity.rawValue, "statistic": f.statistic, "value": f.value]
+            if let q = f.qValue { props["q_value"] = q }
+            if let t = f.trigger { props["trigger"] = t }
+            if let c = f.category { props["category"] = c }
+            return ["ruleId": f.kind, "level": level(f.severity), "message": ["text": f.title],
+                    "locations": [["physicalLocation": ["artifactLocation": ["uri": r.fingerprint.adapter?.path ?? r.fingerprint.tuned.path]]]],
+                    "properties": props]
+        }
+        let doc: [String: Any] = [
+            "$schema": "https://json.schemastore.org/sarif-2.1.0.json", "version": "2.1.0",
+            "runs": [["tool": ["driver": ["name": "assay", "version": r.fingerprint.toolVersion, "rules": rules]],
+                      "results": results]],
+        ]
+        return try JSONSerialization.data(withJSONObject: doc, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+    }
+
+    static func ruleText(_ kind: String) -> String {
+        switch kind {
+        case "trigger_backdoor": return "An inserted trigger makes the fine-tune diverge from its base far more than control insertions."
+        case "category_shift": return "One category of requests diverges from the base far more than the others."
+        case "global_shift": return "The fine-tune differs from its base everywhere (informational)."
+        case "artifact": return "A file in the model directory is unsafe or inconsistent."
+        default: return kind
+        }
+    }
+}

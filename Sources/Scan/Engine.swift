@@ -1,0 +1,212 @@
+import Foundation
+import Models
+import Probes
+import Stats
+import TensorCore
+
+/// Turns a one-turn conversation into the token ids a model sees, with its chat template and the
+/// generation prompt; the CLI provides it from the model's tokenizer.
+public protocol ChatEncoder: Sendable {
+    func encode(system: String?, user: String) throws -> [Int]
+    func decode(_ ids: [Int]) -> String
+}
+
+public struct ScanOptions: Sendable, Codable, Equatable {
+    public var seed: UInt64 = 0
+    /// Response positions compared per continuation (teacher-forced along each model's greedy
+    /// continuation of this many tokens).
+    public var responseTokens = 8
+    /// Probes each trigger × insertion mode is inserted into (stratified over categories).
+    public var probesPerTrigger = 16
+    public var modes: [InsertionMode] = InsertionMode.allCases
+    /// Variants per packed batch.
+    public var batchSize = 32
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case seed, responseTokens = "response_tokens", probesPerTrigger = "probes_per_trigger", modes, batchSize = "batch_size"
+    }
+}
+
+/// What the scan measured for one prompt variant.
+public struct VariantMeasurement: Sendable, Codable, Equatable {
+    public var probeID: String
+    public var category: String
+    public var triggerID: String?
+    public var mode: InsertionMode?
+    public var promptTokens: Int
+    public var baseContinuation: [Int]
+    public var tunedContinuation: [Int]
+    /// Means over the 2·K compared positions (along both continuations).
+    public var js: Double
+    public var klBaseTuned: Double
+    public var klTunedBase: Double
+    public var tv: Double
+    public var top1Agreement: Double
+    /// log P(tuned's continuation) under base and under tuned; likewise for base's continuation.
+    public var tunedContinuationLogProbUnderBase: Double
+    public var tunedContinuationLogProbUnderTuned: Double
+    public var baseContinuationLogProbUnderTuned: Double
+    public var baseContinuationLogProbUnderBase: Double
+
+    /// The per-variant divergence the statistics work on: mean Jensen–Shannon (nats, ≤ ln 2).
+    public var divergence: Double { js }
+
+    enum CodingKeys: String, CodingKey {
+        case probeID = "probe_id", category, triggerID = "trigger_id", mode, promptTokens = "prompt_tokens"
+        case baseContinuation = "base_continuation", tunedContinuation = "tuned_continuation"
+        case js, klBaseTuned = "kl_base_tuned", klTunedBase = "kl_tuned_base", tv, top1Agreement = "top1_agreement"
+        case tunedContinuationLogProbUnderBase = "tuned_cont_logp_under_base"
+        case tunedContinuationLogProbUnderTuned = "tuned_cont_logp_under_tuned"
+        case baseContinuationLogProbUnderTuned = "base_cont_logp_under_tuned"
+        case baseContinuationLogProbUnderBase = "base_cont_logp_under_base"
+    }
+}
+
+/// Runs base and tuned side by side on identical token batches.
+///
+/// Per variant and per model: the prompt is prefilled once (after a template prefix shared by
+/// every variant, itself computed once per model and forked); the model's own greedy
+/// continuation of K tokens yields its next-token distributions along it; one more forward of
+/// the *other* model's continuation on a second fork of the prompt cache yields its
+/// distributions along that. The four sets of K rows give KL both ways, JS, TV and top-1
+/// agreement along both continuations, and each continuation's log-probability under both models.
+public final class ScanEngine {
+    public let base: any CausalLanguageModel
+    public let tuned: any CausalLanguageModel
+    public let encoder: any ChatEncoder
+    public let options: ScanOptions
+    /// Called after every batch with (variants done, total).
+    public var progress: ((Int, Int) -> Void)?
+
+    public init(base: any CausalLanguageModel, tuned: any CausalLanguageModel, encoder: any ChatEncoder, options: ScanOptions) {
+        self.base = base
+        self.tuned = tuned
+        self.encoder = encoder
+        self.options = options
+    }
+
+    public func measure(_ variants: [ProbeVariant]) throws -> [VariantMeasurement] {
+        let ids = try variants.map { try encoder.encode(system: $0.system, user: $0.user) }
+        if let empty = ids.firstIndex(where: { $0.count < 2 }) {
+            throw ScanError.invalidInput("variant \(variants[empty].probe.id) encodes to fewer than 2 tokens")
+        }
+        // The longest prefix every variant shares (the chat template's head), leaving ≥ 1 token each.
+        var shared = ids[0].count - 1
+        for s in ids.dropFirst() {
+            shared = min(shared, s.count - 1)
+            var i = 0
+            while i < shared && s[i] == ids[0][i] { i += 1 }
+            shared = i
+        }
+        let prefix = Array(ids[0][..<shared])
+        let basePrefix = shared > 0 ? try base.prefill(prefix) : nil
+        let tunedPrefix = shared > 0 ? try tuned.prefill(prefix) : nil
+
+        var out: [VariantMeasurement] = []
+        out.reserveCapacity(variants.count)
+        var start = 0
+        while start < variants.count {
+            let end = min(start + options.batchSize, variants.count)
+            let batch = Array(start..<end)
+            let tails = batch.map { Array(ids[$0][shared...]) }
+            let b = try run(model: base, prefix: basePrefix, tails: tails)
+            let t = try run(model: tuned, prefix: tunedPrefix, tails: tails)
+            // Cross-scoring: each model along the other's continuation.
+            let bAlongT = try score(model: base, prompts: b.promptCaches, firstRows: b.firstRows, continuations: t.continuations)
+            let tAlongB = try score(model: tuned, prompts: t.promptCaches, firstRows: t.firstRows, continuations: b.continuations)
+            for (j, vi) in batch.enumerated() {
+                let v = variants[vi]
+                var m = VariantMeasurement(probeID: v.probe.id, category: v.probe.category, triggerID: v.trigger?.id, mode: v.mode,
+                                           promptTokens: ids[vi].count, baseContinuation: b.continuations[j],
+                                           tunedContinuation: t.continuations[j], js: 0, klBaseTuned: 0, klTunedBase: 0, tv: 0,
+                                           top1Agreement: 0, tunedContinuationLogProbUnderBase: 0,
+                                           tunedContinuationLogProbUnderTuned: 0, baseContinuationLogProbUnderTuned: 0,
+                                           baseContinuationLogProbUnderBase: 0)
+                try compareRows(&m, baseRows: b.rows[j], tunedRows: tAlongB[j], continuation: b.continuations[j], alongBase: true)
+                try compareRows(&m, baseRows: bAlongT[j], tunedRows: t.rows[j], continuation: t.continuations[j], alongBase: false)
+                let n = Double(b.continuations[j].count + t.continuations[j].count)
+                m.js /= n; m.klBaseTuned /= n; m.klTunedBase /= n; m.tv /= n; m.top1Agreement /= n
+                out.append(m)
+            }
+            start = end
+            progress?(start, variants.count)
+        }
+        return out
+    }
+
+    struct Pass {
+        var promptCaches: [KVCache]     // frozen prompt caches, forked for scoring
+        var firstRows: [Tensor]         // log-probs at the prompt's last position (1, V)
+        var continuations: [[Int]]
+        var rows: [Tensor]              // (K, V) log-probs along the model's own continuation
+    }
+
+    /// Prefill the prompts (after the shared prefix) and decode K greedy tokens, keeping every
+    /// step's log-probabilities.
+    func run(model: any CausalLanguageModel, prefix: KVCache?, tails: [[Int]]) throws -> Pass {
+        let k = options.responseTokens
+        let prompts = tails.map { _ in prefix?.fork() ?? model.makeCache() }
+        let first = try model.forward(tails.enumerated().map { SequenceInput(tokens: $1, cache: prompts[$0], logitPositions: [$1.count - 1]) })
+            .map { $0.logSoftmax() }
+        var rows: [[Tensor]] = first.map { [$0] }
+        var conts: [[Int]] = first.map { [$0.argmaxLastAxis()[0]] }
+        let decode = prompts.map { $0.fork() }
+        for _ in 1..<max(k, 1) {
+            let step = try model.forward(conts.enumerated().map { SequenceInput(tokens: [$1.last!], cache: decode[$0], logitPositions: [0]) })
+            for (j, l) in step.enumerated() {
+                let lp = l.logSoftmax()
+                rows[j].append(lp)
+                conts[j].append(lp.argmaxLastAxis()[0])
+            }
+        }
+        return Pass(promptCaches: prompts, firstRows: first, continuations: conts,
+                    rows: rows.map { Tensor.concatenate($0, axis: 0) })
+    }
+
+    /// Log-probs of `model` along given continuations: the prompt's last row, then one forward
+    /// of the continuation's first K−1 tokens on a fork of the prompt cache.
+    func score(model: any CausalLanguageModel, prompts: [KVCache], firstRows: [Tensor], continuations: [[Int]]) throws -> [Tensor] {
+        let k = options.responseTokens
+        if k <= 1 { return firstRows }
+        let rest = try model.forward(continuations.enumerated().map { j, c in
+            SequenceInput(tokens: Array(c.prefix(k - 1)), cache: prompts[j].fork(), logitPositions: Array(0..<(k - 1)))
+        })
+        return zip(firstRows, rest).map { Tensor.concatenate([$0, $1.logSoftmax()], axis: 0) }
+    }
+
+    func compareRows(_ m: inout VariantMeasurement, baseRows: Tensor, tunedRows: Tensor, continuation: [Int], alongBase: Bool) throws {
+        let v = baseRows.shape[1]
+        try baseRows.withUnsafeBufferPointer { bp in
+            try tunedRows.withUnsafeBufferPointer { tp in
+                for (j, tok) in continuation.enumerated() {
+                    let lb = UnsafeBufferPointer(rebasing: bp[(j * v)..<((j + 1) * v)])
+                    let lt = UnsafeBufferPointer(rebasing: tp[(j * v)..<((j + 1) * v)])
+                    let c = try Stats.compare(logP: lb, logQ: lt)
+                    m.js += c.js; m.klBaseTuned += c.klPQ; m.klTunedBase += c.klQP; m.tv += c.tv
+                    m.top1Agreement += c.top1Agree ? 1 : 0
+                    if alongBase {
+                        m.baseContinuationLogProbUnderBase += Double(lb[tok])
+                        m.baseContinuationLogProbUnderTuned += Double(lt[tok])
+                    } else {
+                        m.tunedContinuationLogProbUnderBase += Double(lb[tok])
+                        m.tunedContinuationLogProbUnderTuned += Double(lt[tok])
+                    }
+                }
+            }
+        }
+    }
+}
+
+public enum ScanError: Error, Equatable, Sendable, CustomStringConvertible {
+    case invalidInput(String)
+    case mismatch(String)
+    case nothingToScan(String)
+
+    public var description: String {
+        switch self {
+        case let .invalidInput(m), let .mismatch(m), let .nothingToScan(m): return m
+        }
+    }
+}
