@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "SafeTensors", targets: ["SafeTensors"]),
         .library(name: "Models", targets: ["Models"]),
         .library(name: "Provenance", targets: ["Provenance"]),
+        .library(name: "Stats", targets: ["Stats"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -38,6 +39,7 @@ let package = Package(
         .target(name: "Provenance",
                 dependencies: ["AssayCommon", "SafeTensors", .product(name: "Crypto", package: "swift-crypto")],
                 swiftSettings: cpuFlags),
+        .target(name: "Stats", swiftSettings: cpuFlags),
         .executableTarget(name: "AssayCLI",
                           dependencies: ["AssayCommon", "TensorCore", "SafeTensors", "Models", "Provenance",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
@@ -46,6 +48,7 @@ let package = Package(
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"], swiftSettings: cpuFlags),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "TensorCore", "SafeTensors"], swiftSettings: cpuFlags),
         .testTarget(name: "ProvenanceTests", dependencies: ["Provenance", "SafeTensors"], swiftSettings: cpuFlags),
+        .testTarget(name: "StatsTests", dependencies: ["Stats"], swiftSettings: cpuFlags),
         .testTarget(name: "AssayCLITests", dependencies: ["AssayCLI", "SafeTensors"], swiftSettings: cpuFlags),
     ]
 )
