@@ -192,7 +192,10 @@ public func compare(logP: UnsafeBufferPointer<Float>, logQ: UnsafeBufferPointer<
         s.tv += abs(p - q)
         i += 1
     }
-    if !sumAll.isFinite || lowestL < logProbabilityFloor {
+    // Anything the vector kernels do not cover goes to the exact pass: NaN/±∞ (the sum is not
+    // finite), probabilities below e^−700, and log-probabilities above ln(1 + 1e-3), which
+    // cannot come from a normalized distribution (the exact pass then refuses the input).
+    if !sumAll.isFinite || lowestL < logProbabilityFloor || max(mp, mq) > 1e-3 {
         s = try exactTerms(logP, logQ)
     }
     guard abs(s.sp - 1) <= normalizationTolerance else {

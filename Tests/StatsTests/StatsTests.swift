@@ -159,6 +159,8 @@ import Testing
         }
         // Logits instead of log-probabilities.
         #expect(throws: StatsError.self) { try compare(logP: [3, 1, 2, 0, 1], logQ: [3, 1, 2, 0, 1]) }
+        #expect(throws: StatsError.self) { try compare(logP: [800, -900, -900, -900, -900], logQ: [0, -900, -900, -900, -900]) }
+        #expect(throws: StatsError.self) { try compare(logP: [.infinity, 0], logQ: [0, -.infinity]) }
         // KL(P‖Q) is +∞ where Q has no mass.
         let r = try? compare(logP: ok, logQ: [0, -.infinity])
         #expect(r?.klPQ == .infinity && close(r?.klQP ?? 0, log(2), rel: 1e-7))
