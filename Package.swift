@@ -27,6 +27,7 @@ let package = Package(
         .library(name: "WeightDiff", targets: ["WeightDiff"]),
         .library(name: "Provenance", targets: ["Provenance"]),
         .library(name: "Probes", targets: ["Probes"]),
+        .library(name: "Stats", targets: ["Stats"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -61,6 +62,7 @@ let package = Package(
         .testTarget(name: "WeightDiffTests", dependencies: ["WeightDiff", "SafeTensors", "TensorCore"], swiftSettings: cpuFlags),
         .testTarget(name: "ProvenanceTests", dependencies: ["Provenance", "SafeTensors"], swiftSettings: cpuFlags),
         .testTarget(name: "ProbesTests", dependencies: ["Probes"], swiftSettings: cpuFlags),
+        .testTarget(name: "StatsTests", dependencies: ["Stats"], swiftSettings: cpuFlags),
         .testTarget(name: "AssayCLITests", dependencies: ["AssayCLI", "SafeTensors"], swiftSettings: cpuFlags),
     ]
 )
