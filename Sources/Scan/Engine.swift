@@ -113,9 +113,13 @@ public final class ScanEngine {
             let tails = batch.map { Array(ids[$0][shared...]) }
             let b = try run(model: base, prefix: basePrefix, tails: tails)
             let t = try run(model: tuned, prefix: tunedPrefix, tails: tails)
-            // Cross-scoring: each model along the other's continuation.
+            // Every model's rows along every continuation come from the same teacher-forced pass,
+            // so two identical models give exactly zero divergence (the greedy steps only choose
+            // the tokens).
+            let bAlongB = try score(model: base, prompts: b.promptCaches, firstRows: b.firstRows, continuations: b.continuations)
             let bAlongT = try score(model: base, prompts: b.promptCaches, firstRows: b.firstRows, continuations: t.continuations)
             let tAlongB = try score(model: tuned, prompts: t.promptCaches, firstRows: t.firstRows, continuations: b.continuations)
+            let tAlongT = try score(model: tuned, prompts: t.promptCaches, firstRows: t.firstRows, continuations: t.continuations)
             for (j, vi) in batch.enumerated() {
                 let v = variants[vi]
                 var m = VariantMeasurement(probeID: v.probe.id, category: v.probe.category, triggerID: v.trigger?.id, mode: v.mode,
@@ -124,8 +128,8 @@ public final class ScanEngine {
                                            top1Agreement: 0, tunedContinuationLogProbUnderBase: 0,
                                            tunedContinuationLogProbUnderTuned: 0, baseContinuationLogProbUnderTuned: 0,
                                            baseContinuationLogProbUnderBase: 0)
-                try compareRows(&m, baseRows: b.rows[j], tunedRows: tAlongB[j], continuation: b.continuations[j], alongBase: true)
-                try compareRows(&m, baseRows: bAlongT[j], tunedRows: t.rows[j], continuation: t.continuations[j], alongBase: false)
+                try compareRows(&m, baseRows: bAlongB[j], tunedRows: tAlongB[j], continuation: b.continuations[j], alongBase: true)
+                try compareRows(&m, baseRows: bAlongT[j], tunedRows: tAlongT[j], continuation: t.continuations[j], alongBase: false)
                 let n = Double(b.continuations[j].count + t.continuations[j].count)
                 m.js /= n; m.klBaseTuned /= n; m.klTunedBase /= n; m.tv /= n; m.top1Agreement /= n
                 out.append(m)
@@ -140,29 +144,21 @@ public final class ScanEngine {
         var promptCaches: [KVCache]     // frozen prompt caches, forked for scoring
         var firstRows: [Tensor]         // log-probs at the prompt's last position (1, V)
         var continuations: [[Int]]
-        var rows: [Tensor]              // (K, V) log-probs along the model's own continuation
     }
 
-    /// Prefill the prompts (after the shared prefix) and decode K greedy tokens, keeping every
-    /// step's log-probabilities.
+    /// Prefill the prompts (after the shared prefix) and decode K greedy tokens.
     func run(model: any CausalLanguageModel, prefix: KVCache?, tails: [[Int]]) throws -> Pass {
         let k = options.responseTokens
         let prompts = tails.map { _ in prefix?.fork() ?? model.makeCache() }
         let first = try model.forward(tails.enumerated().map { SequenceInput(tokens: $1, cache: prompts[$0], logitPositions: [$1.count - 1]) })
             .map { $0.logSoftmax() }
-        var rows: [[Tensor]] = first.map { [$0] }
         var conts: [[Int]] = first.map { [$0.argmaxLastAxis()[0]] }
         let decode = prompts.map { $0.fork() }
         for _ in 1..<max(k, 1) {
             let step = try model.forward(conts.enumerated().map { SequenceInput(tokens: [$1.last!], cache: decode[$0], logitPositions: [0]) })
-            for (j, l) in step.enumerated() {
-                let lp = l.logSoftmax()
-                rows[j].append(lp)
-                conts[j].append(lp.argmaxLastAxis()[0])
-            }
+            for (j, l) in step.enumerated() { conts[j].append(l.argmaxLastAxis()[0]) }
         }
-        return Pass(promptCaches: prompts, firstRows: first, continuations: conts,
-                    rows: rows.map { Tensor.concatenate($0, axis: 0) })
+        return Pass(promptCaches: prompts, firstRows: first, continuations: conts)
     }
 
     /// Log-probs of `model` along given continuations: the prompt's last row, then one forward
