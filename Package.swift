@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "TensorCore", targets: ["TensorCore"]),
         .library(name: "SafeTensors", targets: ["SafeTensors"]),
         .library(name: "Provenance", targets: ["Provenance"]),
+        .library(name: "Tokenizers", targets: ["Tokenizers"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -36,13 +37,15 @@ let package = Package(
         .target(name: "Provenance",
                 dependencies: ["AssayCommon", "SafeTensors", .product(name: "Crypto", package: "swift-crypto")],
                 swiftSettings: cpuFlags),
+        .target(name: "Tokenizers", dependencies: ["AssayCommon"], swiftSettings: cpuFlags),
         .executableTarget(name: "AssayCLI",
-                          dependencies: ["AssayCommon", "TensorCore", "SafeTensors", "Provenance",
+                          dependencies: ["AssayCommon", "TensorCore", "SafeTensors", "Provenance", "Tokenizers",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           swiftSettings: cpuFlags),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"], swiftSettings: cpuFlags),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"], swiftSettings: cpuFlags),
         .testTarget(name: "ProvenanceTests", dependencies: ["Provenance", "SafeTensors"], swiftSettings: cpuFlags),
+        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "AssayCommon"], swiftSettings: cpuFlags),
         .testTarget(name: "AssayCLITests", dependencies: ["AssayCLI", "SafeTensors"], swiftSettings: cpuFlags),
     ]
 )
