@@ -2,38 +2,39 @@ import Foundation
 
 /// A small thread-safe cache (word → ids), bounded like `tokenizers`' BPE cache.
 final class WordCache: @unchecked Sendable {
-    private var map: [String: [Int32]] = [:]
+    private var map: [TokenKey: [Int32]] = [:]
     private let lock = NSLock()
     let capacity: Int
     init(capacity: Int = 10_000) { self.capacity = capacity }
-    func get(_ k: String) -> [Int32]? { lock.lock(); defer { lock.unlock() }; return map[k] }
+    func get(_ k: String) -> [Int32]? { lock.lock(); defer { lock.unlock() }; return map[TokenKey(k)] }
     func set(_ k: String, _ v: [Int32]) {
         lock.lock(); defer { lock.unlock() }
         if map.count >= capacity { map.removeAll(keepingCapacity: true) }
-        map[k] = v
+        map[TokenKey(k)] = v
     }
 }
 
 /// The vocabulary shared by the models: token ↔ id, strict about duplicates.
 struct Vocab: Sendable {
-    var toID: [String: Int]
+    var toID: [TokenKey: Int]
     var toToken: [String?]
 
     static func load(_ n: Node) throws(TokenizerError) -> Vocab {
-        var toID: [String: Int] = [:]
+        var toID: [TokenKey: Int] = [:]
         var byID: [Int: String] = [:]
         for (tok, v) in try n.members() {
             let id = try v.int()
             guard id >= 0, id < 10_000_000 else { throw v.fail("id \(id) out of range") }
             if let other = byID[id] { throw TokenizerError.duplicateID(file: n.file, path: v.path, id: id, first: other, second: tok) }
-            if toID[tok] != nil { throw v.fail("duplicate token '\(tok)'") }
-            toID[tok] = id
+            if toID[TokenKey(tok)] != nil { throw v.fail("duplicate token '\(tok)'") }
+            toID[TokenKey(tok)] = id
             byID[id] = tok
         }
         var arr = [String?](repeating: nil, count: (byID.keys.max() ?? -1) + 1)
         for (id, t) in byID { arr[id] = t }
         return Vocab(toID: toID, toToken: arr)
     }
+    func id(_ t: String) -> Int? { toID[TokenKey(t)] }
     func token(_ id: Int) -> String? { id >= 0 && id < toToken.count ? toToken[id] : nil }
 }
 
@@ -58,7 +59,7 @@ final class BPEModel: Sendable {
         let vocab = try Vocab.load(try n.require("vocab"))
         self.vocab = vocab
         if let unk = try n.optionalString("unk_token") {
-            guard let id = vocab.toID[unk] else { throw try n.require("unk_token").fail("unk_token '\(unk)' is not in the vocabulary") }
+            guard let id = vocab.id(unk) else { throw try n.require("unk_token").fail("unk_token '\(unk)' is not in the vocabulary") }
             unkID = id
         } else { unkID = nil }
         fuseUnk = try n.bool("fuse_unk", default: false)
@@ -83,21 +84,21 @@ final class BPEModel: Sendable {
                 guard pair.count == 2 else { throw m.fail("expected a pair of tokens") }
                 a = try pair[0].string(); b = try pair[1].string()
             }
-            guard let ia = vocab.toID[a] else { throw TokenizerError.unknownMergeToken(file: n.file, path: m.path, token: a) }
-            guard let ib = vocab.toID[b] else { throw TokenizerError.unknownMergeToken(file: n.file, path: m.path, token: b) }
+            guard let ia = vocab.id(a) else { throw TokenizerError.unknownMergeToken(file: n.file, path: m.path, token: a) }
+            guard let ib = vocab.id(b) else { throw TokenizerError.unknownMergeToken(file: n.file, path: m.path, token: b) }
             let merged = a + (prefix.map { b.hasPrefix($0) ? String(b.dropFirst($0.count)) : b } ?? b)
-            guard let inew = vocab.toID[merged] else { throw TokenizerError.unknownMergeToken(file: n.file, path: m.path, token: merged) }
+            guard let inew = vocab.id(merged) else { throw TokenizerError.unknownMergeToken(file: n.file, path: m.path, token: merged) }
             let key = UInt64(ia) << 32 | UInt64(ib)
             merges[key] = UInt64(rank) << 32 | UInt64(inew)  // a repeated pair keeps its last rank, as upstream's HashMap insert
         }
         self.merges = merges
         var scalarIDs: [UInt32: Int32] = [:]
-        for (t, id) in vocab.toID {
-            var it = t.unicodeScalars.makeIterator()
+        for (k, id) in vocab.toID {
+            var it = k.s.unicodeScalars.makeIterator()
             if let c = it.next(), it.next() == nil { scalarIDs[c.value] = Int32(id) }
         }
         self.scalarIDs = scalarIDs
-        byteIDs = (0..<256).map { b in vocab.toID[String(format: "<0x%02X>", b)].map(Int32.init) ?? -1 }
+        byteIDs = (0..<256).map { b in vocab.id(String(format: "<0x%02X>", b)).map(Int32.init) ?? -1 }
     }
 
     func tokenize(_ word: String, into out: inout [Int]) {
@@ -111,7 +112,7 @@ final class BPEModel: Sendable {
     private struct Sym { var id: Int32; var prev: Int32; var next: Int32; var alive: Bool }
 
     func merge(_ word: String) -> [Int32] {
-        if ignoreMerges, let id = vocab.toID[word] { return [Int32(id)] }
+        if ignoreMerges, let id = vocab.id(word) { return [Int32(id)] }
         // Initial symbols (merge_word in models/bpe/model.rs).
         var ids: [Int32] = []
         var pendingUnk = false
@@ -124,7 +125,7 @@ final class BPEModel: Sendable {
                 var s = String(c)
                 if k > 0, let p = prefix { s = p + s }
                 if k == scalars.count - 1, let x = suffix { s += x }
-                id = vocab.toID[s].map(Int32.init)
+                id = vocab.id(s).map(Int32.init)
             }
             if let id {
                 if pendingUnk { ids.append(Int32(unkID!)); pendingUnk = false }
@@ -230,7 +231,7 @@ final class WordPieceModel: Sendable {
     init(_ n: Node) throws(TokenizerError) {
         vocab = try Vocab.load(try n.require("vocab"))
         let unk = try n.string("unk_token", default: "[UNK]")
-        guard let u = vocab.toID[unk] else { throw try n.require("unk_token").fail("unk_token '\(unk)' is not in the vocabulary") }
+        guard let u = vocab.id(unk) else { throw try n.require("unk_token").fail("unk_token '\(unk)' is not in the vocabulary") }
         unkID = u
         prefix = try n.string("continuing_subword_prefix", default: "##")
         maxChars = try n.int("max_input_chars_per_word", default: 100)
@@ -247,7 +248,7 @@ final class WordPieceModel: Sendable {
             while start < end {
                 var s = String(scalars: u[start..<end])
                 if start > 0 { s = prefix + s }
-                if let id = vocab.toID[s] { found = id; break }
+                if let id = vocab.id(s) { found = id; break }
                 end -= 1
             }
             guard let id = found else { out.append(unkID); return }

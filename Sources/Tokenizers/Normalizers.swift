@@ -65,7 +65,7 @@ indirect enum Normalizer: Sendable {
             for c in s.unicodeScalars {
                 let v = c.value
                 if clean {
-                    if v == 0 || v == 0xFFFD || (v != 9 && v != 10 && v != 13 && UClass.isOther(v)) { continue }
+                    if v == 0 || v == 0xFFFD || (v != 9 && v != 10 && v != 13 && UClass.isOther(v, unassigned: false)) { continue }
                     if v == 9 || v == 10 || v == 13 || UClass.isSpace(v) { out.append(" "); continue }
                 }
                 if chinese && Self.isChinese(v) { out.append(" "); out.append(c); out.append(" "); continue }
@@ -74,7 +74,8 @@ indirect enum Normalizer: Sendable {
             var t = String(out)
             if strip {
                 t = Normalizer.nfd.normalize(t)
-                t = String(scalars: t.unicodeScalars.filter { !UClass.isMark($0.value) })
+                // bert.rs strips nonspacing marks (Mn) only; enclosing marks such as U+20E3 stay.
+                t = String(scalars: t.unicodeScalars.filter { $0.properties.generalCategory != .nonspacingMark })
             }
             if lower { t = Self.lowercase(t) }
             return t

@@ -139,7 +139,7 @@ indirect enum PreTokenizer: Sendable {
         case let .metaspace(rep, scheme, split):
             var u = String.UnicodeScalarView()
             let first = p.text.unicodeScalars.first
-            if scheme == "always" || (scheme == "first" && p.atOrigin), first != rep { u.append(rep) }
+            if scheme == "always" || (scheme == "first" && p.atOrigin), first != rep, first != " " { u.append(rep) }
             for c in p.text.unicodeScalars { u.append(c == " " ? rep : c) }
             let t = Piece(text: String(u), atOrigin: p.atOrigin)
             if split {

@@ -18,7 +18,7 @@ public final class Tokenizer: Sendable {
     let decoder: Decoder?
     let added: [AddedToken]
     let addedByID: [Int: AddedToken]
-    let addedByContent: [String: Int]
+    let addedByContent: [TokenKey: Int]
     let rawTrie: TokenTrie
     let normalizedTrie: TokenTrie
     let chatTemplateSource: String?
@@ -84,13 +84,13 @@ public final class Tokenizer: Sendable {
         let vocab = model.vocab
         var added: [AddedToken] = []
         var byID: [Int: AddedToken] = [:]
-        var byContent: [String: Int] = [:]
+        var byContent: [TokenKey: Int] = [:]
         for n in try root.child("added_tokens")?.items() ?? [] {
             let t = try AddedToken.load(n)
             if let other = byID[t.id], other.content != t.content {
                 throw TokenizerError.duplicateID(file: n.file, path: n.path + ".id", id: t.id, first: other.content, second: t.content)
             }
-            added.append(t); byID[t.id] = t; byContent[t.content] = t.id
+            added.append(t); byID[t.id] = t; byContent[TokenKey(t.content)] = t.id
         }
         self.added = added
         addedByID = byID
@@ -99,11 +99,11 @@ public final class Tokenizer: Sendable {
         rawTrie = TokenTrie(added.filter { !$0.normalized }) { $0.content }
         normalizedTrie = TokenTrie(added.filter { $0.normalized }) { norm?.normalize($0.content) ?? $0.content }
         postProcessor = try root.child("post_processor").map { (n) throws(TokenizerError) in
-            try PostProcessor.load(n) { vocab.toID[$0] }
+            try PostProcessor.load(n) { vocab.id($0) }
         }
         specialTokenIDs = Set(added.filter(\.special).map(\.id))
         var all = Set(vocab.toID.keys)
-        for t in added { all.insert(t.content) }
+        for t in added { all.insert(TokenKey(t.content)) }
         vocabularySize = all.count
 
         // tokenizer_config.json: special token strings and the chat template.
@@ -123,7 +123,7 @@ public final class Tokenizer: Sendable {
         }
         configTokens = tokens
         chatTemplateSource = template
-        func id(_ key: String) -> Int? { tokens[key].flatMap { byContent[$0] ?? vocab.toID[$0] } }
+        func id(_ key: String) -> Int? { tokens[key].flatMap { byContent[TokenKey($0)] ?? vocab.id($0) } }
         bosTokenID = id("bos_token")
         eosTokenIDs = id("eos_token").map { [$0] } ?? []
         padTokenID = id("pad_token")
@@ -200,7 +200,7 @@ public final class Tokenizer: Sendable {
                 if skipSpecialTokens && a.special { continue }
                 tokens.append(a.content)
             } else if let t = model.vocab.token(id) {
-                if skipSpecialTokens, let aid = addedByContent[t], addedByID[aid]?.special == true { continue }
+                if skipSpecialTokens, let aid = addedByContent[TokenKey(t)], addedByID[aid]?.special == true { continue }
                 tokens.append(t)
             }
         }
@@ -209,7 +209,7 @@ public final class Tokenizer: Sendable {
     }
 
     public func tokenString(_ id: Int) -> String? { addedByID[id]?.content ?? model.vocab.token(id) }
-    public func tokenID(_ token: String) -> Int? { addedByContent[token] ?? model.vocab.toID[token] }
+    public func tokenID(_ token: String) -> Int? { addedByContent[TokenKey(token)] ?? model.vocab.id(token) }
 
     // MARK: chat template
 

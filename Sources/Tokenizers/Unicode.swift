@@ -62,10 +62,12 @@ enum UClass {
         }
     }
     /// Unicode "Other" (Cc, Cf, Cn, Co, Cs), as the `unicode_categories` crate's `is_other`.
-    static func isOther(_ v: UInt32) -> Bool {
+    /// (`unicode_categories`' tables do not list unassigned code points, so BERT keeps them.)
+    static func isOther(_ v: UInt32, unassigned: Bool = true) -> Bool {
         guard let s = Unicode.Scalar(v) else { return true }
         switch s.properties.generalCategory {
-        case .control, .format, .unassigned, .privateUse, .surrogate: return true
+        case .unassigned: return unassigned
+        case .control, .format, .privateUse, .surrogate: return true
         default: return false
         }
     }
