@@ -20,7 +20,7 @@ struct Assay: ParsableCommand {
         Exit codes: 0 clean, 1 findings, 2 invalid input or error, 3 nothing could be scanned, 4 usage.
         """,
         version: version,
-        subcommands: [Inspect.self, Bench.self]
+        subcommands: [Inspect.self, Tokenize.self, Detokenize.self, ChatTemplateCommand.self, Bench.self]
     )
 }
 

@@ -141,3 +141,22 @@ func jsonEscape(_ s: String) -> String { s.replacingOccurrences(of: "\\", with: 
         }
     }
 }
+
+@Suite struct BadInput {
+    /// Every malformed tokenizer throws a typed error whose text names the file and JSON path.
+    @Test func malformedTokenizersThrowTypedErrors() throws {
+        let bad = tokenizerFixtures.appendingPathComponent("bad")
+        let cases = try JSONDecoder().decode([String: String].self, from: Data(contentsOf: bad.appendingPathComponent("cases.json")))
+        for (name, message) in cases {
+            do {
+                _ = try Tokenizer.load(directory: bad.appendingPathComponent(name))
+                Issue.record("\(name) loaded")
+            } catch let e as TokenizerError {
+                #expect(e.description.contains(message), "\(name): \(e)")
+            }
+        }
+        let bytes = [UInt8](try Data(contentsOf: bad.appendingPathComponent("invalid-utf8.txt")))
+        #expect(throws: TokenizerError.invalidUTF8(file: "f.txt", offset: 9)) { _ = try Tokenizer.validateUTF8(bytes, file: "f.txt") }
+        #expect(throws: TokenizerError.invalidUTF8(file: "f", offset: 1)) { _ = try Tokenizer.validateUTF8([0x61, 0xC3], file: "f") }
+    }
+}
