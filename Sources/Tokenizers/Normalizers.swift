@@ -42,9 +42,9 @@ indirect enum Normalizer: Sendable {
         if s.isEmpty { return s }
         switch self {
         case .nfc: return Self.isLatin1(s) ? s : s.precomposedStringWithCanonicalMapping
-        case .nfd: return Self.isASCII(s) ? s : s.decomposedStringWithCanonicalMapping
+        case .nfd: return Self.isASCII(s) ? s : Self.decompose(s, compatibility: false)
         case .nfkc: return Self.isASCII(s) ? s : s.precomposedStringWithCompatibilityMapping
-        case .nfkd: return Self.isASCII(s) ? s : s.decomposedStringWithCompatibilityMapping
+        case .nfkd: return Self.isASCII(s) ? s : Self.decompose(s, compatibility: true)
         case .lowercase: return Self.lowercase(s)
         case .stripAccents: return String(scalars: s.unicodeScalars.filter { !UClass.isMark($0.value) })
         case let .strip(left, right):
@@ -73,13 +73,32 @@ indirect enum Normalizer: Sendable {
             }
             var t = String(out)
             if strip {
-                t = Normalizer.nfd.normalize(t)
+                t = Self.isASCII(t) ? t : Self.decompose(t, compatibility: false)
                 // bert.rs strips nonspacing marks (Mn) only; enclosing marks such as U+20E3 stay.
                 t = String(scalars: t.unicodeScalars.filter { $0.properties.generalCategory != .nonspacingMark })
             }
             if lower { t = Self.lowercase(t) }
             return t
         }
+    }
+
+    /// NFD/NFKD applied to the non-ASCII runs only. Exact: ASCII characters are starters that
+    /// neither decompose nor take part in canonical reordering, so decomposition never crosses them.
+    static func decompose(_ s: String, compatibility: Bool) -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity(s.utf8.count + 16)
+        var run: [UInt8] = []
+        func flush() {
+            guard !run.isEmpty else { return }
+            let r = String(decoding: run, as: UTF8.self)
+            out.append(contentsOf: (compatibility ? r.decomposedStringWithCompatibilityMapping : r.decomposedStringWithCanonicalMapping).utf8)
+            run.removeAll(keepingCapacity: true)
+        }
+        for b in s.utf8 {
+            if b < 0x80 { flush(); out.append(b) } else { run.append(b) }
+        }
+        flush()
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// Rust `char::to_lowercase` per scalar (no context-dependent final sigma).

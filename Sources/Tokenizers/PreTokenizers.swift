@@ -164,9 +164,20 @@ indirect enum PreTokenizer: Sendable {
         case .charDelimiter(let d):
             try Self.splitBy(p, .removed, into: &out) { u in Self.charMatches(u) { $0 == d.value } }
         case .bert:
-            var tmp: [Piece] = []
-            try Self.splitBy(p, .removed, into: &tmp) { u in Self.charMatches(u, UClass.isSpace) }
-            for t in tmp { try Self.splitBy(t, .isolated, into: &out) { u in Self.charMatches(u, UClass.isBertPunctuation) } }
+            // Whitespace split (removed), then punctuation isolated, in one pass over scalars.
+            var cur = String.UnicodeScalarView()
+            var first = p.atOrigin
+            func flush() {
+                if !cur.isEmpty { out.append(Piece(text: String(cur), atOrigin: first)); cur = String.UnicodeScalarView() }
+                first = false
+            }
+            for c in p.text.unicodeScalars {
+                let v = c.value
+                if UClass.isSpace(v) { flush(); continue }
+                if UClass.isBertPunctuation(v) { flush(); out.append(Piece(text: String(c), atOrigin: false)); continue }
+                cur.append(c)
+            }
+            flush()
         case let .digits(individual):
             try Self.splitBy(p, individual ? .isolated : .contiguous, into: &out) { u in Self.charMatches(u, UClass.isNumber) }
         case let .punctuation(b):
