@@ -104,15 +104,20 @@ indirect enum Normalizer: Sendable {
     /// Rust `char::to_lowercase` per scalar (no context-dependent final sigma).
     static func lowercase(_ s: String) -> String {
         if isASCII(s) { return s.lowercased() }
-        var out = String.UnicodeScalarView()
+        // Build UTF-8 bytes: appending to a UnicodeScalarView copies on every call here.
+        var out: [UInt8] = []
+        out.reserveCapacity(s.utf8.count + 8)
         for c in s.unicodeScalars {
-            if c.value < 128 {
-                out.append(c.value >= 65 && c.value <= 90 ? Unicode.Scalar(c.value + 32)! : c)
+            let v = c.value
+            if v < 128 {
+                out.append(UInt8(v >= 65 && v <= 90 ? v + 32 : v))
+            } else if c.properties.changesWhenLowercased {
+                out.append(contentsOf: c.properties.lowercaseMapping.utf8)
             } else {
-                out.append(contentsOf: c.properties.lowercaseMapping.unicodeScalars)
+                out.append(contentsOf: UTF8.encode(c)!)
             }
         }
-        return String(out)
+        return String(decoding: out, as: UTF8.self)
     }
     static func isASCII(_ s: String) -> Bool { s.utf8.allSatisfy { $0 < 0x80 } }
     /// Scalars below U+0300 are unchanged by NFC.
@@ -176,15 +181,17 @@ enum Pattern: Sendable {
         let u = s.unicodeScalars.map(\.value)
         let ms = (try? matches(u)) ?? []
         if ms.isEmpty { return s }
-        var out = String.UnicodeScalarView()
+        var out: [UInt8] = []
+        out.reserveCapacity(s.utf8.count + content.utf8.count * ms.count)
+        func put(_ r: ArraySlice<UInt32>) { for v in r { out.append(contentsOf: UTF8.encode(Unicode.Scalar(v)!)!) } }
         var last = 0
         for m in ms {
-            out.append(contentsOf: u[last..<m.lowerBound].compactMap(Unicode.Scalar.init))
-            out.append(contentsOf: content.unicodeScalars)
+            put(u[last..<m.lowerBound])
+            out.append(contentsOf: content.utf8)
             last = m.upperBound
         }
-        out.append(contentsOf: u[last...].compactMap(Unicode.Scalar.init))
-        return String(out)
+        put(u[last...])
+        return String(decoding: out, as: UTF8.self)
     }
 }
 
