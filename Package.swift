@@ -28,6 +28,7 @@ let package = Package(
         .library(name: "Provenance", targets: ["Provenance"]),
         .library(name: "Probes", targets: ["Probes"]),
         .library(name: "Stats", targets: ["Stats"]),
+        .library(name: "Tokenizers", targets: ["Tokenizers"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -57,7 +58,7 @@ let package = Package(
                           swiftSettings: cpuFlags),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"], swiftSettings: cpuFlags),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"], swiftSettings: cpuFlags),
-        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"], swiftSettings: cpuFlags),
+        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "AssayCommon"], swiftSettings: cpuFlags),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "TensorCore", "SafeTensors"], swiftSettings: cpuFlags),
         .testTarget(name: "WeightDiffTests", dependencies: ["WeightDiff", "SafeTensors", "TensorCore"], swiftSettings: cpuFlags),
         .testTarget(name: "ProvenanceTests", dependencies: ["Provenance", "SafeTensors"], swiftSettings: cpuFlags),
