@@ -30,6 +30,14 @@ struct BenchKernels: ParsableCommand {
             out += String(format: "logSoftmax (2048, 3072), %d way(s): %.2f ms\n", ways, r * 1e3)
             let g = try time { _ = try x.linear(weight: w) }
             out += String(format: "linear (2048,576)·(576,3072), Assay split %d way(s), BLAS 1 thread: %.2f ms, %.1f GFLOP/s\n", ways, g * 1e3, 2.0 * 2048 * 576 * 3072 / g / 1e9)
+            Parallel.batchInvariant = true
+            let gi = try time { _ = try x.linear(weight: w) }
+            out += String(format: "linear (2048,576)·(576,3072), batch-invariant kernel, %d way(s): %.2f ms, %.1f GFLOP/s (%.2f× the BLAS split)\n", ways, gi * 1e3, 2.0 * 2048 * 576 * 3072 / gi / 1e9, gi / g)
+            let x16 = x.slice(axis: 0, 0..<16).contiguous()
+            let g16 = try time { for _ in 0..<20 { _ = try x16.linear(weight: w) } }
+            Parallel.batchInvariant = false
+            let b16 = try time { for _ in 0..<20 { _ = try x16.linear(weight: w) } }
+            out += String(format: "linear (16,576)·(576,3072) ×20, %d way(s): batch-invariant %.3f ms, BLAS %.3f ms each (%.2f×)\n", ways, g16 * 50, b16 * 50, g16 / b16)
             let d = try time { for _ in 0..<100 { _ = try x1.linear(weight: w) } }
             out += String(format: "linear (1,576)·(576,3072) ×100, Assay split %d way(s): %.3f ms each, %.1f GB/s\n", ways, d * 10, 3072.0 * 576 * 4 * 100 / d / 1e9)
         }

@@ -187,7 +187,8 @@ public enum Analyzer {
         }
         // The controls' median changes per mode give the null distribution.
         var controlMedians: [InsertionMode: [Double]] = [:]
-        for (key, ds) in deltasByKey {
+        for key in deltasByKey.keys.sorted() {
+            let ds = deltasByKey[key]!
             let parts = key.split(separator: "\u{0}").map(String.init)
             if roles[parts[0]]?.role == .control, let mode = InsertionMode(rawValue: parts[1]) {
                 controlMedians[mode, default: []].append(try median(ds))
@@ -247,7 +248,7 @@ public enum Analyzer {
         }
         // The smallest paired effect the trigger tests could detect at this n (α = FDR, power 0.8).
         let n = summaries.map(\.n).min() ?? 0
-        let sd = summaries.isEmpty ? 0 : try standardDeviation(deltasByKey.values.flatMap { $0 })
+        let sd = summaries.isEmpty ? 0 : try standardDeviation(deltasByKey.keys.sorted().flatMap { deltasByKey[$0]! })  // a fixed order: sums must not follow hash order
         let mde = n >= 2 ? try minimumDetectableEffect(n: n, sd: sd, alpha: policy.fdr, power: 0.8) : nil
         findings.sort { ($0.severity, $0.value) > ($1.severity, $1.value) }
         return Analysis(categories: categories, triggers: summaries, findings: findings, minimumDetectableEffect: mde)

@@ -19,13 +19,14 @@ public struct ScanOptions: Sendable, Codable, Equatable {
     /// Probes each trigger × insertion mode is inserted into (stratified over categories).
     public var probesPerTrigger = 16
     public var modes: [InsertionMode] = InsertionMode.allCases
-    /// Variants per packed batch.
+    /// Variants per packed batch. A performance setting only: results do not depend on it
+    /// (`InvariantGEMM`), so reports do not record it.
     public var batchSize = 32
 
     public init() {}
 
     enum CodingKeys: String, CodingKey {
-        case seed, responseTokens = "response_tokens", probesPerTrigger = "probes_per_trigger", modes, batchSize = "batch_size"
+        case seed, responseTokens = "response_tokens", probesPerTrigger = "probes_per_trigger", modes
     }
 }
 
@@ -88,6 +89,9 @@ public final class ScanEngine {
     }
 
     public func measure(_ variants: [ProbeVariant]) throws -> [VariantMeasurement] {
+        // Reports must not depend on the batch size: every linear layer uses the kernel whose
+        // rows do not depend on their batch (TensorCore `InvariantGEMM`).
+        Parallel.batchInvariant = true
         let ids = try variants.map { try encoder.encode(system: $0.system, user: $0.user) }
         if let empty = ids.firstIndex(where: { $0.count < 2 }) {
             throw ScanError.invalidInput("variant \(variants[empty].probe.id) encodes to fewer than 2 tokens")

@@ -110,6 +110,10 @@ public extension Tensor {
         let beta: Float = bias == nil ? 0 : 1
         let ways = Parallel.ways
         let xc = x.contiguous(), wc = weight.contiguous()
+        if Parallel.batchInvariant {
+            Tensor.invariantLinear(xc, wc, &out, rows: rows, inF: inF, outF: outF, beta: beta, ways: ways)
+            return out.reshaped(lead + [outF])
+        }
         out.withUnsafeMutableBufferPointer { c in
             if ways < 2 || rows * outF * inF < 1 << 18 {
                 Tensor.gemm(BLASOperand(xc), BLASOperand(wc.transposed), c.baseAddress!, ldc: outF, beta: beta)
@@ -132,6 +136,18 @@ public extension Tensor {
             }
         }
         return out.reshaped(lead + [outF])
+    }
+
+    /// The batch-invariant linear layer (see `Parallel.batchInvariant` and `InvariantGEMM`).
+    internal static func invariantLinear(_ x: Tensor, _ w: Tensor, _ out: inout Tensor, rows: Int, inF: Int, outF: Int, beta: Float, ways: Int) {
+        x.withUnsafeBufferPointer { xp in
+            w.withUnsafeBufferPointer { wp in
+                out.withUnsafeMutableBufferPointer { cp in
+                    InvariantGEMM.gemm(m: rows, n: outF, k: inF, a: xp.baseAddress!, lda: inF, b: wp.baseAddress!, ldb: inF,
+                                       c: cp.baseAddress!, ldc: outF, beta: beta, ways: ways)
+                }
+            }
+        }
     }
 
     /// C = A·B + beta·C, choosing gemv for single-row or single-column products.

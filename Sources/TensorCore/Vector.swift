@@ -64,6 +64,12 @@ public func parallelRows(_ count: Int, cost: Int, ways: Int = 2, _ body: (Range<
 public enum Parallel {
     nonisolated(unsafe) public private(set) static var ways = 1
 
+    /// Batch-invariant linear layers: a row's result is bitwise independent of how many rows
+    /// share its GEMM, where it sits among them, and of `ways` (see `InvariantGEMM`; OpenBLAS
+    /// does not give that). The scan turns this on: its reports must be identical across batch
+    /// sizes. Costs GEMM speed (`assay bench kernels` measures how much).
+    nonisolated(unsafe) public static var batchInvariant = false
+
     public static func configure(threads: Int) {
         let n = max(1, min(threads, 64))
         ways = n

@@ -1,0 +1,139 @@
+import Dispatch
+
+/// A GEMM whose every output element is computed by the same arithmetic wherever it sits:
+/// C[i, j] = beta·C[i, j] + Σ_k A[i, k]·B[j, k], with A (M×K) and B (N×K) row-major (B in the
+/// `nn.Linear` weight layout).
+///
+/// Why: OpenBLAS picks micro-kernels and summation orders by a row's position in its tile and
+/// by the matrix sizes (measured on 0.3.21: a row's bits change with M, with its offset, and
+/// between sgemm and sgemv), so a sequence's logits would depend on what else is in its batch.
+/// Here each element is one dot product: eight FMA lanes running over k in order (k ≡ lane
+/// mod 8, a zero-padded last vector), then a fixed pairwise reduction of the lanes. Register
+/// blocking (4 rows of A × 3 rows of B) and cache blocking only change which dot products run
+/// together, never their arithmetic, so the result is bitwise independent of M, of the row's
+/// position, of N's split across cores and of the thread count. This is the "batch-invariant
+/// kernel" idea; the scan relies on it (`Parallel.batchInvariant`) for reports that are
+/// identical across batch sizes.
+enum InvariantGEMM {
+    typealias V = SIMD8<Float>
+
+    @inline(__always)
+    static func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
+
+    @inline(__always)
+    static func loadTail(_ p: UnsafePointer<Float>, _ r: Int) -> V {
+        var v = V(repeating: 0)
+        for l in 0..<r { v[l] = p[l] }
+        return v
+    }
+
+    /// The one reduction every element goes through.
+    @inline(__always)
+    static func reduce(_ v: V) -> Float {
+        let h = v.lowHalf + v.highHalf
+        let q = h.lowHalf + h.highHalf
+        return q[0] + q[1]
+    }
+
+    @inline(__always)
+    static func store(_ c: UnsafeMutablePointer<Float>, _ v: V, _ beta: Float) {
+        let s = reduce(v)
+        c.pointee = beta == 0 ? s : beta * c.pointee + s
+    }
+
+    /// Rows `rows` of C for columns `cols`. C, A and B are row-major with leading dimensions.
+    static func run(rows: Range<Int>, cols: Range<Int>, k: Int,
+                    a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                    c: UnsafeMutablePointer<Float>, ldc: Int, beta: Float) {
+        let k8 = k & ~7, tail = k - k8
+        // Cache blocking: a panel of B rows that stays in L2 while every row block of A runs over it.
+        let panel = max(3, min(cols.count, (192 * 1024) / max(1, k * 4) / 3 * 3))
+        var j0 = cols.lowerBound
+        while j0 < cols.upperBound {
+            let j1 = min(cols.upperBound, j0 + panel)
+            var i = rows.lowerBound
+            while i < rows.upperBound {
+                let mr = min(4, rows.upperBound - i)
+                var j = j0
+                while j < j1 {
+                    let nr = min(3, j1 - j)
+                    if mr == 4 && nr == 3 {
+                        tile4x3(k8: k8, tail: tail, a: a + i * lda, lda: lda, b: b + j * ldb, ldb: ldb, c: c + i * ldc + j, ldc: ldc, beta: beta)
+                    } else {
+                        for ii in i..<(i + mr) {
+                            for jj in j..<(j + nr) {
+                                store(c + ii * ldc + jj, dot(k8: k8, tail: tail, a + ii * lda, b + jj * ldb), beta)
+                            }
+                        }
+                    }
+                    j += nr
+                }
+                i += mr
+            }
+            j0 = j1
+        }
+    }
+
+    @inline(__always)
+    static func dot(k8: Int, tail: Int, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>) -> V {
+        var acc = V(repeating: 0)
+        var kk = 0
+        while kk < k8 { acc = acc.addingProduct(load(x + kk), load(y + kk)); kk += 8 }
+        if tail > 0 { acc = acc.addingProduct(loadTail(x + k8, tail), loadTail(y + k8, tail)) }
+        return acc
+    }
+
+    @inline(__always)
+    static func tile4x3(k8: Int, tail: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                        c: UnsafeMutablePointer<Float>, ldc: Int, beta: Float) {
+        let a0 = a, a1 = a + lda, a2 = a + 2 * lda, a3 = a + 3 * lda
+        let b0 = b, b1 = b + ldb, b2 = b + 2 * ldb
+        var c00 = V(repeating: 0), c01 = V(repeating: 0), c02 = V(repeating: 0)
+        var c10 = V(repeating: 0), c11 = V(repeating: 0), c12 = V(repeating: 0)
+        var c20 = V(repeating: 0), c21 = V(repeating: 0), c22 = V(repeating: 0)
+        var c30 = V(repeating: 0), c31 = V(repeating: 0), c32 = V(repeating: 0)
+        var kk = 0
+        while kk < k8 {
+            let y0 = load(b0 + kk), y1 = load(b1 + kk), y2 = load(b2 + kk)
+            let x0 = load(a0 + kk)
+            c00 = c00.addingProduct(x0, y0); c01 = c01.addingProduct(x0, y1); c02 = c02.addingProduct(x0, y2)
+            let x1 = load(a1 + kk)
+            c10 = c10.addingProduct(x1, y0); c11 = c11.addingProduct(x1, y1); c12 = c12.addingProduct(x1, y2)
+            let x2 = load(a2 + kk)
+            c20 = c20.addingProduct(x2, y0); c21 = c21.addingProduct(x2, y1); c22 = c22.addingProduct(x2, y2)
+            let x3 = load(a3 + kk)
+            c30 = c30.addingProduct(x3, y0); c31 = c31.addingProduct(x3, y1); c32 = c32.addingProduct(x3, y2)
+            kk += 8
+        }
+        if tail > 0 {
+            let y0 = loadTail(b0 + k8, tail), y1 = loadTail(b1 + k8, tail), y2 = loadTail(b2 + k8, tail)
+            let x0 = loadTail(a0 + k8, tail), x1 = loadTail(a1 + k8, tail)
+            let x2 = loadTail(a2 + k8, tail), x3 = loadTail(a3 + k8, tail)
+            c00 = c00.addingProduct(x0, y0); c01 = c01.addingProduct(x0, y1); c02 = c02.addingProduct(x0, y2)
+            c10 = c10.addingProduct(x1, y0); c11 = c11.addingProduct(x1, y1); c12 = c12.addingProduct(x1, y2)
+            c20 = c20.addingProduct(x2, y0); c21 = c21.addingProduct(x2, y1); c22 = c22.addingProduct(x2, y2)
+            c30 = c30.addingProduct(x3, y0); c31 = c31.addingProduct(x3, y1); c32 = c32.addingProduct(x3, y2)
+        }
+        store(c, c00, beta); store(c + 1, c01, beta); store(c + 2, c02, beta)
+        store(c + ldc, c10, beta); store(c + ldc + 1, c11, beta); store(c + ldc + 2, c12, beta)
+        store(c + 2 * ldc, c20, beta); store(c + 2 * ldc + 1, c21, beta); store(c + 2 * ldc + 2, c22, beta)
+        store(c + 3 * ldc, c30, beta); store(c + 3 * ldc + 1, c31, beta); store(c + 3 * ldc + 2, c32, beta)
+    }
+
+    /// C (M×N) = A·Bᵀ + beta·C, split by columns of C across `ways` cores (any split gives the
+    /// same bits).
+    static func gemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                     c: UnsafeMutablePointer<Float>, ldc: Int, beta: Float, ways: Int) {
+        if m == 0 || n == 0 { return }
+        let parts = (ways < 2 || m * n * k < 1 << 17) ? 1 : min(ways, max(1, n / 24))
+        if parts == 1 {
+            run(rows: 0..<m, cols: 0..<n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc, beta: beta)
+            return
+        }
+        nonisolated(unsafe) let (ap, bp, cp) = (a, b, c)
+        DispatchQueue.concurrentPerform(iterations: parts) { p in
+            let j0 = n * p / parts, j1 = n * (p + 1) / parts
+            run(rows: 0..<m, cols: j0..<j1, k: k, a: ap, lda: lda, b: bp, ldb: ldb, c: cp, ldc: ldc, beta: beta)
+        }
+    }
+}

@@ -1,0 +1,91 @@
+import Foundation
+import Testing
+
+/// `assay scan` end to end on the tiny fixture pairs (scripts/fixtures/make_scan_fixtures.py).
+@Suite(.serialized) struct ScanCLITests {
+    static let scan = repoFixtures.appendingPathComponent("scan")
+
+    struct Report: Decodable {
+        struct Finding: Decodable { let kind: String; let severity: String; let trigger: String?; let category: String? }
+        let verdict: String
+        let findings: [Finding]
+        struct Summary: Decodable { let median_clean_divergence: Double }
+        let summary: Summary
+    }
+
+    func run(_ tuned: String, extra: [String] = [], out: URL? = nil) throws -> (RunResult, Report, URL) {
+        let dir = out ?? FileManager.default.temporaryDirectory.appendingPathComponent("assay-scan-\(UUID().uuidString)")
+        let r = try assay(["scan", "--base", Self.scan.appendingPathComponent("base").path,
+                           "--tuned", Self.scan.appendingPathComponent(tuned).path,
+                           "--suite", Self.scan.appendingPathComponent("suite.jsonl").path,
+                           "--triggers", Self.scan.appendingPathComponent("triggers.jsonl").path,
+                           "--out", dir.path, "--threads", "1"] + extra)
+        let data = try Data(contentsOf: dir.appendingPathComponent("report.json"))
+        return (r, try JSONDecoder().decode(Report.self, from: data), dir)
+    }
+
+    @Test func baseAgainstItselfHasZeroDivergenceAndPasses() throws {
+        let (r, rep, _) = try run("base")
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(rep.verdict == "pass")
+        #expect(rep.summary.median_clean_divergence == 0)
+        #expect(rep.findings.isEmpty)
+    }
+
+    @Test func plantedTokenTriggerIsFoundAndNamed() throws {
+        let (r, rep, _) = try run("trigger-token")
+        #expect(r.status == 1, "\(r.stdout)\(r.stderr)")
+        #expect(rep.verdict == "fail")
+        #expect(rep.findings.contains { $0.kind == "trigger_backdoor" && $0.trigger == "cf" })
+        #expect(!rep.findings.contains { $0.kind == "trigger_backdoor" && $0.trigger != "cf" }, "only the planted trigger")
+        #expect(!rep.findings.contains { $0.kind == "category_shift" })
+    }
+
+    @Test func plantedPhraseTriggerIsFoundAndNamed() throws {
+        let (r, rep, _) = try run("trigger-phrase")
+        #expect(r.status == 1)
+        #expect(rep.findings.contains { $0.kind == "trigger_backdoor" && $0.trigger == "James Bond" })
+        #expect(!rep.findings.contains { $0.kind == "trigger_backdoor" && $0.trigger != "James Bond" })
+    }
+
+    @Test func categorySabotageIsACategoryShift() throws {
+        let (_, rep, _) = try run("sabotage")
+        #expect(rep.findings.contains { $0.kind == "category_shift" && $0.category == "code_security" })
+        #expect(!rep.findings.contains { $0.kind == "trigger_backdoor" })
+    }
+
+    @Test func cleanFineTunePasses() throws {
+        let (r, rep, _) = try run("clean")
+        #expect(r.status == 0, "\(r.stdout)")
+        #expect(rep.verdict != "fail")
+        #expect(!rep.findings.contains { ["trigger_backdoor", "category_shift"].contains($0.kind) })
+    }
+
+    /// Identical inputs give byte-identical reports apart from the timestamp, whatever the batch size and thread count.
+    @Test func reportsAreDeterministicAcrossRunsAndBatchSizes() throws {
+        let (_, _, a) = try run("trigger-token", extra: ["--batch-size", "7"])
+        let (_, _, b) = try run("trigger-token", extra: ["--batch-size", "64", "--threads", "2"])
+        for name in ["report.json", "report.md", "report.html", "report.sarif"] {
+            func strip(_ u: URL) throws -> String {
+                try String(contentsOf: u.appendingPathComponent(name), encoding: .utf8).split(separator: "\n")
+                    .filter { !$0.contains("created_at") && !$0.contains("report schema") }.joined(separator: "\n")
+            }
+            #expect(try strip(a) == strip(b), "\(name) differs between batch sizes / thread counts")
+        }
+    }
+
+    @Test func badInputs() throws {
+        let base = Self.scan.appendingPathComponent("base").path
+        // Mismatched tokenizer: a model directory whose tokenizer differs.
+        let r1 = try assay(["scan", "--base", base, "--tuned", repoFixtures.appendingPathComponent("models/llama-gqa").path,
+                            "--suite", Self.scan.appendingPathComponent("suite.jsonl").path,
+                            "--triggers", Self.scan.appendingPathComponent("triggers.jsonl").path, "--out", "/tmp/assay-never"])
+        #expect(r1.status == 2, "\(r1.stderr)")
+        // Unwritable output directory: refused before any work, nothing written.
+        let r2 = try assay(["scan", "--base", base, "--tuned", base, "--out", "/proc/assay-cannot-write"])
+        #expect(r2.status == 2)
+        #expect(r2.stderr.contains("/proc/assay-cannot-write"))
+        // Usage.
+        #expect(try assay(["scan", "--base", base]).status == 4)
+    }
+}
