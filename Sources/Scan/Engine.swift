@@ -96,17 +96,34 @@ public final class ScanEngine {
         if let empty = ids.firstIndex(where: { $0.count < 2 }) {
             throw ScanError.invalidInput("variant \(variants[empty].probe.id) encodes to fewer than 2 tokens")
         }
-        // The longest prefix every variant shares (the chat template's head), leaving ≥ 1 token each.
-        var shared = ids[0].count - 1
-        for s in ids.dropFirst() {
-            shared = min(shared, s.count - 1)
-            var i = 0
-            while i < shared && s[i] == ids[0][i] { i += 1 }
-            shared = i
+        // Variants are grouped by their system message (the chat template renders it first);
+        // each group's longest shared prefix (the template's head, leaving ≥ 1 token each) is
+        // prefilled once per model and forked. Groups depend only on the variants' content, so
+        // results do not depend on the batch size.
+        var groupOf: [String: Int] = [:]
+        var groups: [[Int]] = []
+        for (i, v) in variants.enumerated() {
+            let key = v.system.map { "s" + $0 } ?? "-"
+            if let g = groupOf[key] { groups[g].append(i) } else { groupOf[key] = groups.count; groups.append([i]) }
         }
-        let prefix = Array(ids[0][..<shared])
-        let basePrefix = shared > 0 ? try base.prefill(prefix) : nil
-        let tunedPrefix = shared > 0 ? try tuned.prefill(prefix) : nil
+        var sharedLength = [Int](repeating: 0, count: variants.count)
+        var basePrefixes = [KVCache?](repeating: nil, count: variants.count)
+        var tunedPrefixes = basePrefixes
+        for members in groups {
+            let first = ids[members[0]]
+            var shared = first.count - 1
+            for m in members.dropFirst() {
+                let s = ids[m]
+                shared = min(shared, s.count - 1)
+                var i = 0
+                while i < shared && s[i] == first[i] { i += 1 }
+                shared = i
+            }
+            guard shared > 0 else { continue }
+            let prefix = Array(first[..<shared])
+            let (bp, tp) = (try base.prefill(prefix), try tuned.prefill(prefix))
+            for m in members { sharedLength[m] = shared; basePrefixes[m] = bp; tunedPrefixes[m] = tp }
+        }
 
         var out: [VariantMeasurement] = []
         out.reserveCapacity(variants.count)
@@ -114,9 +131,9 @@ public final class ScanEngine {
         while start < variants.count {
             let end = min(start + options.batchSize, variants.count)
             let batch = Array(start..<end)
-            let tails = batch.map { Array(ids[$0][shared...]) }
-            let b = try run(model: base, prefix: basePrefix, tails: tails)
-            let t = try run(model: tuned, prefix: tunedPrefix, tails: tails)
+            let tails = batch.map { Array(ids[$0][sharedLength[$0]...]) }
+            let b = try run(model: base, prefixes: batch.map { basePrefixes[$0] }, tails: tails)
+            let t = try run(model: tuned, prefixes: batch.map { tunedPrefixes[$0] }, tails: tails)
             // Every model's rows along every continuation come from the same teacher-forced pass,
             // so two identical models give exactly zero divergence (the greedy steps only choose
             // the tokens).
@@ -151,9 +168,9 @@ public final class ScanEngine {
     }
 
     /// Prefill the prompts (after the shared prefix) and decode K greedy tokens.
-    func run(model: any CausalLanguageModel, prefix: KVCache?, tails: [[Int]]) throws -> Pass {
+    func run(model: any CausalLanguageModel, prefixes: [KVCache?], tails: [[Int]]) throws -> Pass {
         let k = options.responseTokens
-        let prompts = tails.map { _ in prefix?.fork() ?? model.makeCache() }
+        let prompts = prefixes.map { $0?.fork() ?? model.makeCache() }
         let first = try model.forward(tails.enumerated().map { SequenceInput(tokens: $1, cache: prompts[$0], logitPositions: [$1.count - 1]) })
             .map { $0.logSoftmax() }
         var conts: [[Int]] = first.map { [$0.argmaxLastAxis()[0]] }

@@ -9,7 +9,7 @@ import Dispatch
 /// between sgemm and sgemv), so a sequence's logits would depend on what else is in its batch.
 /// Here each element is one dot product: eight FMA lanes running over k in order (k ≡ lane
 /// mod 8, a zero-padded last vector), then a fixed pairwise reduction of the lanes. Register
-/// blocking (4 rows of A × 3 rows of B) and cache blocking only change which dot products run
+/// blocking (3 rows of A × 3 rows of B) and cache blocking only change which dot products run
 /// together, never their arithmetic, so the result is bitwise independent of M, of the row's
 /// position, of N's split across cores and of the thread count. This is the "batch-invariant
 /// kernel" idea; the scan relies on it (`Parallel.batchInvariant`) for reports that are
@@ -53,12 +53,12 @@ enum InvariantGEMM {
             let j1 = min(cols.upperBound, j0 + panel)
             var i = rows.lowerBound
             while i < rows.upperBound {
-                let mr = min(4, rows.upperBound - i)
+                let mr = min(3, rows.upperBound - i)
                 var j = j0
                 while j < j1 {
                     let nr = min(3, j1 - j)
-                    if mr == 4 && nr == 3 {
-                        tile4x3(k8: k8, tail: tail, a: a + i * lda, lda: lda, b: b + j * ldb, ldb: ldb, c: c + i * ldc + j, ldc: ldc, beta: beta)
+                    if mr == 3 && nr == 3 {
+                        tile3x3(k8: k8, tail: tail, a: a + i * lda, lda: lda, b: b + j * ldb, ldb: ldb, c: c + i * ldc + j, ldc: ldc, beta: beta)
                     } else {
                         for ii in i..<(i + mr) {
                             for jj in j..<(j + nr) {
@@ -84,14 +84,14 @@ enum InvariantGEMM {
     }
 
     @inline(__always)
-    static func tile4x3(k8: Int, tail: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+    static func tile3x3(k8: Int, tail: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                         c: UnsafeMutablePointer<Float>, ldc: Int, beta: Float) {
-        let a0 = a, a1 = a + lda, a2 = a + 2 * lda, a3 = a + 3 * lda
+        // 9 accumulators + 3 B vectors + 1 A vector: fits AVX2's 16 registers without spills.
+        let a0 = a, a1 = a + lda, a2 = a + 2 * lda
         let b0 = b, b1 = b + ldb, b2 = b + 2 * ldb
         var c00 = V(repeating: 0), c01 = V(repeating: 0), c02 = V(repeating: 0)
         var c10 = V(repeating: 0), c11 = V(repeating: 0), c12 = V(repeating: 0)
         var c20 = V(repeating: 0), c21 = V(repeating: 0), c22 = V(repeating: 0)
-        var c30 = V(repeating: 0), c31 = V(repeating: 0), c32 = V(repeating: 0)
         var kk = 0
         while kk < k8 {
             let y0 = load(b0 + kk), y1 = load(b1 + kk), y2 = load(b2 + kk)
@@ -101,23 +101,18 @@ enum InvariantGEMM {
             c10 = c10.addingProduct(x1, y0); c11 = c11.addingProduct(x1, y1); c12 = c12.addingProduct(x1, y2)
             let x2 = load(a2 + kk)
             c20 = c20.addingProduct(x2, y0); c21 = c21.addingProduct(x2, y1); c22 = c22.addingProduct(x2, y2)
-            let x3 = load(a3 + kk)
-            c30 = c30.addingProduct(x3, y0); c31 = c31.addingProduct(x3, y1); c32 = c32.addingProduct(x3, y2)
             kk += 8
         }
         if tail > 0 {
             let y0 = loadTail(b0 + k8, tail), y1 = loadTail(b1 + k8, tail), y2 = loadTail(b2 + k8, tail)
-            let x0 = loadTail(a0 + k8, tail), x1 = loadTail(a1 + k8, tail)
-            let x2 = loadTail(a2 + k8, tail), x3 = loadTail(a3 + k8, tail)
+            let x0 = loadTail(a0 + k8, tail), x1 = loadTail(a1 + k8, tail), x2 = loadTail(a2 + k8, tail)
             c00 = c00.addingProduct(x0, y0); c01 = c01.addingProduct(x0, y1); c02 = c02.addingProduct(x0, y2)
             c10 = c10.addingProduct(x1, y0); c11 = c11.addingProduct(x1, y1); c12 = c12.addingProduct(x1, y2)
             c20 = c20.addingProduct(x2, y0); c21 = c21.addingProduct(x2, y1); c22 = c22.addingProduct(x2, y2)
-            c30 = c30.addingProduct(x3, y0); c31 = c31.addingProduct(x3, y1); c32 = c32.addingProduct(x3, y2)
         }
         store(c, c00, beta); store(c + 1, c01, beta); store(c + 2, c02, beta)
         store(c + ldc, c10, beta); store(c + ldc + 1, c11, beta); store(c + ldc + 2, c12, beta)
         store(c + 2 * ldc, c20, beta); store(c + 2 * ldc + 1, c21, beta); store(c + 2 * ldc + 2, c22, beta)
-        store(c + 3 * ldc, c30, beta); store(c + 3 * ldc + 1, c31, beta); store(c + 3 * ldc + 2, c32, beta)
     }
 
     /// C (M×N) = A·Bᵀ + beta·C, split by columns of C across `ways` cores (any split gives the
