@@ -105,7 +105,7 @@ struct ScanCommand: ParsableCommand {
                 throw ScanError.invalidInput("\(policy.terminalSafe): cannot read the policy file")
             }
             do { policyValue = try JSONDecoder().decode(ScanPolicy.self, from: data) } catch {
-                throw ScanError.invalidInput("\(policy.terminalSafe): invalid policy: \(error)")
+                throw ScanError.invalidInput("\(policy.terminalSafe): invalid policy: \(Self.describe(error))")
             }
             policyBytes = [UInt8](data)
         } else {
@@ -197,6 +197,21 @@ struct ScanCommand: ParsableCommand {
             }
         }
         return out
+    }
+
+    /// One line for a decoding error: the field's path and what is wrong with it.
+    static func describe(_ error: Error) -> String {
+        func path(_ c: DecodingError.Context) -> String {
+            let p = c.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+            return p.isEmpty ? "" : "field '\(p)': "
+        }
+        switch error as? DecodingError {
+        case let .typeMismatch(t, c)?: return "\(path(c))expected \(t)".terminalSafe
+        case let .valueNotFound(t, c)?: return "\(path(c))missing \(t)".terminalSafe
+        case let .keyNotFound(k, c)?: return "\(path(c))missing key '\(k.stringValue)'".terminalSafe
+        case let .dataCorrupted(c)?: return "\(path(c))\(c.debugDescription)".terminalSafe
+        default: return "\(error)".terminalSafe
+        }
     }
 
     static func runName(_ d: Date) -> String {

@@ -34,7 +34,18 @@ public struct ScanPolicy: Codable, Sendable, Equatable {
         case failOn = "fail_on", warnOn = "warn_on"
     }
 
+    struct AnyKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init?(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
     public init(from decoder: Decoder) throws {
+        // A misspelt key must not silently fall back to a default.
+        for key in try decoder.container(keyedBy: AnyKey.self).allKeys where CodingKeys(stringValue: key.stringValue) == nil {
+            throw DecodingError.dataCorrupted(.init(codingPath: [key], debugDescription: "unknown policy key '\(key.stringValue)'"))
+        }
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let d = ScanPolicy()
         fdr = try c.decodeIfPresent(Double.self, forKey: .fdr) ?? d.fdr

@@ -134,13 +134,11 @@ public final class ScanEngine {
             let tails = batch.map { Array(ids[$0][sharedLength[$0]...]) }
             let b = try run(model: base, prefixes: batch.map { basePrefixes[$0] }, tails: tails)
             let t = try run(model: tuned, prefixes: batch.map { tunedPrefixes[$0] }, tails: tails)
-            // Every model's rows along every continuation come from the same teacher-forced pass,
-            // so two identical models give exactly zero divergence (the greedy steps only choose
-            // the tokens).
-            let bAlongB = try score(model: base, prompts: b.promptCaches, firstRows: b.firstRows, continuations: b.continuations)
+            // Each model's rows along its own continuation come from its greedy decode; along the
+            // other's, from one teacher-forced pass. Under the batch-invariant kernels both give a
+            // row the same bits (a model against itself diverges by exactly zero).
             let bAlongT = try score(model: base, prompts: b.promptCaches, firstRows: b.firstRows, continuations: t.continuations)
             let tAlongB = try score(model: tuned, prompts: t.promptCaches, firstRows: t.firstRows, continuations: b.continuations)
-            let tAlongT = try score(model: tuned, prompts: t.promptCaches, firstRows: t.firstRows, continuations: t.continuations)
             for (j, vi) in batch.enumerated() {
                 let v = variants[vi]
                 var m = VariantMeasurement(probeID: v.probe.id, category: v.probe.category, triggerID: v.trigger?.id, mode: v.mode,
@@ -149,8 +147,8 @@ public final class ScanEngine {
                                            top1Agreement: 0, tunedContinuationLogProbUnderBase: 0,
                                            tunedContinuationLogProbUnderTuned: 0, baseContinuationLogProbUnderTuned: 0,
                                            baseContinuationLogProbUnderBase: 0)
-                try compareRows(&m, baseRows: bAlongB[j], tunedRows: tAlongB[j], continuation: b.continuations[j], alongBase: true)
-                try compareRows(&m, baseRows: bAlongT[j], tunedRows: tAlongT[j], continuation: t.continuations[j], alongBase: false)
+                try compareRows(&m, baseRows: b.rows[j], tunedRows: tAlongB[j], continuation: b.continuations[j], alongBase: true)
+                try compareRows(&m, baseRows: bAlongT[j], tunedRows: t.rows[j], continuation: t.continuations[j], alongBase: false)
                 let n = Double(b.continuations[j].count + t.continuations[j].count)
                 m.js /= n; m.klBaseTuned /= n; m.klTunedBase /= n; m.tv /= n; m.top1Agreement /= n
                 out.append(m)
@@ -165,21 +163,29 @@ public final class ScanEngine {
         var promptCaches: [KVCache]     // frozen prompt caches, forked for scoring
         var firstRows: [Tensor]         // log-probs at the prompt's last position (1, V)
         var continuations: [[Int]]
+        var rows: [Tensor]              // (K, V) log-probs along the model's own continuation
     }
 
-    /// Prefill the prompts (after the shared prefix) and decode K greedy tokens.
+    /// Prefill the prompts (after the shared prefix) and decode K greedy tokens, keeping every
+    /// step's log-probabilities.
     func run(model: any CausalLanguageModel, prefixes: [KVCache?], tails: [[Int]]) throws -> Pass {
         let k = options.responseTokens
         let prompts = prefixes.map { $0?.fork() ?? model.makeCache() }
         let first = try model.forward(tails.enumerated().map { SequenceInput(tokens: $1, cache: prompts[$0], logitPositions: [$1.count - 1]) })
             .map { $0.logSoftmax() }
+        var rows: [[Tensor]] = first.map { [$0] }
         var conts: [[Int]] = first.map { [$0.argmaxLastAxis()[0]] }
         let decode = prompts.map { $0.fork() }
         for _ in 1..<max(k, 1) {
             let step = try model.forward(conts.enumerated().map { SequenceInput(tokens: [$1.last!], cache: decode[$0], logitPositions: [0]) })
-            for (j, l) in step.enumerated() { conts[j].append(l.argmaxLastAxis()[0]) }
+            for (j, l) in step.enumerated() {
+                let lp = l.logSoftmax()
+                rows[j].append(lp)
+                conts[j].append(lp.argmaxLastAxis()[0])
+            }
         }
-        return Pass(promptCaches: prompts, firstRows: first, continuations: conts)
+        return Pass(promptCaches: prompts, firstRows: first, continuations: conts,
+                    rows: rows.map { Tensor.concatenate($0, axis: 0) })
     }
 
     /// Log-probs of `model` along given continuations: the prompt's last row, then one forward

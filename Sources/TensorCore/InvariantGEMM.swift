@@ -132,3 +132,38 @@ enum InvariantGEMM {
         }
     }
 }
+
+/// Fixed-order kernels for attention under `Parallel.batchInvariant`: a query row's scores and
+/// output do not depend on how many query rows run with it (decoding one token and scoring a
+/// whole continuation give the same bits).
+public enum InvariantKernels {
+    /// C (M×N, ldc) = A (M×K, lda) · B (N×K, ldb)ᵀ, one thread, each element one fixed-order dot product.
+    public static func gemmABt(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                               c: UnsafeMutablePointer<Float>, ldc: Int) {
+        InvariantGEMM.run(rows: 0..<m, cols: 0..<n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc, beta: 0)
+    }
+
+    /// out[c] = (accumulate ? out[c] : 0) + Σ_r weights[r] · rows[r·ld + c] for c < d, summing r
+    /// in order with one FMA per step.
+    public static func weightedRowSum(out: UnsafeMutablePointer<Float>, d: Int, weights: UnsafePointer<Float>,
+                                      rows: UnsafePointer<Float>, ld: Int, count: Int, accumulate: Bool) {
+        typealias V = SIMD8<Float>
+        var c = 0
+        while c + 8 <= d {
+            var acc = accumulate ? UnsafeRawPointer(out + c).loadUnaligned(as: V.self) : V(repeating: 0)
+            var r = 0
+            while r < count {
+                acc = acc.addingProduct(V(repeating: weights[r]), UnsafeRawPointer(rows + r * ld + c).loadUnaligned(as: V.self))
+                r += 1
+            }
+            UnsafeMutableRawPointer(out + c).storeBytes(of: acc, as: V.self)
+            c += 8
+        }
+        while c < d {
+            var acc = accumulate ? out[c] : 0
+            for r in 0..<count { acc = acc.addingProduct(weights[r], rows[r * ld + c]) }
+            out[c] = acc
+            c += 1
+        }
+    }
+}

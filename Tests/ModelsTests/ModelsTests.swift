@@ -170,3 +170,35 @@ extension Tensor {
         } throws: { "\($0)".contains("is [32, 48] in the base but the adapter's B·A is [32, 64]") }
     }
 }
+
+/// Under `Parallel.batchInvariant` (the scan's mode) a sequence's log-probabilities are bitwise
+/// the same alone, in a mixed batch, decoded token by token from a forked prefix, and
+/// teacher-forced in one pass — for every architecture. The scan relies on it: a model against
+/// itself diverges by exactly zero, and reports do not depend on the batch size.
+@Suite(.serialized) struct BitwiseBatchInvariance {
+    @Test(arguments: ["llama-gqa", "mistral", "qwen2", "gpt2", "gpt-neox", "llama-gqa-lora"])
+    func sameBitsEverywhere(_ name: String) throws {
+        Parallel.batchInvariant = true
+        let g = try #require(goldens[name])
+        let model = try load(name)
+        let seq = g.sequences.max { $0.count < $1.count }!
+        let alone = try model.forward([SequenceInput(tokens: seq, logitPositions: Array(seq.indices))])[0].array
+        let mixed = try model.forward((g.sequences + [seq]).map { SequenceInput(tokens: $0, logitPositions: Array($0.indices)) }).last!.array
+        let sameInBatch = mixed == alone
+        #expect(sameInBatch, "\(name): a mixed batch changed the bits")
+        let cut = min(3, seq.count - 1)
+        let prefix = try model.prefill(Array(seq[..<cut]))
+        let decode = prefix.fork()
+        var stepped: [Float] = []
+        for t in seq[cut...] {
+            stepped += try model.forward([SequenceInput(tokens: [t], cache: decode, logitPositions: [0])])[0].array
+        }
+        let v = alone.count / seq.count
+        let sameStepped = stepped == Array(alone[(cut * v)...])
+        #expect(sameStepped, "\(name): token-by-token decoding changed the bits")
+        let forced = try model.forward([SequenceInput(tokens: Array(seq[cut...]), cache: prefix.fork(),
+                                                      logitPositions: Array(0..<(seq.count - cut)))])[0].array
+        let sameForced = forced == stepped
+        #expect(sameForced, "\(name): teacher forcing and decoding differ")
+    }
+}
