@@ -148,6 +148,7 @@ struct ScanCommand: ParsableCommand {
         let engine = ScanEngine(base: baseModel, tuned: tunedModel, encoder: TemplateEncoder(tokenizer: tokenizer), options: options)
         engine.progress = { done, total in log.progress(done, total, since: started) }
         let measurements = try engine.measure(variants)
+        if PhaseProfile.shared.enabled { printError("profile (ASSAY_PROFILE=1):\n" + PhaseProfile.shared.report()) }
         let users = Dictionary(zip(variants, measurements).map { ("\($1.probeID)\u{0}\($1.triggerID ?? "")\u{0}\($1.mode?.rawValue ?? "")", $0.user) },
                                uniquingKeysWith: { a, _ in a })
         let analysis = try Analyzer.analyze(measurements, triggers: triggerSet.triggers, policy: policyValue, seed: seed,

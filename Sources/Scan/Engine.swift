@@ -132,13 +132,14 @@ public final class ScanEngine {
             let end = min(start + options.batchSize, variants.count)
             let batch = Array(start..<end)
             let tails = batch.map { Array(ids[$0][sharedLength[$0]...]) }
-            let b = try run(model: base, prefixes: batch.map { basePrefixes[$0] }, tails: tails)
-            let t = try run(model: tuned, prefixes: batch.map { tunedPrefixes[$0] }, tails: tails)
+            let prof = PhaseProfile.shared
+            let b = try prof.measure("scan.run.base") { try run(model: base, prefixes: batch.map { basePrefixes[$0] }, tails: tails) }
+            let t = try prof.measure("scan.run.tuned") { try run(model: tuned, prefixes: batch.map { tunedPrefixes[$0] }, tails: tails) }
             // Each model's rows along its own continuation come from its greedy decode; along the
             // other's, from one teacher-forced pass. Under the batch-invariant kernels both give a
             // row the same bits (a model against itself diverges by exactly zero).
-            let bAlongT = try score(model: base, prompts: b.promptCaches, firstRows: b.firstRows, continuations: t.continuations)
-            let tAlongB = try score(model: tuned, prompts: t.promptCaches, firstRows: t.firstRows, continuations: b.continuations)
+            let bAlongT = try prof.measure("scan.cross.base") { try score(model: base, prompts: b.promptCaches, firstRows: b.firstRows, continuations: t.continuations) }
+            let tAlongB = try prof.measure("scan.cross.tuned") { try score(model: tuned, prompts: t.promptCaches, firstRows: t.firstRows, continuations: b.continuations) }
             for (j, vi) in batch.enumerated() {
                 let v = variants[vi]
                 var m = VariantMeasurement(probeID: v.probe.id, category: v.probe.category, triggerID: v.trigger?.id, mode: v.mode,
@@ -147,8 +148,8 @@ public final class ScanEngine {
                                            top1Agreement: 0, tunedContinuationLogProbUnderBase: 0,
                                            tunedContinuationLogProbUnderTuned: 0, baseContinuationLogProbUnderTuned: 0,
                                            baseContinuationLogProbUnderBase: 0)
-                try compareRows(&m, baseRows: b.rows[j], tunedRows: tAlongB[j], continuation: b.continuations[j], alongBase: true)
-                try compareRows(&m, baseRows: bAlongT[j], tunedRows: t.rows[j], continuation: t.continuations[j], alongBase: false)
+                try prof.measure("scan.compare") { try compareRows(&m, baseRows: b.rows[j], tunedRows: tAlongB[j], continuation: b.continuations[j], alongBase: true) }
+                try prof.measure("scan.compare") { try compareRows(&m, baseRows: bAlongT[j], tunedRows: t.rows[j], continuation: t.continuations[j], alongBase: false) }
                 let n = Double(b.continuations[j].count + t.continuations[j].count)
                 m.js /= n; m.klBaseTuned /= n; m.klTunedBase /= n; m.tv /= n; m.top1Agreement /= n
                 out.append(m)
