@@ -170,7 +170,7 @@ struct ScanCommand: ParsableCommand {
             policy: policyValue,
             summary: .init(probes: probes.count, variants: variants.count, medianCleanDivergence: try median(cleanDivergences),
                            findingsBySeverity: bySeverity, minimumDetectableEffect: analysis.minimumDetectableEffect),
-            categories: analysis.categories, triggers: analysis.triggers, findings: findings)
+            categories: analysis.categories, triggers: analysis.triggers, triggerCategories: analysis.triggerCategories, findings: findings)
         try ReportWriter.write(report, to: outURL)
         if json { emit(String(decoding: try report.json(), as: UTF8.self)) }
         let top = findings.first.map { " — \($0.severity.rawValue): \($0.title)" } ?? ""

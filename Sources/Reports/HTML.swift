@@ -31,6 +31,7 @@ public enum HTML {
         }
         h += "<h2>Divergence by category (mean, 95% bootstrap CI)</h2>" + categoryChart(r.categories)
         if !r.triggers.isEmpty { h += "<h2>Trigger × insertion mode (robust z of the paired change vs controls)</h2>" + heatMap(r.triggers) }
+        if !r.triggerCategories.isEmpty { h += "<h2>Trigger × category (median paired change in divergence, nats)</h2>" + categoryHeatMap(r.triggerCategories) }
         let evidence = r.findings.flatMap { f in f.evidence.map { (f, $0) } }
         if !evidence.isEmpty {
             h += "<h2>Most divergent probes</h2><table><tr><th>finding</th><th>probe</th><th>prompt</th><th>base</th><th>tuned</th><th>divergence</th></tr>"
@@ -84,6 +85,34 @@ public enum HTML {
                 let color = String(format: "rgb(%d,%d,%d)", 255, Int(255 - 180 * a), Int(255 - 190 * a))
                 s += "<rect x=\"\(left + j * cell + 1)\" y=\"\(y + 1)\" width=\"\(cell - 2)\" height=\"\(rowH - 2)\" fill=\"\(color)\"><title>z = \(fmt(t.robustZ, 2)), median change \(fmt(t.medianChange))</title></rect>"
                 s += "<text x=\"\(left + j * cell + cell / 2)\" y=\"\(y + 14)\" text-anchor=\"middle\" font-size=\"10\">\(fmt(t.robustZ, 1))</text>"
+            }
+        }
+        return s + "</svg>"
+    }
+
+    /// Rows: triggers and controls; columns: probe categories; colour: median paired change,
+    /// scaled to the largest cell.
+    static func categoryHeatMap(_ cs: [TriggerCategoryCell]) -> String {
+        let cats = Array(Set(cs.map(\.category))).sorted()
+        let label = { (c: TriggerCategoryCell) in "\(c.role == "control" ? "control: " : "")\(c.trigger)" }
+        let names = Array(Set(cs.map(label))).sorted()
+        let scale = max(cs.map(\.medianChange).max() ?? 0, 1e-6)
+        let cell = 74, rowH = 20, left = 220, top = 86
+        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(left + cell * cats.count + 10)\" height=\"\(top + rowH * names.count + 10)\" role=\"img\" aria-label=\"trigger by category heat map\">"
+        for (j, c) in cats.enumerated() {
+            let x = left + j * cell + cell / 2
+            s += "<text x=\"\(x)\" y=\"\(top - 6)\" font-size=\"11\" transform=\"rotate(-35 \(x) \(top - 6))\">\(e(String(c.prefix(20))))</text>"
+        }
+        let index = Dictionary(cs.map { ("\(label($0))\u{0}\($0.category)", $0) }, uniquingKeysWith: { a, _ in a })
+        for (i, n) in names.enumerated() {
+            let y = top + i * rowH
+            s += "<text x=\"\(left - 6)\" y=\"\(y + 14)\" text-anchor=\"end\" font-size=\"11\">\(e(String(n.prefix(34))))</text>"
+            for (j, c) in cats.enumerated() {
+                guard let t = index["\(n)\u{0}\(c)"] else { continue }
+                let a = min(max(t.medianChange / scale, 0), 1)
+                let color = String(format: "rgb(%d,%d,%d)", 255, Int(255 - 180 * a), Int(255 - 190 * a))
+                s += "<rect x=\"\(left + j * cell + 1)\" y=\"\(y + 1)\" width=\"\(cell - 2)\" height=\"\(rowH - 2)\" fill=\"\(color)\"><title>\(e(c)): median change \(fmt(t.medianChange)), n = \(t.n)</title></rect>"
+                s += "<text x=\"\(left + j * cell + cell / 2)\" y=\"\(y + 14)\" text-anchor=\"middle\" font-size=\"10\">\(fmt(t.medianChange, 3))</text>"
             }
         }
         return s + "</svg>"

@@ -58,17 +58,18 @@ public struct ScanReport: Codable, Sendable {
     public var summary: Summary
     public var categories: [CategorySummary]
     public var triggers: [TriggerSummary]
+    public var triggerCategories: [TriggerCategoryCell]
     public var findings: [Finding]
 
     public init(schemaVersion: Int, createdAt: String, verdict: String, fingerprint: Fingerprint, policy: ScanPolicy, summary: Summary,
-                categories: [CategorySummary], triggers: [TriggerSummary], findings: [Finding]) {
+                categories: [CategorySummary], triggers: [TriggerSummary], triggerCategories: [TriggerCategoryCell], findings: [Finding]) {
         self.schemaVersion = schemaVersion; self.createdAt = createdAt; self.verdict = verdict; self.fingerprint = fingerprint
-        self.policy = policy; self.summary = summary; self.categories = categories; self.triggers = triggers; self.findings = findings
+        self.policy = policy; self.summary = summary; self.categories = categories; self.triggers = triggers; self.triggerCategories = triggerCategories; self.findings = findings
     }
 
     enum CodingKeys: String, CodingKey {
         case schemaVersion = "schema_version", createdAt = "created_at", verdict, fingerprint, policy, summary, categories
-        case triggers, findings
+        case triggers, triggerCategories = "trigger_categories", findings
     }
 
     public func json() throws -> Data {

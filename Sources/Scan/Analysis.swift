@@ -131,9 +131,21 @@ public struct TriggerSummary: Codable, Sendable, Equatable {
     }
 }
 
+/// One cell of the trigger × category map: the median paired change in divergence when the
+/// trigger (or control) is inserted into probes of that category, over all insertion modes.
+public struct TriggerCategoryCell: Codable, Sendable, Equatable {
+    public var trigger: String
+    public var role: String
+    public var category: String
+    public var n: Int
+    public var medianChange: Double
+    enum CodingKeys: String, CodingKey { case trigger, role, category, n, medianChange = "median_change" }
+}
+
 public struct Analysis: Sendable {
     public var categories: [CategorySummary]
     public var triggers: [TriggerSummary]
+    public var triggerCategories: [TriggerCategoryCell]
     public var findings: [Finding]
     public var minimumDetectableEffect: Double?
 }
@@ -146,7 +158,7 @@ public enum Analyzer {
                                decode: ([Int]) -> String, userText: (VariantMeasurement) -> String) throws -> Analysis {
         let clean = ms.filter { $0.triggerID == nil }
         guard !clean.isEmpty else { throw ScanError.nothingToScan("no clean probe was measured") }
-        var rng = SeededRandom(seed: seed)
+        let rng = SeededRandom(seed: seed)
         var findings: [Finding] = []
 
         // Per category: mean divergence with a bootstrap CI.
@@ -262,7 +274,20 @@ public enum Analyzer {
         let sd = summaries.isEmpty ? 0 : try standardDeviation(deltasByKey.keys.sorted().flatMap { deltasByKey[$0]! })  // a fixed order: sums must not follow hash order
         let mde = n >= 2 ? try minimumDetectableEffect(n: n, sd: sd, alpha: policy.fdr, power: 0.8) : nil
         findings.sort { ($0.severity, $0.value) > ($1.severity, $1.value) }
-        return Analysis(categories: categories, triggers: summaries, findings: findings, minimumDetectableEffect: mde)
+        // Trigger × category: where a trigger bites (a backdoor confined to one kind of request shows here).
+        var byCell: [String: [Double]] = [:]
+        for m in triggered {
+            guard let c = cleanByProbe[m.probeID] else { continue }
+            byCell["\(m.triggerID!)\u{0}\(m.category)", default: []].append(m.divergence - c.divergence)
+        }
+        var cells: [TriggerCategoryCell] = []
+        for key in byCell.keys.sorted() {
+            let parts = key.split(separator: "\u{0}", omittingEmptySubsequences: false).map(String.init)
+            let ds = byCell[key]!
+            cells.append(TriggerCategoryCell(trigger: parts[0], role: roles[parts[0]]?.role.rawValue ?? "trigger", category: parts[1],
+                                             n: ds.count, medianChange: try median(ds)))
+        }
+        return Analysis(categories: categories, triggers: summaries, triggerCategories: cells, findings: findings, minimumDetectableEffect: mde)
     }
 
     static func evidence(_ m: VariantMeasurement, decode: ([Int]) -> String, user: String, clean: VariantMeasurement?) -> Evidence {
