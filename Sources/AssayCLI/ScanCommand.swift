@@ -149,7 +149,11 @@ struct ScanCommand: ParsableCommand {
         engine.progress = { done, total in log.progress(done, total, since: started) }
         let measurements = try engine.measure(variants)
         if PhaseProfile.shared.enabled { printError("profile (ASSAY_PROFILE=1):\n" + PhaseProfile.shared.report()) }
-        let users = Dictionary(zip(variants, measurements).map { ("\($1.probeID)\u{0}\($1.triggerID ?? "")\u{0}\($1.mode?.rawValue ?? "")", $0.user) },
+        // Evidence shows the prompt as the model saw it: a trigger in the system message is shown too.
+        let users = Dictionary(zip(variants, measurements).map { v, m in
+            ("\(m.probeID)\u{0}\(m.triggerID ?? "")\u{0}\(m.mode?.rawValue ?? "")",
+             (v.system != v.probe.system ? v.system.map { "[system: \($0)] " } ?? "" : "") + v.user)
+        },
                                uniquingKeysWith: { a, _ in a })
         let analysis = try Analyzer.analyze(measurements, triggers: triggerSet.triggers, policy: policyValue, seed: seed,
                                             decode: { tokenizer.decode($0, skipSpecialTokens: true) },
