@@ -67,7 +67,10 @@ struct ScanCommand: ParsableCommand {
             }
         }
         let outURL = URL(fileURLWithPath: out ?? "reports/\(Self.runName(started))")
-        try ReportWriter.prepare(outURL)
+        // Fail fast on an unwritable directory; a scan that fails later leaves no empty directory behind.
+        let createdOut = try ReportWriter.prepare(outURL)
+        var wroteReport = false
+        defer { if createdOut && !wroteReport { ReportWriter.discardIfEmpty(outURL) } }
 
         // Provenance first: nothing is loaded from a directory that could run code.
         log.say("auditing model directories")
@@ -176,6 +179,7 @@ struct ScanCommand: ParsableCommand {
                            findingsBySeverity: bySeverity, minimumDetectableEffect: analysis.minimumDetectableEffect),
             categories: analysis.categories, triggers: analysis.triggers, triggerCategories: analysis.triggerCategories, findings: findings)
         try ReportWriter.write(report, to: outURL)
+        wroteReport = true
         if json { emit(String(decoding: try report.json(), as: UTF8.self)) }
         let top = findings.first.map { " — \($0.severity.rawValue): \($0.title)" } ?? ""
         emit("\(verdict.uppercased()): \(findings.count) finding(s)\(top)\nreports: \(outURL.path)")

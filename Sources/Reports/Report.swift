@@ -83,7 +83,12 @@ public struct ScanReport: Codable, Sendable {
 public enum ReportWriter {
     /// Checks up front that `dir` can take the reports, so a long scan never ends in an unwritable
     /// directory.
-    public static func prepare(_ dir: URL) throws {
+    /// Creates the output directory if needed and checks it is writable; returns whether it was
+    /// created here (so a failed scan can remove it again and leave nothing behind).
+    @discardableResult
+    public static func prepare(_ dir: URL) throws -> Bool {
+        var isDir: ObjCBool = false
+        let existed = FileManager.default.fileExists(atPath: dir.path, isDirectory: &isDir)
         do {
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         } catch {
@@ -92,6 +97,14 @@ public enum ReportWriter {
         let probe = dir.appendingPathComponent(".assay-write-test-\(getpid())")
         try AtomicFileWriter.write([], to: probe)
         try? FileManager.default.removeItem(at: probe)
+        return !existed
+    }
+
+    /// Removes a directory `prepare` created when it is still empty.
+    public static func discardIfEmpty(_ dir: URL) {
+        if let items = try? FileManager.default.contentsOfDirectory(atPath: dir.path), items.isEmpty {
+            try? FileManager.default.removeItem(at: dir)
+        }
     }
 
     /// Writes report.json, report.md, report.html and report.sarif, each atomically.

@@ -88,4 +88,35 @@ import Testing
         // Usage.
         #expect(try assay(["scan", "--base", base]).status == 4)
     }
+
+    /// Bad suites, policies and vocabularies: exit 2, one line naming the file and field, and no
+    /// output directory left behind.
+    @Test func badSuitesPoliciesAndVocabularies() throws {
+        let base = Self.scan.appendingPathComponent("base").path
+        let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("assay-bad-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: tmp) }
+        let header = try String(contentsOf: Self.scan.appendingPathComponent("suite.jsonl"), encoding: .utf8).split(separator: "\n")[0]
+        let broken = tmp.appendingPathComponent("broken.jsonl"), empty = tmp.appendingPathComponent("empty.jsonl")
+        try Data("\(header)\n{\"id\": \"x\", \"category\": \"c\", \"prompt\": \n".utf8).write(to: broken)
+        try Data("\(header)\n".utf8).write(to: empty)
+        let policy = tmp.appendingPathComponent("policy.json")
+        try Data(#"{"fdr": 0.05, "trigger_min_robustz": 3}"#.utf8).write(to: policy)
+        let triggers = ["--triggers", Self.scan.appendingPathComponent("triggers.jsonl").path]
+        let suite = ["--suite", Self.scan.appendingPathComponent("suite.jsonl").path]
+        let cases: [([String], String)] = [
+            (["--tuned", base, "--suite", broken.path] + triggers, "broken.jsonl:2:"),
+            (["--tuned", base, "--suite", empty.path] + triggers, "no probes"),
+            (["--tuned", base, "--policy", policy.path] + suite + triggers, "trigger_min_robustz"),
+            (["--tuned", repoFixtures.appendingPathComponent("models/llama-gqa").path, "--allow-tokenizer-mismatch"] + suite + triggers,
+             "vocabularies differ"),
+        ]
+        for (i, (args, message)) in cases.enumerated() {
+            let out = tmp.appendingPathComponent("out-\(i)")
+            let r = try assay(["scan", "--base", base, "--out", out.path] + args)
+            #expect(r.status == 2, "case \(i): \(r.stderr)")
+            #expect(r.stderr.contains(message), "case \(i): \(r.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: out.path), "case \(i) left \(out.path) behind")
+        }
+    }
 }
