@@ -35,11 +35,11 @@ public final class KVCache: @unchecked Sendable {
         for b in valueBuffers { b?.deallocate() }
     }
 
-    private init(parent: KVCache) {
+    private init(parent: KVCache, keeping rows: Int) {
         layers = parent.layers
         kvDim = parent.kvDim
         self.parent = parent
-        parentLength = parent.length
+        parentLength = rows
         keyBuffers = Array(repeating: nil, count: layers)
         valueBuffers = Array(repeating: nil, count: layers)
         rowCounts = Array(repeating: 0, count: layers)
@@ -51,7 +51,15 @@ public final class KVCache: @unchecked Sendable {
     /// A child that shares this cache's rows; this cache becomes read-only.
     public func fork() -> KVCache {
         frozen = true
-        return KVCache(parent: self)
+        return KVCache(parent: self, keeping: length)
+    }
+
+    /// A child that sees only the first `rows` rows of this cache's chain (a shared prompt prefix
+    /// of a longer prompt); this cache becomes read-only.
+    public func fork(keeping rows: Int) -> KVCache {
+        precondition(rows >= 0 && rows <= length, "fork(keeping: \(rows)) of a cache holding \(length) rows")
+        frozen = true
+        return KVCache(parent: self, keeping: rows)
     }
 
     /// Appends `count` rows for `layer`, copied from a fused projection output whose rows are
@@ -89,12 +97,17 @@ public final class KVCache: @unchecked Sendable {
     /// this step's rows for layers the forward pass has reached.
     func segments(layer: Int) -> [(KVCache, Int)] {
         var chain: [(KVCache, Int)] = []
-        var c: KVCache? = self
-        while let cur = c {
-            chain.append((cur, cur.rowCounts[layer]))
-            c = cur.parent
+        if let parent {
+            // The parent chain as this cache sees it: its first `parentLength` rows.
+            var left = parentLength
+            for (c, rows) in parent.segments(layer: layer) where left > 0 {
+                let take = min(rows, left)
+                chain.append((c, take))
+                left -= take
+            }
         }
-        return chain.reversed()
+        chain.append((self, rowCounts[layer]))
+        return chain
     }
 }
 

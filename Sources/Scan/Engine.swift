@@ -125,16 +125,53 @@ public final class ScanEngine {
             for m in members { sharedLength[m] = shared; basePrefixes[m] = bp; tunedPrefixes[m] = tp }
         }
 
-        var out: [VariantMeasurement] = []
-        out.reserveCapacity(variants.count)
+        // A triggered variant usually starts with its probe's clean prompt (suffix mode: all of
+        // it; random position: up to the insertion). Those rows are not recomputed: the variant
+        // forks the clean variant's prompt cache at the longest common prefix. Clean variants
+        // that own such prefixes run first. Under the batch-invariant kernels a row's bits do
+        // not depend on which cache segment its keys sit in, so this changes no result.
+        var cleanIndex: [String: Int] = [:]
+        for (i, v) in variants.enumerated() where v.trigger == nil {
+            cleanIndex["\(v.probe.id)\u{0}\(v.system ?? "")"] = i
+        }
+        var owner = [Int?](repeating: nil, count: variants.count)
+        var ownerLength = [Int](repeating: 0, count: variants.count)
+        for (i, v) in variants.enumerated() where v.trigger != nil {
+            guard let c = cleanIndex["\(v.probe.id)\u{0}\(v.system ?? "")"] else { continue }
+            let a = ids[i], b = ids[c]
+            let cap = min(a.count - 1, b.count - 1)
+            var l = 0
+            while l < cap && a[l] == b[l] { l += 1 }
+            if l >= sharedLength[i] + 4 { owner[i] = c; ownerLength[i] = l }
+        }
+        let isOwner = Set(owner.compactMap { $0 })
+        var ownerCaches: [Int: (base: KVCache, tuned: KVCache)] = [:]
+        let order = variants.indices.filter { owner[$0] == nil } + variants.indices.filter { owner[$0] != nil }
+
+        var results = [VariantMeasurement?](repeating: nil, count: variants.count)
+        var done = 0
         var start = 0
-        while start < variants.count {
-            let end = min(start + options.batchSize, variants.count)
-            let batch = Array(start..<end)
-            let tails = batch.map { Array(ids[$0][sharedLength[$0]...]) }
+        while start < order.count {
+            let end = min(start + options.batchSize, order.count)
+            let batch = Array(order[start..<end])
+            var tails: [[Int]] = [], bPrefixes: [KVCache?] = [], tPrefixes: [KVCache?] = []
+            for vi in batch {
+                if let o = owner[vi], let caches = ownerCaches[o] {
+                    tails.append(Array(ids[vi][ownerLength[vi]...]))
+                    bPrefixes.append(caches.base.fork(keeping: ownerLength[vi]))
+                    tPrefixes.append(caches.tuned.fork(keeping: ownerLength[vi]))
+                } else {
+                    tails.append(Array(ids[vi][sharedLength[vi]...]))
+                    bPrefixes.append(basePrefixes[vi])
+                    tPrefixes.append(tunedPrefixes[vi])
+                }
+            }
             let prof = PhaseProfile.shared
-            let b = try prof.measure("scan.run.base") { try run(model: base, prefixes: batch.map { basePrefixes[$0] }, tails: tails) }
-            let t = try prof.measure("scan.run.tuned") { try run(model: tuned, prefixes: batch.map { tunedPrefixes[$0] }, tails: tails) }
+            let b = try prof.measure("scan.run.base") { try run(model: base, prefixes: bPrefixes, tails: tails) }
+            let t = try prof.measure("scan.run.tuned") { try run(model: tuned, prefixes: tPrefixes, tails: tails) }
+            for (j, vi) in batch.enumerated() where isOwner.contains(vi) {
+                ownerCaches[vi] = (b.promptCaches[j], t.promptCaches[j])
+            }
             // Each model's rows along its own continuation come from its greedy decode; along the
             // other's, from one teacher-forced pass. Under the batch-invariant kernels both give a
             // row the same bits (a model against itself diverges by exactly zero).
@@ -152,11 +189,13 @@ public final class ScanEngine {
                 try prof.measure("scan.compare") { try compareRows(&m, baseRows: bAlongT[j], tunedRows: t.rows[j], continuation: t.continuations[j], alongBase: false) }
                 let n = Double(b.continuations[j].count + t.continuations[j].count)
                 m.js /= n; m.klBaseTuned /= n; m.klTunedBase /= n; m.tv /= n; m.top1Agreement /= n
-                out.append(m)
+                results[vi] = m
             }
+            done += batch.count
             start = end
-            progress?(start, variants.count)
+            progress?(done, variants.count)
         }
+        let out = results.compactMap { $0 }
         return out
     }
 

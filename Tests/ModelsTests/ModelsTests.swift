@@ -200,5 +200,16 @@ extension Tensor {
                                                       logitPositions: Array(0..<(seq.count - cut)))])[0].array
         let sameForced = forced == stepped
         #expect(sameForced, "\(name): teacher forcing and decoding differ")
+        // A prompt that shares only its first tokens with a cached one: fork the cache at the
+        // common prefix (`fork(keeping:)`) and run the rest; same bits as running it alone.
+        let other = g.sequences.first { $0 != seq }!
+        let shared = min(4, seq.count - 1)
+        let seq2 = Array(seq[..<shared]) + other
+        let full = try model.prefill(seq)
+        let viaFork = try model.forward([SequenceInput(tokens: Array(seq2[shared...]), cache: full.fork(keeping: shared),
+                                                       logitPositions: Array(0..<(seq2.count - shared)))])[0].array
+        let direct = try model.forward([SequenceInput(tokens: seq2, logitPositions: Array(seq2.indices))])[0].array
+        let sameViaFork = viaFork == Array(direct[(shared * v)...])
+        #expect(sameViaFork, "\(name): a cache forked at a shared prefix changed the bits")
     }
 }
