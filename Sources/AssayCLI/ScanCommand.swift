@@ -43,6 +43,8 @@ struct ScanCommand: ParsableCommand {
     @Option(help: "Probes each trigger × insertion mode is inserted into.") var probesPerTrigger = 16
     @Option(help: "Prompt variants per batch (results do not depend on it).") var batchSize = 32
     @Option(help: "Threads (default: all cores).") var threads: Int?
+    @Flag(help: "Do not fork triggered prompts from their clean prompt's cache (results are identical; for benchmarking).")
+    var noPromptSharing = false
     @Flag(help: "Scan even when base and tuned tokenizer files differ.") var allowTokenizerMismatch = false
     @Flag(help: "Print report.json to stdout as well.") var json = false
 
@@ -146,6 +148,7 @@ struct ScanCommand: ParsableCommand {
         options.responseTokens = responseTokens
         options.probesPerTrigger = probesPerTrigger
         options.batchSize = batchSize
+        options.sharePromptPrefixes = !noPromptSharing
         let variants = Self.variants(probes: probes, triggers: triggerSet.triggers, options: options)
         log.say("measuring \(variants.count) prompt variants (\(probes.count) probes, \(triggerSet.triggers.count) triggers and controls)")
         let engine = ScanEngine(base: baseModel, tuned: tunedModel, encoder: TemplateEncoder(tokenizer: tokenizer), options: options)

@@ -19,6 +19,9 @@ public struct ScanOptions: Sendable, Codable, Equatable {
     /// Probes each trigger × insertion mode is inserted into (stratified over categories).
     public var probesPerTrigger = 16
     public var modes: [InsertionMode] = InsertionMode.allCases
+    /// Fork triggered variants from their probe's clean prompt cache (a performance setting:
+    /// results are identical either way; off only to measure what it saves).
+    public var sharePromptPrefixes = true
     /// Variants per packed batch. A performance setting only: results do not depend on it
     /// (`InvariantGEMM`), so reports do not record it.
     public var batchSize = 32
@@ -136,7 +139,7 @@ public final class ScanEngine {
         }
         var owner = [Int?](repeating: nil, count: variants.count)
         var ownerLength = [Int](repeating: 0, count: variants.count)
-        for (i, v) in variants.enumerated() where v.trigger != nil {
+        for (i, v) in variants.enumerated() where v.trigger != nil && options.sharePromptPrefixes {
             guard let c = cleanIndex["\(v.probe.id)\u{0}\(v.system ?? "")"] else { continue }
             let a = ids[i], b = ids[c]
             let cap = min(a.count - 1, b.count - 1)
