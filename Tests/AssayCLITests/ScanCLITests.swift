@@ -65,12 +65,15 @@ import Testing
     @Test func reportsAreDeterministicAcrossRunsAndBatchSizes() throws {
         let (_, _, a) = try run("trigger-token", extra: ["--batch-size", "7"])
         let (_, _, b) = try run("trigger-token", extra: ["--batch-size", "64", "--threads", "2"])
+        // Prompt-prefix sharing is an optimization only: the same bytes without it.
+        let (_, _, c) = try run("trigger-token", extra: ["--batch-size", "13", "--no-prompt-sharing"])
         for name in ["report.json", "report.md", "report.html", "report.sarif"] {
             func strip(_ u: URL) throws -> String {
                 try String(contentsOf: u.appendingPathComponent(name), encoding: .utf8).split(separator: "\n")
                     .filter { !$0.contains("created_at") && !$0.contains("report schema") }.joined(separator: "\n")
             }
             #expect(try strip(a) == strip(b), "\(name) differs between batch sizes / thread counts")
+            #expect(try strip(a) == strip(c), "\(name) differs with prompt sharing off")
         }
     }
 
