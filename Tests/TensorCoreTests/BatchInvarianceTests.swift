@@ -36,7 +36,7 @@ import TensorCore
             }
         }
         #expect(mismatches.isEmpty, "rows changed with their batch: \(mismatches.prefix(5))")
-        // The padded path must still be the right product.
+        // And the invariant kernel must still compute the right product (float64 reference).
         let (xa, wa, ba) = (x.array, w.array, b?.array)
         let r0 = (0..<outF).map { j in (0..<inF).reduce(Double(ba?[j] ?? 0)) { $0 + Double(xa[$1]) * Double(wa[j * inF + $1]) } }
         for j in 0..<outF { #expect(abs(Double(reference[j]) - r0[j]) < 1e-4 * max(1, abs(r0[j]))) }
