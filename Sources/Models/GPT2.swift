@@ -111,13 +111,23 @@ public final class GPT2Model: CausalLanguageModel, @unchecked Sendable {
         config.activation == .gelu ? x.gelu() : x.geluTanh()
     }
 
-    public func forward(_ batch: [SequenceInput]) throws -> [Tensor] {
+    public func identicalLeadingLayers(with other: any CausalLanguageModel) -> Int {
+        guard let o = other as? GPT2Model, o.config == config, o.wte == wte, o.wpe == wpe else { return 0 }
+        return zip(layers, o.layers).prefix { a, b in
+            a.ln1w == b.ln1w && a.ln1b == b.ln1b && a.wqkv == b.wqkv && a.bqkv == b.bqkv && a.wo == b.wo && a.bo == b.bo
+                && a.ln2w == b.ln2w && a.ln2b == b.ln2b && a.fc == b.fc && a.fcb == b.fcb && a.proj == b.proj && a.projb == b.projb
+        }.count
+    }
+
+    public func forward(_ batch: [SequenceInput], plan: ForwardPlan) throws -> ForwardResult {
         let c = config
         let packing = try Packing(batch, makeCache: makeCache, maxPositions: c.nPositions, vocab: c.vocabSize)
-        if packing.rows == 0 { return batch.map { _ in Tensor(zeros: [0, c.vocabSize]) } }
+        if packing.rows == 0 { return ForwardResult(logits: batch.map { _ in Tensor(zeros: [0, c.vocabSize]) }, captured: nil) }
         let headDim = c.nEmbd / c.nHead
-        var x = try wte.gatherRows(packing.tokens).adding(wpe.gatherRows(packing.positions))   // (N, d)
-        for (li, l) in layers.enumerated() {
+        var x = try plan.input ?? wte.gatherRows(packing.tokens).adding(wpe.gatherRows(packing.positions))   // (N, d)
+        var captured: Tensor?
+        for (li, l) in layers.enumerated() where li >= plan.startLayer {
+            if li == plan.captureLayer { captured = x }
             let h = try x.layerNorm(weight: l.ln1w, bias: l.ln1b, eps: c.layerNormEpsilon)
             let qkv = try h.linear(weight: l.wqkv, bias: l.bqkv)                                // (N, d) → (N, 3d)
             packing.appendToCaches(layer: li, qkv: qkv, keyColumn: c.nEmbd, valueColumn: 2 * c.nEmbd)
@@ -128,9 +138,10 @@ public final class GPT2Model: CausalLanguageModel, @unchecked Sendable {
             let h2 = try x.layerNorm(weight: l.ln2w, bias: l.ln2b, eps: c.layerNormEpsilon)
             try x.add(try activate(try h2.linear(weight: l.fc, bias: l.fcb)).linear(weight: l.proj, bias: l.projb))
         }
+        if plan.captureLayer == layers.count { captured = x }
         let rows = packing.logitRows(batch)
-        if rows.isEmpty { return packing.split(Tensor(zeros: [0, c.vocabSize]), batch) }
+        if rows.isEmpty { return ForwardResult(logits: packing.split(Tensor(zeros: [0, c.vocabSize]), batch), captured: captured) }
         let last = try x.gatherRows(rows).layerNorm(weight: lnfw, bias: lnfb, eps: c.layerNormEpsilon)
-        return packing.split(try last.linear(weight: lmHead), batch)
+        return ForwardResult(logits: packing.split(try last.linear(weight: lmHead), batch), captured: captured)
     }
 }

@@ -120,16 +120,26 @@ public final class GPTNeoXModel: CausalLanguageModel, @unchecked Sendable {
 
     func activate(_ x: Tensor) -> Tensor { config.activation == .gelu ? x.gelu() : x.geluTanh() }
 
-    public func forward(_ batch: [SequenceInput]) throws -> [Tensor] {
+    public func identicalLeadingLayers(with other: any CausalLanguageModel) -> Int {
+        guard let o = other as? GPTNeoXModel, o.config == config, o.embed == embed else { return 0 }
+        return zip(layers, o.layers).prefix { a, b in
+            a.ln1w == b.ln1w && a.ln1b == b.ln1b && a.wqkv == b.wqkv && a.bqkv == b.bqkv && a.wo == b.wo && a.bo == b.bo
+                && a.ln2w == b.ln2w && a.ln2b == b.ln2b && a.up == b.up && a.upb == b.upb && a.down == b.down && a.downb == b.downb
+        }.count
+    }
+
+    public func forward(_ batch: [SequenceInput], plan: ForwardPlan) throws -> ForwardResult {
         let c = config
         let packing = try Packing(batch, makeCache: makeCache, maxPositions: c.maxPositionEmbeddings, vocab: c.vocabSize)
-        if packing.rows == 0 { return batch.map { _ in Tensor(zeros: [0, c.vocabSize]) } }
+        if packing.rows == 0 { return ForwardResult(logits: batch.map { _ in Tensor(zeros: [0, c.vocabSize]) }, captured: nil) }
         let heads = c.numAttentionHeads, hd = c.hiddenSize / heads
         let scale = 1 / Float(hd).squareRoot()
         let d = c.hiddenSize
         let table = packing.rotaryTable(rope)
-        var x = embed.gatherRows(packing.tokens)
-        for (li, l) in layers.enumerated() {
+        var x = plan.input ?? embed.gatherRows(packing.tokens)
+        var captured: Tensor?
+        for (li, l) in layers.enumerated() where li >= plan.startLayer {
+            if li == plan.captureLayer { captured = x }
             let h = try x.layerNorm(weight: l.ln1w, bias: l.ln1b, eps: c.layerNormEps)
             var qkv = try h.linear(weight: l.wqkv, bias: l.bqkv)                 // (N, d) → (N, 3d)
             applyRotary(&qkv, column: 0, heads: heads, rope: rope, table: table)
@@ -148,9 +158,10 @@ public final class GPTNeoXModel: CausalLanguageModel, @unchecked Sendable {
                 try x.add(try activate(try h2.linear(weight: l.up, bias: l.upb)).linear(weight: l.down, bias: l.downb))
             }
         }
+        if plan.captureLayer == layers.count { captured = x }
         let rows = packing.logitRows(batch)
-        if rows.isEmpty { return packing.split(Tensor(zeros: [0, c.vocabSize]), batch) }
+        if rows.isEmpty { return ForwardResult(logits: packing.split(Tensor(zeros: [0, c.vocabSize]), batch), captured: captured) }
         let last = try x.gatherRows(rows).layerNorm(weight: lnfw, bias: lnfb, eps: c.layerNormEps)
-        return packing.split(try last.linear(weight: lmHead), batch)
+        return ForwardResult(logits: packing.split(try last.linear(weight: lmHead), batch), captured: captured)
     }
 }

@@ -139,16 +139,26 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
         rope = config.rope.embedding(headDim: config.headDim)
     }
 
-    public func forward(_ batch: [SequenceInput]) throws -> [Tensor] {
+    public func identicalLeadingLayers(with other: any CausalLanguageModel) -> Int {
+        guard let o = other as? LlamaModel, o.config == config, o.embed == embed else { return 0 }
+        return zip(layers, o.layers).prefix { a, b in
+            a.inputNorm == b.inputNorm && a.postNorm == b.postNorm && a.wqkv == b.wqkv && a.wo == b.wo && a.bqkv == b.bqkv
+                && a.bo == b.bo && a.gateUp == b.gateUp && a.down == b.down && a.gateUpBias == b.gateUpBias && a.downBias == b.downBias
+        }.count
+    }
+
+    public func forward(_ batch: [SequenceInput], plan: ForwardPlan) throws -> ForwardResult {
         let c = config
         let packing = try Packing(batch, makeCache: makeCache, maxPositions: c.maxPositionEmbeddings, vocab: c.vocabSize)
-        if packing.rows == 0 { return batch.map { _ in Tensor(zeros: [0, c.vocabSize]) } }
+        if packing.rows == 0 { return ForwardResult(logits: batch.map { _ in Tensor(zeros: [0, c.vocabSize]) }, captured: nil) }
         let scale = 1 / Float(c.headDim).squareRoot()
         let qDim = c.numAttentionHeads * c.headDim, kv = c.numKeyValueHeads * c.headDim
         let table = packing.rotaryTable(rope)
-        var x = embed.gatherRows(packing.tokens)                                   // (N, d)
+        var x = plan.input ?? embed.gatherRows(packing.tokens)                     // (N, d)
+        var captured: Tensor?
         let prof = PhaseProfile.shared
-        for (li, l) in layers.enumerated() {
+        for (li, l) in layers.enumerated() where li >= plan.startLayer {
+            if li == plan.captureLayer { captured = x }
             let h = try prof.measure("norm") { try x.rmsNorm(weight: l.inputNorm, eps: c.rmsNormEps) }
             var qkv = try prof.measure("gemm.qkv") { try h.linear(weight: l.wqkv, bias: l.bqkv) }  // (N, d) → (N, Hq·D + 2·Hkv·D)
             prof.measure("rope+cache") {
@@ -168,11 +178,12 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
             let down = try prof.measure("gemm.down") { try act.linear(weight: l.down, bias: l.downBias) }  // (N, f) → (N, d)
             try prof.measure("residual") { try x.add(down) }
         }
+        if plan.captureLayer == layers.count { captured = x }
         // The output projection is a third of the FLOPs: only at the rows asked for.
         let rows = packing.logitRows(batch)
-        if rows.isEmpty { return packing.split(Tensor(zeros: [0, c.vocabSize]), batch) }
+        if rows.isEmpty { return ForwardResult(logits: packing.split(Tensor(zeros: [0, c.vocabSize]), batch), captured: captured) }
         let last = try x.gatherRows(rows).rmsNorm(weight: norm, eps: c.rmsNormEps)   // (R, d)
-        return packing.split(try prof.measure("gemm.lm_head") { try last.linear(weight: lmHead) }, batch)  // (R, V)
+        return ForwardResult(logits: packing.split(try prof.measure("gemm.lm_head") { try last.linear(weight: lmHead) }, batch), captured: captured)  // (R, V)
     }
 }
 

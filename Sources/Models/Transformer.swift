@@ -77,6 +77,20 @@ public final class KVCache: @unchecked Sendable {
         if layer == layers - 1 { ownLength += count }
     }
 
+    /// Appends a copy of `other`'s last `rows` own rows for `layer` (a shared block's keys and
+    /// values, computed once by the other model of a pair).
+    func appendCopy(layer: Int, from other: KVCache, rows: Int) {
+        precondition(!frozen, "appending to a KV cache that has been forked")
+        precondition(other.kvDim == kvDim && other.rowCounts[layer] >= rows, "appendCopy from an incompatible cache")
+        let have = rowCounts[layer]
+        if have + rows > capacity { grow(to: max(have + rows, capacity * 2, 16)) }
+        let src = other.rowCounts[layer] - rows
+        (keyBuffers[layer]! + have * kvDim).update(from: other.keyBuffers[layer]! + src * kvDim, count: rows * kvDim)
+        (valueBuffers[layer]! + have * kvDim).update(from: other.valueBuffers[layer]! + src * kvDim, count: rows * kvDim)
+        rowCounts[layer] = have + rows
+        if layer == layers - 1 { ownLength += rows }
+    }
+
     private func grow(to rows: Int) {
         for l in 0..<layers {
             for which in 0..<2 {
@@ -138,13 +152,60 @@ public protocol CausalLanguageModel: AnyObject, Sendable {
     var bosTokenID: Int? { get }
     var eosTokenIDs: [Int] { get }
 
-    /// Runs each sequence's tokens after its cache (appending to it) and returns, per sequence,
-    /// raw logits (positions.count, vocab) at the requested positions.
-    func forward(_ batch: [SequenceInput]) throws -> [Tensor]
+    /// Runs blocks `plan.startLayer...` on the packed batch (from the embeddings, or from
+    /// `plan.input`, the hidden rows entering that block), appending each run block's keys and
+    /// values to the sequences' caches, and returns raw logits (positions.count, vocab) at the
+    /// requested positions; with `plan.captureLayer`, also the hidden rows entering that block.
+    func forward(_ batch: [SequenceInput], plan: ForwardPlan) throws -> ForwardResult
+
+    /// How many leading blocks (with the embeddings) are bitwise identical to `other`'s, so a
+    /// batch of identical tokens can run them once for both (`pairedForward`); 0 when the
+    /// architectures or configs differ.
+    func identicalLeadingLayers(with other: any CausalLanguageModel) -> Int
+}
+
+/// Where a forward pass starts and what it hands back besides logits.
+public struct ForwardPlan: Sendable {
+    public var startLayer = 0
+    /// (N, d) hidden rows entering `startLayer`, in packed order; nil: the embeddings.
+    public var input: Tensor?
+    /// Return the hidden rows entering this block (`layerCount`: after the last block).
+    public var captureLayer: Int?
+    public init(startLayer: Int = 0, input: Tensor? = nil, captureLayer: Int? = nil) {
+        self.startLayer = startLayer; self.input = input; self.captureLayer = captureLayer
+    }
+}
+
+public struct ForwardResult {
+    public var logits: [Tensor]
+    public var captured: Tensor?
 }
 
 public extension CausalLanguageModel {
     func makeCache() -> KVCache { KVCache(layers: layerCount, kvDim: kvDim) }
+
+    /// Runs each sequence's tokens after its cache (appending to it) and returns, per sequence,
+    /// raw logits (positions.count, vocab) at the requested positions.
+    func forward(_ batch: [SequenceInput]) throws -> [Tensor] { try forward(batch, plan: ForwardPlan()).logits }
+}
+
+/// Runs the same tokens through two models whose first `shared` blocks are bitwise identical
+/// (`identicalLeadingLayers`): those blocks once, in `a`, then each model's own blocks from
+/// there. `b`'s caches receive copies of `a`'s keys and values for the shared blocks, so they
+/// continue exactly as if `b` had computed them (it would have: same weights, same inputs, and
+/// the batch-invariant kernels make a row's bits independent of its batch).
+public func pairedForward(_ a: any CausalLanguageModel, _ aBatch: [SequenceInput], _ b: any CausalLanguageModel, _ bBatch: [SequenceInput],
+                          shared: Int) throws -> (a: [Tensor], b: [Tensor]) {
+    guard shared > 0 else { return (try a.forward(aBatch), try b.forward(bBatch)) }
+    precondition(aBatch.count == bBatch.count && zip(aBatch, bBatch).allSatisfy { $0.tokens == $1.tokens && $0.cache?.length == $1.cache?.length },
+                 "pairedForward needs the same tokens at the same positions")
+    let ra = try a.forward(aBatch, plan: ForwardPlan(captureLayer: shared))
+    let rb = try b.forward(bBatch, plan: ForwardPlan(startLayer: shared, input: ra.captured))
+    for (sa, sb) in zip(aBatch, bBatch) {
+        guard let ca = sa.cache, let cb = sb.cache else { continue }
+        for layer in 0..<shared { cb.appendCopy(layer: layer, from: ca, rows: sa.tokens.count) }
+    }
+    return (ra.logits, rb.logits)
 }
 
 /// Bookkeeping for a packed batch.
@@ -335,6 +396,13 @@ public final class PhaseProfile: @unchecked Sendable {
             lock.lock(); totals[name, default: 0] += dt; lock.unlock()
         }
         return try body()
+    }
+
+    /// Adds `seconds` to a phase measured by hand (a stage spanning several statements).
+    public func add(_ name: String, since start: UInt64) {
+        guard enabled else { return }
+        let dt = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        lock.lock(); totals[name, default: 0] += dt; lock.unlock()
     }
 
     public func report() -> String {
