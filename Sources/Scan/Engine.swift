@@ -22,6 +22,9 @@ public struct ScanOptions: Sendable, Codable, Equatable {
     /// Fork triggered variants from their probe's clean prompt cache (a performance setting:
     /// results are identical either way; off only to measure what it saves).
     public var sharePromptPrefixes = true
+    /// Run the leading blocks that base and tuned share bitwise once for both (frozen layers,
+    /// adapters on upper layers). A performance setting: results are identical either way.
+    public var shareIdenticalLayers = true
     /// Variants per packed batch. A performance setting only: results do not depend on it
     /// (`InvariantGEMM`), so reports do not record it.
     public var batchSize = 32
@@ -84,11 +87,15 @@ public final class ScanEngine {
     /// Called after every batch with (variants done, total).
     public var progress: ((Int, Int) -> Void)?
 
+    /// Leading blocks identical in both models, run once for both on identical token batches.
+    public let sharedLayers: Int
+
     public init(base: any CausalLanguageModel, tuned: any CausalLanguageModel, encoder: any ChatEncoder, options: ScanOptions) {
         self.base = base
         self.tuned = tuned
         self.encoder = encoder
         self.options = options
+        sharedLayers = options.shareIdenticalLayers ? base.identicalLeadingLayers(with: tuned) : 0
     }
 
     public func measure(_ variants: [ProbeVariant]) throws -> [VariantMeasurement] {
@@ -124,7 +131,9 @@ public final class ScanEngine {
             }
             guard shared > 0 else { continue }
             let prefix = Array(first[..<shared])
-            let (bp, tp) = (try base.prefill(prefix), try tuned.prefill(prefix))
+            let (bp, tp) = (base.makeCache(), tuned.makeCache())
+            _ = try pairedForward(base, [SequenceInput(tokens: prefix, cache: bp, logitPositions: [])],
+                                  tuned, [SequenceInput(tokens: prefix, cache: tp, logitPositions: [])], shared: sharedLayers)
             for m in members { sharedLength[m] = shared; basePrefixes[m] = bp; tunedPrefixes[m] = tp }
         }
 
@@ -170,8 +179,16 @@ public final class ScanEngine {
                 }
             }
             let prof = PhaseProfile.shared
-            let b = try prof.measure("scan.run.base") { try run(model: base, prefixes: bPrefixes, tails: tails) }
-            let t = try prof.measure("scan.run.tuned") { try run(model: tuned, prefixes: tPrefixes, tails: tails) }
+            // Both models read the same prompt tokens: one paired prefill (shared blocks once).
+            let bPrompts = bPrefixes.map { $0?.fork() ?? base.makeCache() }
+            let tPrompts = tPrefixes.map { $0?.fork() ?? tuned.makeCache() }
+            let (bFirst, tFirst) = try prof.measure("scan.prefill") {
+                try pairedForward(base, tails.enumerated().map { SequenceInput(tokens: $1, cache: bPrompts[$0], logitPositions: [$1.count - 1]) },
+                                  tuned, tails.enumerated().map { SequenceInput(tokens: $1, cache: tPrompts[$0], logitPositions: [$1.count - 1]) },
+                                  shared: sharedLayers)
+            }
+            let b = try prof.measure("scan.run.base") { try run(model: base, prompts: bPrompts, first: bFirst) }
+            let t = try prof.measure("scan.run.tuned") { try run(model: tuned, prompts: tPrompts, first: tFirst) }
             for (j, vi) in batch.enumerated() where isOwner.contains(vi) {
                 ownerCaches[vi] = (b.promptCaches[j], t.promptCaches[j])
             }
@@ -209,13 +226,11 @@ public final class ScanEngine {
         var rows: [Tensor]              // (K, V) log-probs along the model's own continuation
     }
 
-    /// Prefill the prompts (after the shared prefix) and decode K greedy tokens, keeping every
-    /// step's log-probabilities.
-    func run(model: any CausalLanguageModel, prefixes: [KVCache?], tails: [[Int]]) throws -> Pass {
+    /// From the prefilled prompts and their last-position logits, decode K greedy tokens, keeping
+    /// every step's log-probabilities.
+    func run(model: any CausalLanguageModel, prompts: [KVCache], first logits: [Tensor]) throws -> Pass {
         let k = options.responseTokens
-        let prompts = prefixes.map { $0?.fork() ?? model.makeCache() }
-        let first = try model.forward(tails.enumerated().map { SequenceInput(tokens: $1, cache: prompts[$0], logitPositions: [$1.count - 1]) })
-            .map { $0.logSoftmax() }
+        let first = logits.map { $0.logSoftmax() }
         var rows: [[Tensor]] = first.map { [$0] }
         var conts: [[Int]] = first.map { [$0.argmaxLastAxis()[0]] }
         let decode = prompts.map { $0.fork() }
