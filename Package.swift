@@ -50,7 +50,7 @@ let package = Package(
                 swiftSettings: cpuFlags),
         .target(name: "Stats", swiftSettings: hotFlags),
         .target(name: "Scan", dependencies: ["AssayCommon", "TensorCore", "Models", "Probes", "Stats"], swiftSettings: hotFlags),
-        .target(name: "Reports", dependencies: ["AssayCommon", "Scan"], swiftSettings: cpuFlags),
+        .target(name: "Reports", dependencies: ["AssayCommon", "Scan", "WeightDiff"], swiftSettings: cpuFlags),
         .target(name: "Probes", dependencies: ["AssayCommon"], swiftSettings: cpuFlags),
         .executableTarget(name: "AssayCLI",
                           dependencies: ["AssayCommon", "TensorCore", "SafeTensors", "Tokenizers", "Models", "WeightDiff", "Provenance", "Probes", "Stats", "Scan", "Reports",

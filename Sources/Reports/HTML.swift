@@ -1,5 +1,6 @@
 import Foundation
 import Scan
+import WeightDiff
 
 /// A self-contained report.html: inline CSS and SVG, no scripts, no external resources.
 public enum HTML {
@@ -32,6 +33,9 @@ public enum HTML {
         h += "<h2>Divergence by category (mean, 95% bootstrap CI)</h2>" + categoryChart(r.categories)
         if !r.triggers.isEmpty { h += "<h2>Trigger × insertion mode (robust z of the paired change vs controls)</h2>" + heatMap(r.triggers) }
         if !r.triggerCategories.isEmpty { h += "<h2>Trigger × category (median paired change in divergence, nats)</h2>" + categoryHeatMap(r.triggerCategories) }
+        if let w = r.weights { h += weightSection(w) }
+        if let t = r.triggerSearch { h += searchSection(t, findings: r.findings.filter { $0.kind == "discovered_trigger" }) }
+        if let t = r.targetInversion { h += inversionSection(t, findings: r.findings.filter { $0.kind == "inverted_target" }) }
         let evidence = r.findings.flatMap { f in f.evidence.map { (f, $0) } }
         if !evidence.isEmpty {
             h += "<h2>Most divergent probes</h2><table><tr><th>finding</th><th>probe</th><th>prompt</th><th>base</th><th>tuned</th><th>divergence</th></tr>"
@@ -116,6 +120,71 @@ public enum HTML {
             }
         }
         return s + "</svg>"
+    }
+
+    /// Weight space: counts, change per layer (bars), the most changed tensors and their spectra,
+    /// the vocabulary rows that moved most.
+    static func weightSection(_ w: ScanReport.WeightSummary) -> String {
+        var h = "<h2>Weight diff</h2><p>\(w.changed) tensors changed, \(w.identical) bitwise identical; the first \(w.identicalPrefixLayers) blocks are identical in both models.</p>"
+        if !w.layers.isEmpty {
+            let maxV = max(w.layers.map(\.relativeChange).max() ?? 0, 1e-12)
+            let bw = max(6, min(24, 700 / w.layers.count)), hgt = 120
+            h += "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(w.layers.count * bw + 60)\" height=\"\(hgt + 30)\" role=\"img\" aria-label=\"relative change per layer\">"
+            for (i, l) in w.layers.enumerated() {
+                let bh = max(1, Int(Double(hgt) * l.relativeChange / maxV))
+                h += "<rect x=\"\(40 + i * bw)\" y=\"\(hgt - bh)\" width=\"\(bw - 2)\" height=\"\(bh)\" fill=\"#5b7bd5\"><title>layer \(l.layer): ‖ΔW‖/‖W‖ = \(String(format: "%.3e", l.relativeChange)), \(l.changedTensors) tensors changed</title></rect>"
+                if w.layers.count <= 32 || i % 4 == 0 { h += "<text x=\"\(40 + i * bw + bw / 2)\" y=\"\(hgt + 14)\" font-size=\"10\" text-anchor=\"middle\">\(l.layer)</text>" }
+            }
+            h += "<text x=\"0\" y=\"12\" font-size=\"10\" fill=\"#667\">\(String(format: "%.1e", maxV))</text><text x=\"40\" y=\"\(hgt + 28)\" font-size=\"10\" fill=\"#667\">layer (relative Frobenius change of its tensors)</text></svg>"
+        }
+        if !w.topTensors.isEmpty {
+            h += "<table><tr><th>tensor</th><th>status</th><th>relative change</th><th>max |Δ|</th><th>rank</th><th>effective rank</th><th>energy top 1 / 4 / 16</th></tr>"
+            for t in w.topTensors {
+                h += "<tr><td class=\"mono\">\(e(t.name))</td><td>\(t.status.rawValue)</td><td>\(t.relativeChange.map { String(format: "%.2e", $0) } ?? "–")</td>"
+                h += "<td>\(t.maxAbsChange.map { String(format: "%.2e", $0) } ?? "–")</td><td>\(t.rank.map(String.init) ?? "–")</td><td>\(t.effectiveRank.map { fmt($0, 2) } ?? "–")</td>"
+                h += "<td>\([t.energyTop1, t.energyTop4, t.energyTop16].map { $0.map { fmt($0, 3) } ?? "–" }.joined(separator: " / "))</td></tr>"
+            }
+            h += "</table>"
+        }
+        if !w.rowShifts.isEmpty {
+            h += "<p>Vocabulary rows that moved most (× the median row): " + w.rowShifts.prefix(12).map { "<code>\(e($0.text ?? "#\($0.token)"))</code> \(fmt($0.shift, 1))×" }.joined(separator: ", ") + "</p>"
+        }
+        return h
+    }
+
+    /// Trigger search: what was found and how well it reproduces the behaviour, the best search
+    /// states, and the held-out verification.
+    static func searchSection(_ t: TriggerSearchSummary, findings: [Finding]) -> String {
+        var h = "<h2>Trigger search</h2><p>\(t.screened) candidates screened, \(t.candidates) searched in every insertion mode on \(t.searchProbes.count) probes (\(t.sequencesScored) prompts scored); found triggers verified on \(t.heldOutProbes.count) held-out probes against \(t.controls.count) control insertions.</p>"
+        if findings.isEmpty {
+            h += "<p>No discovered trigger passed the scan's tests.</p>"
+        } else {
+            h += "<table><tr><th>discovered trigger</th><th>token ids</th><th>insertion</th><th>attack success (held-out)</th><th>median change</th><th>q</th><th>robust z</th></tr>"
+            for f in findings {
+                h += "<tr><td class=\"mono sev-\(f.severity.rawValue)\">\(e(f.trigger ?? ""))</td><td class=\"mono\">\(e((f.tokenIDs ?? []).map(String.init).joined(separator: " ")))</td>"
+                h += "<td>\(f.insertion?.rawValue ?? "–")</td><td>\(f.attackSuccess.map { "\(Int(($0 * 100).rounded()))%" } ?? "–")</td><td>\(fmt(f.value))</td><td>\(fmtP(f.qValue))</td><td>\(f.effectSize.map { fmt($0, 1) } ?? "–")</td></tr>"
+            }
+            h += "</table>"
+        }
+        h += "<table><tr><th>best search states</th><th>insertion</th><th>score (Δ KL tuned‖base, nats)</th><th>from</th></tr>"
+        for c in t.top { h += "<tr><td class=\"mono\">\(e(c.text))</td><td>\(c.mode.rawValue)</td><td>\(fmt(c.score, 3))</td><td>\(e(c.source))</td></tr>" }
+        return h + "</table>"
+    }
+
+    /// Target inversion: the reported targets, then the best-scoring continuations against the threshold.
+    static func inversionSection(_ t: TargetInversionSummary, findings: [Finding]) -> String {
+        var h = "<h2>Target inversion</h2><p>Every one of \(t.vocabulary) vocabulary entries forced as the first response token after \(t.prompts.count) benign prompt(s); the best \(t.top.count) shown, judged on \(t.evalPrompts.count) held-out prompts. Threshold: mean log-probability gain ≥ \(fmt(t.threshold, 1)) nats per token.</p>"
+        if findings.isEmpty {
+            h += "<p>No inverted target above the threshold.</p>"
+        } else {
+            h += "<ul>" + findings.map { "<li class=\"sev-\($0.severity.rawValue)\"><code>\(e($0.target ?? ""))</code> — gain \(fmt($0.value, 2)) nats/token</li>" }.joined() + "</ul>"
+        }
+        h += "<table><tr><th>continuation</th><th>gain (nats/token)</th><th>tuned confidence</th><th>consistency</th><th>first round KL</th><th>robust z</th></tr>"
+        for c in t.top {
+            let pass = c.score >= t.threshold
+            h += "<tr><td class=\"mono\">\(e(c.text))</td><td\(pass ? " class=\"sev-high\"" : "")>\(fmt(c.score, 2))</td><td>\(fmt(c.tunedConfidence, 3))</td><td>\(fmt(c.consistency, 2))</td><td>\(fmt(c.firstRoundScore, 2))</td><td>\(fmt(c.robustZ, 1))</td></tr>"
+        }
+        return h + "</table>"
     }
 
     static func e(_ s: String) -> String {

@@ -1,6 +1,7 @@
 import Foundation
 import AssayCommon
 import Scan
+import WeightDiff
 
 /// report.json, schema version 1 (documented in README.md, "Scan reports"). Everything in it is
 /// a function of the inputs, seed and policy except `created_at`, so two runs, or runs with
@@ -24,13 +25,16 @@ public struct ScanReport: Codable, Sendable {
         public var seed: UInt64
         public var options: ScanOptions
         public var toolVersion: String
+        /// Trigger search / target inversion settings, when either ran.
+        public var discovery: DiscoveryOptions?
         public init(base: ModelFingerprint, tuned: ModelFingerprint, adapter: ModelFingerprint?, suites: [String: String],
-                    policySHA256: String, seed: UInt64, options: ScanOptions, toolVersion: String) {
+                    policySHA256: String, seed: UInt64, options: ScanOptions, toolVersion: String, discovery: DiscoveryOptions? = nil) {
             self.base = base; self.tuned = tuned; self.adapter = adapter; self.suites = suites
             self.policySHA256 = policySHA256; self.seed = seed; self.options = options; self.toolVersion = toolVersion
+            self.discovery = discovery
         }
         enum CodingKeys: String, CodingKey {
-            case base, tuned, adapter, suites, policySHA256 = "policy_sha256", seed, options, toolVersion = "tool_version"
+            case base, tuned, adapter, suites, policySHA256 = "policy_sha256", seed, options, toolVersion = "tool_version", discovery
         }
     }
 
@@ -50,6 +54,27 @@ public struct ScanReport: Codable, Sendable {
         }
     }
 
+    /// The weight-space diff (`assay diff-weights`), condensed.
+    public struct WeightSummary: Codable, Sendable, Equatable {
+        public var identical: Int
+        public var changed: Int
+        public var identicalPrefixLayers: Int
+        public var layers: [LayerChange]
+        /// The most changed tensors (relative Frobenius change), with their ΔW spectra.
+        public var topTensors: [TensorDelta]
+        public var rowShifts: [RowShift]
+        public init(_ r: WeightDiffReport) {
+            identical = r.identical; changed = r.changed; identicalPrefixLayers = r.identicalPrefixLayers; layers = r.layers
+            topTensors = Array(r.tensors.filter { $0.status != .identical }
+                .sorted { ($0.relativeChange ?? .infinity, $1.name) > ($1.relativeChange ?? .infinity, $0.name) }.prefix(12))
+            rowShifts = Array(r.rowShifts.sorted { ($0.shift, $1.matrix, $1.token) > ($1.shift, $0.matrix, $0.token) }.prefix(20))
+        }
+        enum CodingKeys: String, CodingKey {
+            case identical, changed, identicalPrefixLayers = "identical_prefix_layers", layers, topTensors = "top_tensors"
+            case rowShifts = "row_shifts"
+        }
+    }
+
     public var schemaVersion: Int
     public var createdAt: String
     public var verdict: String
@@ -60,16 +85,22 @@ public struct ScanReport: Codable, Sendable {
     public var triggers: [TriggerSummary]
     public var triggerCategories: [TriggerCategoryCell]
     public var findings: [Finding]
+    public var weights: WeightSummary?
+    public var triggerSearch: TriggerSearchSummary?
+    public var targetInversion: TargetInversionSummary?
 
     public init(schemaVersion: Int, createdAt: String, verdict: String, fingerprint: Fingerprint, policy: ScanPolicy, summary: Summary,
-                categories: [CategorySummary], triggers: [TriggerSummary], triggerCategories: [TriggerCategoryCell], findings: [Finding]) {
+                categories: [CategorySummary], triggers: [TriggerSummary], triggerCategories: [TriggerCategoryCell], findings: [Finding],
+                weights: WeightSummary? = nil, triggerSearch: TriggerSearchSummary? = nil, targetInversion: TargetInversionSummary? = nil) {
         self.schemaVersion = schemaVersion; self.createdAt = createdAt; self.verdict = verdict; self.fingerprint = fingerprint
         self.policy = policy; self.summary = summary; self.categories = categories; self.triggers = triggers; self.triggerCategories = triggerCategories; self.findings = findings
+        self.weights = weights; self.triggerSearch = triggerSearch; self.targetInversion = targetInversion
     }
 
     enum CodingKeys: String, CodingKey {
         case schemaVersion = "schema_version", createdAt = "created_at", verdict, fingerprint, policy, summary, categories
-        case triggers, triggerCategories = "trigger_categories", findings
+        case triggers, triggerCategories = "trigger_categories", findings, weights, triggerSearch = "trigger_search"
+        case targetInversion = "target_inversion"
     }
 
     public func json() throws -> Data {
@@ -146,6 +177,23 @@ public enum Markdown {
             }
             s += "\n"
         }
+        if let w = r.weights {
+            s += "## Weight diff\n\n\(w.changed) tensors changed, \(w.identical) identical; first \(w.identicalPrefixLayers) blocks identical.\n\n"
+            if !w.rowShifts.isEmpty {
+                s += "Rows that moved most: " + w.rowShifts.prefix(10).map { "`\(md($0.text ?? "#\($0.token)"))` \(fmt($0.shift, 1))×" }.joined(separator: ", ") + "\n\n"
+            }
+        }
+        if let t = r.triggerSearch {
+            s += "## Trigger search\n\n\(t.screened) candidates screened, \(t.candidates) searched on \(t.searchProbes.count) probes, verified on \(t.heldOutProbes.count) held-out probes.\n\n"
+            s += "| best search state | insertion | score |\n|---|---|---|\n"
+            for c in t.top.prefix(5) { s += "| `\(md(c.text))` | \(c.mode.rawValue) | \(fmt(c.score, 3)) |\n" }
+            s += "\n"
+        }
+        if let t = r.targetInversion {
+            s += "## Target inversion\n\n\(t.vocabulary) first tokens; threshold \(fmt(t.threshold, 1)) nats/token.\n\n| continuation | gain | tuned confidence | consistency |\n|---|---|---|---|\n"
+            for c in t.top.prefix(5) { s += "| `\(md(c.text))` | \(fmt(c.score, 2)) | \(fmt(c.tunedConfidence, 3)) | \(fmt(c.consistency, 2)) |\n" }
+            s += "\n"
+        }
         s += "## Divergence by category\n\n| category | n | mean JS | 95% CI |\n|---|---|---|---|\n"
         for c in r.categories { s += "| \(md(c.name)) | \(c.n) | \(fmt(c.divergence)) | [\(fmt(c.ciLow)), \(fmt(c.ciHigh))] |\n" }
         return s
@@ -187,6 +235,9 @@ public enum SARIF {
         case "category_shift": return "One category of requests diverges from the base far more than the others."
         case "global_shift": return "The fine-tune differs from its base everywhere (informational)."
         case "artifact": return "A file in the model directory is unsafe or inconsistent."
+        case "weight_anomaly": return "The weight-space diff shows an unusual edit (structure, a rank-one edit, or vocabulary rows that moved far more than the rest)."
+        case "discovered_trigger": return "A trigger in no list, found by search, makes the fine-tune diverge from its base on held-out probes far more than control insertions."
+        case "inverted_target": return "Once it starts, the fine-tune completes this text far more surely than its base on benign prompts: a likely backdoor target."
         default: return kind
         }
     }
