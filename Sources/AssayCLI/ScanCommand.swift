@@ -9,6 +9,7 @@ import Scan
 import Stats
 import TensorCore
 import Tokenizers
+import WeightDiff
 
 /// The chat encoder the scan uses: the model's chat template, then the tokenizer without added
 /// special tokens (what transformers' apply_chat_template(tokenize=True) does).
@@ -30,7 +31,70 @@ struct ScanCommand: ParsableCommand {
         abstract: "Compare a fine-tune (or LoRA adapter) with its base on probe and trigger suites; gate on the verdict.",
         discussion: "Exit 0 pass or warn, 1 fail, 2 invalid input or error, 3 nothing could be scanned, 4 usage."
     )
+    @OptionGroup var scan: ScanArguments
+    @OptionGroup var discovery: DiscoveryArguments
 
+    func run() throws { try scan.execute(discovery: discovery, knownTriggers: true) }
+}
+
+struct TriggerSearchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "trigger-search",
+        abstract: "Search for triggers in no list (and, with --invert-targets, invert attack targets); report like a scan.",
+        discussion: """
+        The known trigger list supplies search candidates and its controls the null; the suite's probes are split into \
+        search and held-out probes. Exit 0 nothing found, 1 a finding at a failing severity, 2 invalid input, 3 too few probes.
+        """
+    )
+    @OptionGroup var scan: ScanArguments
+    @OptionGroup var discovery: DiscoveryArguments
+
+    func run() throws {
+        var d = discovery
+        d.searchTriggers = true
+        try scan.execute(discovery: d, knownTriggers: false)
+    }
+}
+
+/// Trigger search and target inversion settings, shared by `scan` and `trigger-search`.
+struct DiscoveryArguments: ParsableArguments {
+    @Flag(help: "Search for triggers in no list (beam search over rare, unusual and moved vocabulary entries; finding discovered_trigger).")
+    var searchTriggers = false
+    @Flag(help: "Force every vocabulary entry as the first response token and report what the fine-tune completes far more surely than its base (finding inverted_target).")
+    var invertTargets = false
+    @Option(help: "Single-token candidates the trigger search screens (a smaller vocabulary is screened whole).") var screenCandidates = 1024
+    @Option(help: "Best screened candidates scored in every insertion mode on all search probes.") var searchCandidates = 48
+    @Option(help: "Probes the search scores candidates on (the next --held-out-probes judge them).") var searchProbes = 4
+    @Option(help: "Held-out probes the found triggers are verified on.") var heldOutProbes = 16
+    @Option(help: "Longest trigger the search builds, in tokens.") var maxTriggerTokens = 4
+    @Option(help: "Benign prompts every vocabulary entry is forced after in target inversion's first round (default: 1–8, as many as fit 65,536 forced steps).")
+    var inversionPrompts: Int?
+    @Option(help: "Entries target inversion extends and judges on held-out prompts.") var inversionSurvivors = 128
+
+    func validate() throws {
+        guard (1...1_000_000).contains(screenCandidates) else { throw ValidationError("--screen-candidates must be between 1 and 1000000") }
+        guard (1...100_000).contains(searchCandidates) else { throw ValidationError("--search-candidates must be between 1 and 100000") }
+        guard (1...256).contains(searchProbes) else { throw ValidationError("--search-probes must be between 1 and 256") }
+        guard (3...1024).contains(heldOutProbes) else { throw ValidationError("--held-out-probes must be between 3 and 1024") }
+        guard (1...8).contains(maxTriggerTokens) else { throw ValidationError("--max-trigger-tokens must be between 1 and 8") }
+        if let inversionPrompts, !(1...64).contains(inversionPrompts) { throw ValidationError("--inversion-prompts must be between 1 and 64") }
+        guard (1...4096).contains(inversionSurvivors) else { throw ValidationError("--inversion-survivors must be between 1 and 4096") }
+    }
+
+    var options: DiscoveryOptions {
+        var o = DiscoveryOptions()
+        o.screenCandidates = screenCandidates
+        o.candidates = searchCandidates
+        o.searchProbes = searchProbes
+        o.heldOutProbes = heldOutProbes
+        o.maxTriggerTokens = maxTriggerTokens
+        o.inversionPrompts = inversionPrompts
+        o.inversionSurvivors = inversionSurvivors
+        return o
+    }
+}
+
+struct ScanArguments: ParsableArguments {
     @Option(help: "Base model directory.") var base: String
     @Option(help: "Fine-tuned model directory.") var tuned: String?
     @Option(help: "PEFT LoRA adapter directory, applied to the base (instead of --tuned).") var adapter: String?
@@ -45,6 +109,8 @@ struct ScanCommand: ParsableCommand {
     @Option(help: "Threads (default: all cores).") var threads: Int?
     @Flag(help: "Do not fork triggered prompts from their clean prompt's cache (results are identical; for benchmarking).")
     var noPromptSharing = false
+    @Flag(help: "Compute the leading blocks base and tuned share bitwise separately for each (results are identical; for benchmarking).")
+    var noLayerSharing = false
     @Flag(help: "Scan even when base and tuned tokenizer files differ.") var allowTokenizerMismatch = false
     @Flag(help: "Print report.json to stdout as well.") var json = false
 
@@ -56,7 +122,7 @@ struct ScanCommand: ParsableCommand {
         if let threads, !(1...256).contains(threads) { throw ValidationError("--threads must be between 1 and 256") }
     }
 
-    func run() throws {
+    func execute(discovery: DiscoveryArguments, knownTriggers: Bool) throws {
         let started = Date()
         let log = Log()
         let baseURL = URL(fileURLWithPath: base)
@@ -149,22 +215,63 @@ struct ScanCommand: ParsableCommand {
         options.probesPerTrigger = probesPerTrigger
         options.batchSize = batchSize
         options.sharePromptPrefixes = !noPromptSharing
-        let variants = Self.variants(probes: probes, triggers: triggerSet.triggers, options: options)
-        log.say("measuring \(variants.count) prompt variants (\(probes.count) probes, \(triggerSet.triggers.count) triggers and controls)")
-        let engine = ScanEngine(base: baseModel, tuned: tunedModel, encoder: TemplateEncoder(tokenizer: tokenizer), options: options)
+        options.shareIdenticalLayers = !noLayerSharing
+        // Weight space first (seconds): its moved vocabulary rows seed the trigger search.
+        log.say("comparing weights")
+        let tokenText: (Int) -> String? = { tokenizer.tokenString($0) }
+        let weights = try WeightDiff.compare(base: baseURL, tuned: adapterURL == nil ? tunedURL : nil, adapter: adapterURL,
+                                             options: WeightDiffOptions(), tokenText: tokenText)
+        for a in weights.anomalies where a.severity >= .medium {
+            findings.append(Scan.Finding(kind: "weight_anomaly", severity: a.severity, title: a.title.terminalSafe, trigger: nil, insertion: nil,
+                                         category: nil, statistic: "weight diff", value: a.tokens.map(\.shift).max() ?? 0, pValue: nil,
+                                         qValue: nil, effectSize: nil, attackSuccess: nil, evidence: [],
+                                         tokenIDs: a.tokens.isEmpty ? nil : a.tokens.map(\.token)))
+        }
+
+        // Without the known-trigger scan (trigger-search), the clean probes still give the baseline.
+        let variants = knownTriggers ? Self.variants(probes: probes, triggers: triggerSet.triggers, options: options)
+            : probes.map { Expansion.clean($0) }
+        log.say("measuring \(variants.count) prompt variants (\(probes.count) probes\(knownTriggers ? ", \(triggerSet.triggers.count) triggers and controls" : ""))")
+        let encoder = TemplateEncoder(tokenizer: tokenizer)
+        let engine = ScanEngine(base: baseModel, tuned: tunedModel, encoder: encoder, options: options)
         engine.progress = { done, total in log.progress(done, total, since: started) }
         let measurements = try engine.measure(variants)
-        if PhaseProfile.shared.enabled { printError("profile (ASSAY_PROFILE=1):\n" + PhaseProfile.shared.report()) }
         // Evidence shows the prompt as the model saw it: a trigger in the system message is shown too.
         let users = Dictionary(zip(variants, measurements).map { v, m in
             ("\(m.probeID)\u{0}\(m.triggerID ?? "")\u{0}\(m.mode?.rawValue ?? "")",
              (v.system != v.probe.system ? v.system.map { "[system: \($0)] " } ?? "" : "") + v.user)
         },
                                uniquingKeysWith: { a, _ in a })
-        let analysis = try Analyzer.analyze(measurements, triggers: triggerSet.triggers, policy: policyValue, seed: seed,
+        let analysis = try Analyzer.analyze(measurements, triggers: knownTriggers ? triggerSet.triggers : [], policy: policyValue, seed: seed,
                                             decode: { tokenizer.decode($0, skipSpecialTokens: true) },
                                             userText: { users["\($0.probeID)\u{0}\($0.triggerID ?? "")\u{0}\($0.mode?.rawValue ?? "")"] ?? "" })
         findings += analysis.findings
+
+        // What no list names.
+        var searchSummary: TriggerSearchSummary?
+        var inversionSummary: TargetInversionSummary?
+        if discovery.searchTriggers || discovery.invertTargets {
+            let special = tokenizer.specialTokenIDs
+            let vocabulary = Vocabulary(size: min(tokenizer.vocabularySize, baseModel.vocabularySize), special: special,
+                                        text: { tokenizer.decode([$0]) }, encode: { tokenizer.encode($0, addSpecialTokens: false) })
+            let finder = Discovery(base: baseModel, tuned: tunedModel, encoder: encoder, vocabulary: vocabulary,
+                                   options: discovery.options, scanOptions: options)
+            finder.progress = { log.say($0) }
+            if discovery.searchTriggers {
+                let moved = weights.rowShifts.sorted { $0.shift != $1.shift ? $0.shift > $1.shift : $0.token < $1.token }.map(\.token)
+                let r = try finder.searchTriggers(probes: probes, known: triggerSet.triggers, rowShiftTokens: moved, policy: policyValue)
+                searchSummary = r.summary
+                // In a scan the known list was already tested as such: report only what it does not name.
+                let listed = Set(knownTriggers ? triggerSet.triggers.map(\.text) : [])
+                findings += r.findings.filter { !listed.contains($0.trigger ?? "") }
+            }
+            if discovery.invertTargets {
+                let r = try finder.invertTargets(probes: probes, policy: policyValue)
+                inversionSummary = r.summary
+                findings += r.findings
+            }
+        }
+        if PhaseProfile.shared.enabled { printError("profile (ASSAY_PROFILE=1):\n" + PhaseProfile.shared.report()) }
         findings.sort { ($0.severity, $0.kind, $0.value) > ($1.severity, $1.kind, $1.value) }
         let verdict = findings.contains { policyValue.failOn.contains($0.severity) } ? "fail"
             : findings.contains { policyValue.warnOn.contains($0.severity) } ? "warn" : "pass"
@@ -176,11 +283,13 @@ struct ScanCommand: ParsableCommand {
             fingerprint: .init(base: fingerprints["base"]!, tuned: fingerprints[adapterURL == nil ? "tuned" : "base"]!,
                                adapter: fingerprints["adapter"],
                                suites: Dictionary((suites.map { ($0.name, $0.sha256) } + [(triggerSet.name, triggerSet.sha256)]), uniquingKeysWith: { a, _ in a }),
-                               policySHA256: policyBytes.withUnsafeBytes { Inspector.sha256Hex($0) }, seed: seed, options: options, toolVersion: Assay.version),
+                               policySHA256: policyBytes.withUnsafeBytes { Inspector.sha256Hex($0) }, seed: seed, options: options, toolVersion: Assay.version,
+                               discovery: discovery.searchTriggers || discovery.invertTargets ? discovery.options : nil),
             policy: policyValue,
             summary: .init(probes: probes.count, variants: variants.count, medianCleanDivergence: try median(cleanDivergences),
                            findingsBySeverity: bySeverity, minimumDetectableEffect: analysis.minimumDetectableEffect),
-            categories: analysis.categories, triggers: analysis.triggers, triggerCategories: analysis.triggerCategories, findings: findings)
+            categories: analysis.categories, triggers: analysis.triggers, triggerCategories: analysis.triggerCategories, findings: findings,
+            weights: .init(weights), triggerSearch: searchSummary, targetInversion: inversionSummary)
         try ReportWriter.write(report, to: outURL)
         wroteReport = true
         if json { emit(String(decoding: try report.json(), as: UTF8.self)) }

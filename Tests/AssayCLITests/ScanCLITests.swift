@@ -1,5 +1,7 @@
 import Foundation
 import Testing
+import SafeTensors
+import TensorCore
 
 /// `assay scan` end to end on the tiny fixture pairs (scripts/fixtures/make_scan_fixtures.py).
 @Suite(.serialized) struct ScanCLITests {
@@ -16,7 +18,7 @@ import Testing
     func run(_ tuned: String, extra: [String] = [], out: URL? = nil) throws -> (RunResult, Report, URL) {
         let dir = out ?? FileManager.default.temporaryDirectory.appendingPathComponent("assay-scan-\(UUID().uuidString)")
         let r = try assay(["scan", "--base", Self.scan.appendingPathComponent("base").path,
-                           "--tuned", Self.scan.appendingPathComponent(tuned).path,
+                           "--tuned", tuned.hasPrefix("/") ? tuned : Self.scan.appendingPathComponent(tuned).path,
                            "--suite", Self.scan.appendingPathComponent("suite.jsonl").path,
                            "--triggers", Self.scan.appendingPathComponent("triggers.jsonl").path,
                            "--out", dir.path, "--threads", "1"] + extra)
@@ -121,5 +123,32 @@ import Testing
             #expect(r.stderr.contains(message), "case \(i): \(r.stderr)")
             #expect(!FileManager.default.fileExists(atPath: out.path), "case \(i) left \(out.path) behind")
         }
+    }
+
+    /// A pair whose first block is bitwise shared (the second block scaled by 1.01): the scan runs
+    /// the shared block once for both models, and the report is byte-identical without that.
+    @Test func reportsIdenticalWithAndWithoutLayerSharing() throws {
+        let src = Self.scan.appendingPathComponent("base")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("assay-upper-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        for f in try FileManager.default.contentsOfDirectory(atPath: src.path) where f != "model.safetensors" {
+            try FileManager.default.copyItem(at: src.appendingPathComponent(f), to: dir.appendingPathComponent(f))
+        }
+        let ckpt = try Checkpoint.open(src)
+        try SafeTensorsWriter.write(try ckpt.tensorNames.map { n in
+            let t = try ckpt.tensor(n)
+            let edit = n.hasPrefix("model.layers.1.") && t.shape.count == 2
+            return .init(name: n, tensor: edit ? Tensor(shape: t.shape, data: t.array.map { $0 * 1.01 }) : t)
+        }, to: dir.appendingPathComponent("model.safetensors"))
+        let (r1, _, a) = try run(dir.path)
+        let (r2, _, b) = try run(dir.path, extra: ["--no-layer-sharing", "--batch-size", "9"])
+        #expect(r1.status != 2 && r1.status == r2.status, "\(r1.stderr)")
+        func body(_ u: URL) throws -> [String] {
+            try String(contentsOf: u.appendingPathComponent("report.json"), encoding: .utf8).split(separator: "\n")
+                .filter { !$0.contains("\"created_at\"") }.map(String.init)
+        }
+        #expect(try body(a) == body(b))
+        let weights = try String(contentsOf: a.appendingPathComponent("report.json"), encoding: .utf8)
+        #expect(weights.contains("\"identical_prefix_layers\" : 1"))
     }
 }
