@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import AssayCommon
+import Tokenizers
 import WeightDiff
 
 struct DiffWeights: ParsableCommand {
@@ -24,8 +25,13 @@ struct DiffWeights: ParsableCommand {
     func run() throws {
         var options = WeightDiffOptions()
         options.topRows = top
-        let r = try WeightDiff.compare(base: URL(fileURLWithPath: base), tuned: tuned.map { URL(fileURLWithPath: $0) },
-                                       adapter: adapter.map { URL(fileURLWithPath: $0) }, options: options)
+        // Moved vocabulary rows are labelled with their text when the base directory has a tokenizer.
+        let baseURL = URL(fileURLWithPath: base)
+        let tokenizer = FileManager.default.fileExists(atPath: baseURL.appendingPathComponent("tokenizer.json").path)
+            ? try? Tokenizer.load(directory: baseURL) : nil
+        let r = try WeightDiff.compare(base: baseURL, tuned: tuned.map { URL(fileURLWithPath: $0) },
+                                       adapter: adapter.map { URL(fileURLWithPath: $0) }, options: options,
+                                       tokenText: tokenizer.map { t in { t.decode([$0]) } })
         if json {
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]

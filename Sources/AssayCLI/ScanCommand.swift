@@ -218,7 +218,7 @@ struct ScanArguments: ParsableArguments {
         options.shareIdenticalLayers = !noLayerSharing
         // Weight space first (seconds): its moved vocabulary rows seed the trigger search.
         log.say("comparing weights")
-        let tokenText: (Int) -> String? = { tokenizer.tokenString($0) }
+        let tokenText: (Int) -> String? = { tokenizer.decode([$0]) }
         let weights = try WeightDiff.compare(base: baseURL, tuned: adapterURL == nil ? tunedURL : nil, adapter: adapterURL,
                                              options: WeightDiffOptions(), tokenText: tokenText)
         for a in weights.anomalies where a.severity >= .medium {

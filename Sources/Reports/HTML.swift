@@ -173,7 +173,7 @@ public enum HTML {
 
     /// Target inversion: the reported targets, then the best-scoring continuations against the threshold.
     static func inversionSection(_ t: TargetInversionSummary, findings: [Finding]) -> String {
-        var h = "<h2>Target inversion</h2><p>Every one of \(t.vocabulary) vocabulary entries forced as the first response token after \(t.prompts.count) benign prompt(s); the best \(t.top.count) shown, judged on \(t.evalPrompts.count) held-out prompts. Threshold: mean log-probability gain ≥ \(fmt(t.threshold, 1)) nats per token.</p>"
+        var h = "<h2>Target inversion</h2><p>Every one of \(t.vocabulary) vocabulary entries forced as the first response token after \(t.prompts.count) benign prompt(s); the best \(t.top.count) shown, judged on \(t.evalPrompts.count) held-out prompts. Reported when the mean log-probability gain is ≥ \(fmt(t.threshold, 1)) nats per token, the tuned model's mean probability ≥ \(fmt(t.minConfidence, 2)) and the continuation the same on ≥ 75% of prompts (those rows in red).</p>"
         if findings.isEmpty {
             h += "<p>No inverted target above the threshold.</p>"
         } else {
@@ -181,7 +181,7 @@ public enum HTML {
         }
         h += "<table><tr><th>continuation</th><th>gain (nats/token)</th><th>tuned confidence</th><th>consistency</th><th>first round KL</th><th>robust z</th></tr>"
         for c in t.top {
-            let pass = c.score >= t.threshold
+            let pass = c.score >= t.threshold && c.tunedConfidence >= t.minConfidence && c.consistency >= 0.75
             h += "<tr><td class=\"mono\">\(e(c.text))</td><td\(pass ? " class=\"sev-high\"" : "")>\(fmt(c.score, 2))</td><td>\(fmt(c.tunedConfidence, 3))</td><td>\(fmt(c.consistency, 2))</td><td>\(fmt(c.firstRoundScore, 2))</td><td>\(fmt(c.robustZ, 1))</td></tr>"
         }
         return h + "</table>"

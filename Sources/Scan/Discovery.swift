@@ -116,9 +116,10 @@ public struct TargetInversionSummary: Codable, Sendable, Equatable {
     public var prompts: [String]
     public var evalPrompts: [String]
     public var threshold: Double
+    public var minConfidence: Double
     public var top: [InvertedTarget]
     enum CodingKeys: String, CodingKey {
-        case vocabulary, prompts, evalPrompts = "eval_prompts", threshold, top
+        case vocabulary, prompts, evalPrompts = "eval_prompts", threshold, minConfidence = "min_confidence", top
     }
 }
 
@@ -616,7 +617,7 @@ public final class Discovery {
         }
         PhaseProfile.shared.add("inversion.grouping", since: clock)
         let summary = TargetInversionSummary(vocabulary: entries.count, prompts: first.map(\.id), evalPrompts: evals.map(\.id),
-                                             threshold: policy.inversionMinGain,
+                                             threshold: policy.inversionMinGain, minConfidence: policy.inversionMinConfidence,
                                              top: Array(targets.prefix(10)))
         return InversionResult(summary: summary, findings: findings)
     }
