@@ -259,11 +259,11 @@ struct ScanArguments: ParsableArguments {
             finder.progress = { log.say($0) }
             if discovery.searchTriggers {
                 let moved = weights.rowShifts.sorted { $0.shift != $1.shift ? $0.shift > $1.shift : $0.token < $1.token }.map(\.token)
-                let r = try finder.searchTriggers(probes: probes, known: triggerSet.triggers, rowShiftTokens: moved, policy: policyValue)
+                // In a scan the known list is tested as such: the search reports only what it does not name.
+                let r = try finder.searchTriggers(probes: probes, known: triggerSet.triggers, rowShiftTokens: moved, policy: policyValue,
+                                                  skipKnown: knownTriggers)
                 searchSummary = r.summary
-                // In a scan the known list was already tested as such: report only what it does not name.
-                let listed = Set(knownTriggers ? triggerSet.triggers.map(\.text) : [])
-                findings += r.findings.filter { !listed.contains($0.trigger ?? "") }
+                findings += r.findings
             }
             if discovery.invertTargets {
                 let r = try finder.invertTargets(probes: probes, policy: policyValue)

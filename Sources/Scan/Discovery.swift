@@ -230,7 +230,10 @@ public final class Discovery {
     /// search probes (relative to the clean probes). The best states are then measured like scan
     /// triggers, on held-out probes against control insertions, and analysed with the scan's
     /// statistics and policy: those that pass become `discovered_trigger` findings.
-    public func searchTriggers(probes: [Probe], known: [Trigger], rowShiftTokens: [Int], policy: ScanPolicy) throws -> SearchResult {
+    /// `skipKnown`: known-list texts seed the search but are not verified or reported (a scan
+    /// has already tested them as such).
+    public func searchTriggers(probes: [Probe], known: [Trigger], rowShiftTokens: [Int], policy: ScanPolicy,
+                               skipKnown: Bool = false) throws -> SearchResult {
         Parallel.batchInvariant = true
         let (search, heldOut) = splitProbes(probes)
         guard !search.isEmpty, heldOut.count >= 3 else {
@@ -351,6 +354,7 @@ public final class Discovery {
             let minimal = ranked(accepted.filter { $0.score >= 0.9 * c.score && contains(c.text, $0.text) })
                 .min { ($0.text.split(separator: " ").count, -$0.score) < ($1.text.split(separator: " ").count, -$1.score) } ?? c
             if chosen.contains(where: { contains(minimal.text, $0.text) || contains($0.text, minimal.text) }) { continue }
+            if skipKnown && known.contains(where: { $0.text == minimal.text }) { continue }
             chosen.append(minimal)
         }
         let controls = controlInsertions(known: known, ordinary: ordinary)

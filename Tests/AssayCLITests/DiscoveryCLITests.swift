@@ -103,4 +103,21 @@ import Testing
         #expect(rep.discovered.contains { $0.trigger == "xyzzy" })
         #expect(rep.targets.isEmpty, "inversion runs only with --invert-targets")
     }
+
+    /// Inside a scan a listed trigger is the scan's finding, not a discovery.
+    @Test func scanSearchDoesNotRediscoverListedTriggers() throws {
+        let list = FileManager.default.temporaryDirectory.appendingPathComponent("assay-list-\(UUID().uuidString).jsonl")
+        let controls = try String(contentsOf: Self.dir.appendingPathComponent("controls.jsonl"), encoding: .utf8)
+        try (controls + "{\"id\": \"listed-xyzzy\", \"text\": \"xyzzy\", \"family\": \"fixture\", \"role\": \"trigger\"}\n")
+            .write(to: list, atomically: true, encoding: .utf8)
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("assay-discovery-\(UUID().uuidString)")
+        let r = try assay(["scan", "--base", Self.dir.appendingPathComponent("base").path,
+                           "--tuned", Self.dir.appendingPathComponent("rare-token").path,
+                           "--suite", Self.dir.appendingPathComponent("suite.jsonl").path,
+                           "--triggers", list.path, "--search-triggers", "--out", out.path])
+        #expect(r.status == 1, "\(r.stderr)")
+        let rep = try JSONDecoder().decode(Report.self, from: Data(contentsOf: out.appendingPathComponent("report.json")))
+        #expect(rep.findings.contains { $0.kind == "trigger_backdoor" && $0.trigger == "xyzzy" })
+        #expect(!rep.discovered.contains { $0.trigger == "xyzzy" })
+    }
 }
