@@ -165,15 +165,15 @@ public final class Discovery {
     // MARK: - First-response scoring
 
     /// The clean prompt of a probe, prefilled once per model and forked by every candidate
-    /// inserted into it; `js` is its own first-response divergence (KL, tuned ‖ base).
-    struct Anchor { var ids: [Int]; var base: KVCache; var tuned: KVCache; var js: Double }
+    /// inserted into it; `kl` is its own first-response divergence KL(tuned ‖ base).
+    struct Anchor { var ids: [Int]; var base: KVCache; var tuned: KVCache; var kl: Double }
 
     func anchors(_ probes: [Probe]) throws -> [Anchor] {
         let ids = try probes.map { try encoder.encode(system: $0.system, user: $0.prompt) }
         let bc = ids.map { _ in base.makeCache() }, tc = ids.map { _ in tuned.makeCache() }
         let (b, t) = try both(ids.enumerated().map { SequenceInput(tokens: $1, cache: bc[$0], logitPositions: [$1.count - 1]) },
                               ids.enumerated().map { SequenceInput(tokens: $1, cache: tc[$0], logitPositions: [$1.count - 1]) })
-        return try ids.indices.map { Anchor(ids: ids[$0], base: bc[$0], tuned: tc[$0], js: try Self.klTunedBase(base: b[$0].logSoftmax(), tuned: t[$0].logSoftmax())) }
+        return try ids.indices.map { Anchor(ids: ids[$0], base: bc[$0], tuned: tc[$0], kl: try Self.klTunedBase(base: b[$0].logSoftmax(), tuned: t[$0].logSoftmax())) }
     }
 
     /// KL(tuned ‖ base) of two (1, V) log-probability rows: unbounded, unlike Jensen–Shannon,
@@ -184,7 +184,7 @@ public final class Discovery {
 
     /// First-response divergence KL(tuned ‖ base) of many prompts, each forked from its clean
     /// anchor at their longest common prefix.
-    func firstResponseJS(_ prompts: [(ids: [Int], anchor: Anchor)]) throws -> [Double] {
+    func firstResponseKL(_ prompts: [(ids: [Int], anchor: Anchor)]) throws -> [Double] {
         var out: [Double] = []
         out.reserveCapacity(prompts.count)
         let bs = max(scanOptions.batchSize, 1)
@@ -280,9 +280,9 @@ public final class Discovery {
                     prompts.append((try encoder.encode(system: v.system, user: v.user), anchorList[i]))
                 }
             }
-            let kl = try firstResponseJS(prompts)
+            let kl = try firstResponseKL(prompts)
             scored += prompts.count
-            return texts.indices.map { k in (0..<s).reduce(0.0) { $0 + kl[k * s + $1] - anchorList[$1].js } / Double(s) }
+            return texts.indices.map { k in (0..<s).reduce(0.0) { $0 + kl[k * s + $1] - anchorList[$1].kl } / Double(s) }
         }
         func ranked(_ xs: [SearchCandidate]) -> [SearchCandidate] {
             xs.sorted { a, b in a.score != b.score ? a.score > b.score : (a.text, a.mode.rawValue) < (b.text, b.mode.rawValue) }
@@ -515,7 +515,7 @@ public final class Discovery {
                 let caches = chunk.map { _ in a.tuned.fork() }
                 var conts = chunk.map { [$0] }
                 var tunedLP = chunk.map { _ in [Double]() }
-                for step in 0..<l {
+                for _ in 0..<l {
                     let rows = try tuned.forward(chunk.indices.map { SequenceInput(tokens: [conts[$0].last!], cache: caches[$0], logitPositions: [0]) })
                     for j in rows.indices {
                         let lp = rows[j].logSoftmax()
@@ -523,7 +523,6 @@ public final class Discovery {
                         tunedLP[j].append(lp.withUnsafeBufferPointer { Double($0[y]) })
                         conts[j].append(y)
                     }
-                    _ = step
                 }
                 // The base along the same tokens, teacher-forced in one pass.
                 let b = try base.forward(chunk.indices.map { SequenceInput(tokens: Array(conts[$0].prefix(l)), cache: a.base.fork(), logitPositions: Array(0..<l)) })
