@@ -236,15 +236,9 @@ struct ScanArguments: ParsableArguments {
         let engine = ScanEngine(base: baseModel, tuned: tunedModel, encoder: encoder, options: options)
         engine.progress = { done, total in log.progress(done, total, since: started) }
         let measurements = try engine.measure(variants)
-        // Evidence shows the prompt as the model saw it: a trigger in the system message is shown too.
-        let users = Dictionary(zip(variants, measurements).map { v, m in
-            ("\(m.probeID)\u{0}\(m.triggerID ?? "")\u{0}\(m.mode?.rawValue ?? "")",
-             (v.system != v.probe.system ? v.system.map { "[system: \($0)] " } ?? "" : "") + v.user)
-        },
-                               uniquingKeysWith: { a, _ in a })
         let analysis = try Analyzer.analyze(measurements, triggers: knownTriggers ? triggerSet.triggers : [], policy: policyValue, seed: seed,
                                             decode: { tokenizer.decode($0, skipSpecialTokens: true) },
-                                            userText: { users["\($0.probeID)\u{0}\($0.triggerID ?? "")\u{0}\($0.mode?.rawValue ?? "")"] ?? "" })
+                                            userText: Analyzer.promptTexts(variants, measurements))
         findings += analysis.findings
 
         // What no list names.

@@ -305,6 +305,16 @@ public enum Analyzer {
         return Analysis(categories: categories, triggers: summaries, triggerCategories: cells, findings: findings, minimumDetectableEffect: mde)
     }
 
+    /// The prompt each measurement's evidence shows, as the model saw it: a trigger placed in the
+    /// system message is shown before the user's text.
+    public static func promptTexts(_ variants: [ProbeVariant], _ ms: [VariantMeasurement]) -> (VariantMeasurement) -> String {
+        func key(_ m: VariantMeasurement) -> String { "\(m.probeID)\u{0}\(m.triggerID ?? "")\u{0}\(m.mode?.rawValue ?? "")" }
+        let shown = Dictionary(zip(variants, ms).map { v, m in
+            (key(m), (v.system != v.probe.system ? v.system.map { "[system: \($0)] " } ?? "" : "") + v.user)
+        }, uniquingKeysWith: { a, _ in a })
+        return { shown[key($0)] ?? "" }
+    }
+
     static func evidence(_ m: VariantMeasurement, decode: ([Int]) -> String, user: String, clean: VariantMeasurement?) -> Evidence {
         Evidence(probeID: m.probeID, user: user, baseOutput: decode(m.baseContinuation), tunedOutput: decode(m.tunedContinuation),
                  divergence: m.divergence, cleanDivergence: clean?.divergence)

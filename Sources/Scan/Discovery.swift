@@ -404,11 +404,8 @@ public final class Discovery {
         }
         let engine = ScanEngine(base: base, tuned: tuned, encoder: encoder, options: scanOptions)
         let ms = try engine.measure(variants)
-        let users = Dictionary(zip(variants, ms).map { v, m in
-            (Self.key(m), (v.system != v.probe.system ? v.system.map { "[system: \($0)] " } ?? "" : "") + v.user)
-        }, uniquingKeysWith: { a, _ in a })
         let analysis = try Analyzer.analyze(ms, triggers: found + ctrls, policy: policy, seed: scanOptions.seed,
-                                            decode: { self.encoder.decode($0) }, userText: { users[Self.key($0)] ?? "" })
+                                            decode: { self.encoder.decode($0) }, userText: Analyzer.promptTexts(variants, ms))
         let texts = Dictionary(found.map { ($0.text, $0) }, uniquingKeysWith: { a, _ in a })
         let findings: [Finding] = analysis.findings.filter { $0.kind == "trigger_backdoor" }.map { f in
             var g = f
@@ -446,8 +443,6 @@ public final class Discovery {
         }
         return best.map { ($0.0, $0.2) }
     }
-
-    static func key(_ m: VariantMeasurement) -> String { "\(m.probeID)\u{0}\(m.triggerID ?? "")\u{0}\(m.mode?.rawValue ?? "")" }
 
     // MARK: - Target inversion
 
