@@ -33,6 +33,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS",
@@ -52,8 +54,13 @@ let package = Package(
         .target(name: "Scan", dependencies: ["AssayCommon", "TensorCore", "Models", "Probes", "Stats"], swiftSettings: hotFlags),
         .target(name: "Reports", dependencies: ["AssayCommon", "Scan", "WeightDiff"], swiftSettings: cpuFlags),
         .target(name: "Probes", dependencies: ["AssayCommon"], swiftSettings: cpuFlags),
+        .target(name: "Pipeline", dependencies: ["AssayCommon", "TensorCore", "Models", "Tokenizers", "Provenance", "Probes", "Stats", "Scan", "Reports", "WeightDiff"],
+                swiftSettings: cpuFlags),
+        .target(name: "Sweep", dependencies: ["AssayCommon", "Pipeline", "Scan", "Reports", "Provenance", "Probes", "Stats", "Models", "Tokenizers",
+                                              .product(name: "Yams", package: "Yams"), .product(name: "GRDB", package: "GRDB.swift")],
+                swiftSettings: cpuFlags),
         .executableTarget(name: "AssayCLI",
-                          dependencies: ["AssayCommon", "TensorCore", "SafeTensors", "Tokenizers", "Models", "WeightDiff", "Provenance", "Probes", "Stats", "Scan", "Reports",
+                          dependencies: ["AssayCommon", "TensorCore", "SafeTensors", "Tokenizers", "Models", "WeightDiff", "Provenance", "Probes", "Stats", "Scan", "Reports", "Pipeline", "Sweep",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           swiftSettings: cpuFlags),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"], swiftSettings: cpuFlags),
@@ -65,5 +72,6 @@ let package = Package(
         .testTarget(name: "ProbesTests", dependencies: ["Probes"], swiftSettings: cpuFlags),
         .testTarget(name: "StatsTests", dependencies: ["Stats"], swiftSettings: cpuFlags),
         .testTarget(name: "AssayCLITests", dependencies: ["AssayCLI", "SafeTensors"], swiftSettings: cpuFlags),
+        .testTarget(name: "SweepTests", dependencies: ["Sweep"], swiftSettings: cpuFlags),
     ]
 )

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Installs what Assay needs on a fresh Debian machine that has Swift: OpenBLAS and LAPACKE.
+# Installs what Assay needs on a fresh Debian machine that has Swift: OpenBLAS, LAPACKE and SQLite (the sweep history store).
 # Idempotent: installs nothing when the packages are already there.
 set -euo pipefail
 need=()
-for p in libopenblas-dev liblapacke-dev; do
+for p in libopenblas-dev liblapacke-dev libsqlite3-dev; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

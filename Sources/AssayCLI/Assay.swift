@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import AssayCommon
+import Pipeline
+import Scan
 
 /// Exit codes (README.md, "Exit codes"). The CLI is the only place that exits.
 enum ExitStatus: Int32 {
@@ -12,7 +14,7 @@ enum ExitStatus: Int32 {
 }
 
 struct Assay: ParsableCommand {
-    static let version = "0.1.0"
+    static let version = ScanPipeline.toolVersion
     static let configuration = CommandConfiguration(
         commandName: "assay",
         abstract: "Compare a fine-tuned transformer with its base and report where behaviour diverges.",
@@ -20,7 +22,7 @@ struct Assay: ParsableCommand {
         Exit codes: 0 clean, 1 findings, 2 invalid input or error, 3 nothing could be scanned, 4 usage.
         """,
         version: version,
-        subcommands: [ScanCommand.self, TriggerSearchCommand.self, Inspect.self, Audit.self, ManifestCommand.self, Suites.self, Tokenize.self, Detokenize.self, ChatTemplateCommand.self, Logits.self, Generate.self, DiffWeights.self, Bench.self]
+        subcommands: [ScanCommand.self, TriggerSearchCommand.self, SweepCommand.self, BaselineCommand.self, Inspect.self, Audit.self, ManifestCommand.self, Suites.self, Tokenize.self, Detokenize.self, ChatTemplateCommand.self, Logits.self, Generate.self, DiffWeights.self, Bench.self]
     )
 }
 
@@ -55,6 +57,9 @@ enum Main {
             try c.run()
         } catch let code as ExitCode {
             exit(code.rawValue)
+        } catch ScanError.nothingToScan(let message) {
+            printError("error: \(message)")
+            exit(ExitStatus.nothingScanned.rawValue)
         } catch {
             // ArgumentParser's own outcomes (help for a bare `assay`, validation failures) keep
             // their meaning; any other error is invalid input or a failure: exit 2.

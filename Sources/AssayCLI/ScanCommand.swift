@@ -10,20 +10,7 @@ import Stats
 import TensorCore
 import Tokenizers
 import WeightDiff
-
-/// The chat encoder the scan uses: the model's chat template, then the tokenizer without added
-/// special tokens (what transformers' apply_chat_template(tokenize=True) does).
-struct TemplateEncoder: ChatEncoder {
-    let tokenizer: Tokenizer
-    func encode(system: String?, user: String) throws -> [Int] {
-        var messages: [ChatMessage] = []
-        if let system { messages.append(ChatMessage(role: "system", content: system)) }
-        messages.append(ChatMessage(role: "user", content: user))
-        let text = try tokenizer.applyChatTemplate(messages, addGenerationPrompt: true)
-        return tokenizer.encode(text, addSpecialTokens: false)
-    }
-    func decode(_ ids: [Int]) -> String { tokenizer.decode(ids, skipSpecialTokens: true) }
-}
+import Pipeline
 
 struct ScanCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -122,13 +109,32 @@ struct ScanArguments: ParsableArguments {
         if let threads, !(1...256).contains(threads) { throw ValidationError("--threads must be between 1 and 256") }
     }
 
+    /// The scan these arguments describe.
+    func job(discovery: DiscoveryArguments, knownTriggers: Bool) -> ScanJob {
+        var job = ScanJob(base: URL(fileURLWithPath: base), tuned: tuned.map { URL(fileURLWithPath: $0) },
+                          adapters: adapter.map { [URL(fileURLWithPath: $0)] } ?? [])
+        job.suites = suite.map { URL(fileURLWithPath: $0) }
+        job.triggers = triggers.map { URL(fileURLWithPath: $0) }
+        job.policy = policy.map { URL(fileURLWithPath: $0) }
+        job.options.seed = seed
+        job.options.responseTokens = responseTokens
+        job.options.probesPerTrigger = probesPerTrigger
+        job.options.batchSize = batchSize
+        job.options.sharePromptPrefixes = !noPromptSharing
+        job.options.shareIdenticalLayers = !noLayerSharing
+        job.searchTriggers = discovery.searchTriggers
+        job.invertTargets = discovery.invertTargets
+        job.discovery = discovery.options
+        job.knownTriggers = knownTriggers
+        job.allowTokenizerMismatch = allowTokenizerMismatch
+        return job
+    }
+
     func execute(discovery: DiscoveryArguments, knownTriggers: Bool) throws {
         let started = Date()
         let log = Log()
-        let baseURL = URL(fileURLWithPath: base)
-        let tunedURL = URL(fileURLWithPath: tuned ?? base)
-        let adapterURL = adapter.map { URL(fileURLWithPath: $0) }
-        for (name, u) in [("base", baseURL), ("tuned", tunedURL)] + (adapterURL.map { [("adapter", $0)] } ?? []) {
+        let job = job(discovery: discovery, knownTriggers: knownTriggers)
+        for (name, u) in [("base", job.base)] + (job.tuned.map { [("tuned", $0)] } ?? []) + job.adapters.map { ("adapter", $0) } {
             var dir: ObjCBool = false
             guard FileManager.default.fileExists(atPath: u.path, isDirectory: &dir), dir.boolValue else {
                 throw ScanError.invalidInput("--\(name) \(u.path.terminalSafe): no such directory")
@@ -140,193 +146,18 @@ struct ScanArguments: ParsableArguments {
         var wroteReport = false
         defer { if createdOut && !wroteReport { ReportWriter.discardIfEmpty(outURL) } }
 
-        // Provenance first: nothing is loaded from a directory that could run code.
-        log.say("auditing model directories")
-        var findings: [Scan.Finding] = []
-        var fingerprints: [String: ScanReport.ModelFingerprint] = [:]
-        for (name, u) in [("base", baseURL), ("tuned", tunedURL)] + (adapterURL.map { [("adapter", $0)] } ?? []) where fingerprints[name] == nil {
-            let audit = try Auditor.audit(u)
-            fingerprints[name] = .init(path: u.path, files: Dictionary(audit.files.compactMap { f in f.sha256.map { (f.path, $0) } }, uniquingKeysWith: { a, _ in a }))
-            for f in audit.findings where f.severity >= .medium {
-                findings.append(Scan.Finding(kind: "artifact", severity: f.severity, title: "\(name): \(f.file.terminalSafe): \(f.message.terminalSafe)",
-                                        trigger: nil, insertion: nil, category: nil, statistic: "audit", value: 0, pValue: nil,
-                                        qValue: nil, effectSize: nil, attackSuccess: nil, evidence: []))
-            }
-        }
-
-        // Both models must read identical token ids.
-        let tokenizerDir = baseURL
-        if adapterURL == nil {
-            for file in ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"] {
-                let a = fingerprints["base"]!.files[file], b = fingerprints["tuned"]!.files[file]
-                if a != b && !allowTokenizerMismatch {
-                    throw ScanError.mismatch("\(file) differs between base and tuned (or is missing from one); both models must see identical token ids (--allow-tokenizer-mismatch to scan anyway)")
-                }
-            }
-        }
-        let tokenizer = try Tokenizer.load(directory: tokenizerDir)
-        guard tokenizer.hasChatTemplate else {
-            throw ScanError.invalidInput("\(tokenizerDir.path.terminalSafe): the tokenizer has no chat template")
-        }
-        let policyValue: ScanPolicy
-        var policyBytes: [UInt8] = Array("{}".utf8)
-        if let policy {
-            let data: Data
-            do { data = try Data(contentsOf: URL(fileURLWithPath: policy)) } catch {
-                throw ScanError.invalidInput("\(policy.terminalSafe): cannot read the policy file")
-            }
-            do { policyValue = try JSONDecoder().decode(ScanPolicy.self, from: data) } catch {
-                throw ScanError.invalidInput("\(policy.terminalSafe): invalid policy: \(Self.describe(error))")
-            }
-            policyBytes = [UInt8](data)
-        } else {
-            policyValue = ScanPolicy()
-        }
-
-        // Suites.
-        let probesDir = SuiteLoader.builtinDirectory()
-        let suiteURLs = suite.isEmpty ? [probesDir?.appendingPathComponent("default.jsonl")].compactMap { $0 } : suite.map { URL(fileURLWithPath: $0) }
-        guard !suiteURLs.isEmpty else { throw ScanError.invalidInput("no probe suite given and the built-in probes/ directory was not found") }
-        let suites = try suiteURLs.map { try SuiteLoader.loadProbes($0) }
-        let triggerURL = triggers.map { URL(fileURLWithPath: $0) } ?? probesDir?.appendingPathComponent("triggers.jsonl")
-        guard let triggerURL else { throw ScanError.invalidInput("no trigger file given and the built-in probes/ directory was not found") }
-        let triggerSet = try SuiteLoader.loadTriggers(triggerURL)
-        let probes = suites.flatMap(\.probes)
-        guard !probes.isEmpty else { throw ScanError.nothingToScan("the probe suites hold no probes") }
-        for t in triggerSet.triggers where tokenizer.encode(t.text, addSpecialTokens: false).isEmpty {
-            throw ScanError.invalidInput("\(triggerURL.path.terminalSafe): trigger '\(t.id.terminalSafe)' tokenizes to nothing")
-        }
-
-        // Models.
         Parallel.configure(threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
-        log.say("loading models")
-        let baseModel = try ModelLoader.load(baseURL)
-        let tunedModel = try ModelLoader.load(adapterURL == nil ? tunedURL : baseURL, adapter: adapterURL)
-        guard baseModel.vocabularySize == tunedModel.vocabularySize else {
-            throw ScanError.mismatch("vocabularies differ: base \(baseModel.vocabularySize), tuned \(tunedModel.vocabularySize)")
-        }
-        guard tokenizer.vocabularySize <= baseModel.vocabularySize else {
-            throw ScanError.mismatch("the tokenizer has \(tokenizer.vocabularySize) tokens but the model's vocabulary is \(baseModel.vocabularySize)")
-        }
-
-        var options = ScanOptions()
-        options.seed = seed
-        options.responseTokens = responseTokens
-        options.probesPerTrigger = probesPerTrigger
-        options.batchSize = batchSize
-        options.sharePromptPrefixes = !noPromptSharing
-        options.shareIdenticalLayers = !noLayerSharing
-        // Weight space first (seconds): its moved vocabulary rows seed the trigger search.
-        log.say("comparing weights")
-        let tokenText: (Int) -> String? = { tokenizer.decode([$0]) }
-        let weights = try WeightDiff.compare(base: baseURL, tuned: adapterURL == nil ? tunedURL : nil, adapter: adapterURL,
-                                             options: WeightDiffOptions(), tokenText: tokenText)
-        for a in weights.anomalies where a.severity >= .medium {
-            findings.append(Scan.Finding(kind: "weight_anomaly", severity: a.severity, title: a.title.terminalSafe, trigger: nil, insertion: nil,
-                                         category: nil, statistic: "weight diff", value: a.tokens.map(\.shift).max() ?? 0, pValue: nil,
-                                         qValue: nil, effectSize: nil, attackSuccess: nil, evidence: [],
-                                         tokenIDs: a.tokens.isEmpty ? nil : a.tokens.map(\.token)))
-        }
-
-        // Without the known-trigger scan (trigger-search), the clean probes still give the baseline.
-        let variants = knownTriggers ? Self.variants(probes: probes, triggers: triggerSet.triggers, options: options)
-            : probes.map { Expansion.clean($0) }
-        log.say("measuring \(variants.count) prompt variants (\(probes.count) probes\(knownTriggers ? ", \(triggerSet.triggers.count) triggers and controls" : ""))")
-        let encoder = TemplateEncoder(tokenizer: tokenizer)
-        let engine = ScanEngine(base: baseModel, tuned: tunedModel, encoder: encoder, options: options)
-        engine.progress = { done, total in log.progress(done, total, since: started) }
-        let measurements = try engine.measure(variants)
-        let analysis = try Analyzer.analyze(measurements, triggers: knownTriggers ? triggerSet.triggers : [], policy: policyValue, seed: seed,
-                                            decode: { tokenizer.decode($0, skipSpecialTokens: true) },
-                                            userText: Analyzer.promptTexts(variants, measurements))
-        findings += analysis.findings
-
-        // What no list names.
-        var searchSummary: TriggerSearchSummary?
-        var inversionSummary: TargetInversionSummary?
-        if discovery.searchTriggers || discovery.invertTargets {
-            let special = tokenizer.specialTokenIDs
-            let vocabulary = Vocabulary(size: min(tokenizer.vocabularySize, baseModel.vocabularySize), special: special,
-                                        text: { tokenizer.decode([$0]) }, encode: { tokenizer.encode($0, addSpecialTokens: false) })
-            let finder = Discovery(base: baseModel, tuned: tunedModel, encoder: encoder, vocabulary: vocabulary,
-                                   options: discovery.options, scanOptions: options)
-            finder.progress = { log.say($0) }
-            if discovery.searchTriggers {
-                let moved = weights.rowShifts.sorted { $0.shift != $1.shift ? $0.shift > $1.shift : $0.token < $1.token }.map(\.token)
-                // In a scan the known list is tested as such: the search reports only what it does not name.
-                let r = try finder.searchTriggers(probes: probes, known: triggerSet.triggers, rowShiftTokens: moved, policy: policyValue,
-                                                  skipKnown: knownTriggers)
-                searchSummary = r.summary
-                findings += r.findings
-            }
-            if discovery.invertTargets {
-                let r = try finder.invertTargets(probes: probes, policy: policyValue)
-                inversionSummary = r.summary
-                findings += r.findings
-            }
-        }
+        let outcome = try ScanPipeline.run(job, say: { log.say($0) }, progress: { done, total in log.progress(done, total, since: started) },
+                                           startedAt: started)
         if PhaseProfile.shared.enabled { printError("profile (ASSAY_PROFILE=1):\n" + PhaseProfile.shared.report()) }
-        findings.sort { ($0.severity, $0.kind, $0.value) > ($1.severity, $1.kind, $1.value) }
-        let verdict = findings.contains { policyValue.failOn.contains($0.severity) } ? "fail"
-            : findings.contains { policyValue.warnOn.contains($0.severity) } ? "warn" : "pass"
-        var bySeverity: [String: Int] = [:]
-        for f in findings { bySeverity[f.severity.rawValue, default: 0] += 1 }
-        let cleanDivergences = measurements.filter { $0.triggerID == nil }.map(\.divergence)
-        let report = ScanReport(
-            schemaVersion: ScanReport.schemaVersion, createdAt: ISO8601DateFormatter().string(from: started), verdict: verdict,
-            fingerprint: .init(base: fingerprints["base"]!, tuned: fingerprints[adapterURL == nil ? "tuned" : "base"]!,
-                               adapter: fingerprints["adapter"],
-                               suites: Dictionary((suites.map { ($0.name, $0.sha256) } + [(triggerSet.name, triggerSet.sha256)]), uniquingKeysWith: { a, _ in a }),
-                               policySHA256: policyBytes.withUnsafeBytes { Inspector.sha256Hex($0) }, seed: seed, options: options, toolVersion: Assay.version,
-                               discovery: discovery.searchTriggers || discovery.invertTargets ? discovery.options : nil),
-            policy: policyValue,
-            summary: .init(probes: probes.count, variants: variants.count, medianCleanDivergence: try median(cleanDivergences),
-                           findingsBySeverity: bySeverity, minimumDetectableEffect: analysis.minimumDetectableEffect),
-            categories: analysis.categories, triggers: analysis.triggers, triggerCategories: analysis.triggerCategories, findings: findings,
-            weights: .init(weights), triggerSearch: searchSummary, targetInversion: inversionSummary)
+        let report = outcome.report
         try ReportWriter.write(report, to: outURL)
         wroteReport = true
         if json { emit(String(decoding: try report.json(), as: UTF8.self)) }
-        let top = findings.first.map { " — \($0.severity.rawValue): \($0.title)" } ?? ""
-        emit("\(verdict.uppercased()): \(findings.count) finding(s)\(top)\nreports: \(outURL.path)")
+        let top = report.findings.first.map { " — \($0.severity.rawValue): \($0.title)" } ?? ""
+        emit("\(report.verdict.uppercased()): \(report.findings.count) finding(s)\(top)\nreports: \(outURL.path)")
         log.say(String(format: "done in %.1f s", Date().timeIntervalSince(started)))
-        if verdict == "fail" { throw ExitCode(ExitStatus.findings.rawValue) }
-    }
-
-    /// Clean variants of every probe, then each trigger and control in each of its insertion
-    /// modes inserted into a seeded, category-stratified subset of the probes.
-    static func variants(probes: [Probe], triggers: [Trigger], options: ScanOptions) -> [ProbeVariant] {
-        var out = probes.map { Expansion.clean($0) }
-        var rng = SeededRandom(seed: options.seed).derive("probe-subset")
-        let byCategory = Dictionary(grouping: probes, by: \.category)
-        var pools = byCategory.keys.sorted().map { byCategory[$0]!.shuffled(using: &rng) }
-        var subset: [Probe] = []
-        while subset.count < min(options.probesPerTrigger, probes.count) {
-            for i in pools.indices where !pools[i].isEmpty && subset.count < options.probesPerTrigger {
-                subset.append(pools[i].removeFirst())
-            }
-        }
-        for t in triggers {
-            for mode in options.modes where t.modes.contains(mode) {
-                for p in subset { out.append(Expansion.variants(probe: p, trigger: t, mode: mode, seed: options.seed)) }
-            }
-        }
-        return out
-    }
-
-    /// One line for a decoding error: the field's path and what is wrong with it.
-    static func describe(_ error: Error) -> String {
-        func path(_ c: DecodingError.Context) -> String {
-            let p = c.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
-            return p.isEmpty ? "" : "field '\(p)': "
-        }
-        switch error as? DecodingError {
-        case let .typeMismatch(t, c)?: return "\(path(c))expected \(t)".terminalSafe
-        case let .valueNotFound(t, c)?: return "\(path(c))missing \(t)".terminalSafe
-        case let .keyNotFound(k, c)?: return "\(path(c))missing key '\(k.stringValue)'".terminalSafe
-        case let .dataCorrupted(c)?: return "\(path(c))\(c.debugDescription)".terminalSafe
-        default: return "\(error)".terminalSafe
-        }
+        if report.verdict == "fail" { throw ExitCode(ExitStatus.findings.rawValue) }
     }
 
     static func runName(_ d: Date) -> String {

@@ -8,6 +8,11 @@ public enum ModelLoader {
     public static let supported = ["llama", "mistral", "qwen2", "gpt2", "gpt_neox"]
 
     public static func load(_ dir: URL, adapter: URL? = nil) throws(ModelError) -> any CausalLanguageModel {
+        try load(dir, adapters: adapter.map { [$0] } ?? [])
+    }
+
+    /// The model with `adapters` merged in the order given (each on the result of the last).
+    public static func load(_ dir: URL, adapters: [URL]) throws(ModelError) -> any CausalLanguageModel {
         let cfgURL = dir.appendingPathComponent("config.json")
         guard FileManager.default.fileExists(atPath: cfgURL.path) else { throw .configMissing(directory: dir.path) }
         let c = try ConfigReader.load(cfgURL)
@@ -33,7 +38,7 @@ public enum ModelLoader {
         case .llama: buffers = { $0.hasSuffix(".rotary_emb.inv_freq") }
         }
         let weights = WeightStore(checkpoint: ckpt, source: source, ignorable: buffers)
-        if let adapter { try LoRAAdapter.load(adapter).merge(into: weights) }
+        for adapter in adapters { try LoRAAdapter.load(adapter).merge(into: weights) }
         switch parsed {
         case let .llama(cfg): return try LlamaModel(config: cfg, weights: weights)
         case let .gpt2(cfg): return try GPT2Model(config: cfg, weights: weights)

@@ -48,6 +48,9 @@ public final class KVCache: @unchecked Sendable {
     /// Rows visible to the next token (its position id).
     public var length: Int { parentLength + ownLength }
 
+    /// Bytes this cache itself holds (not its parents').
+    public var ownBytes: Int { capacity * kvDim * layers * 2 * MemoryLayout<Float>.size }
+
     /// A child that shares this cache's rows; this cache becomes read-only.
     public func fork() -> KVCache {
         frozen = true

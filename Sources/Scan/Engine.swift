@@ -71,6 +71,49 @@ public struct VariantMeasurement: Sendable, Codable, Equatable {
     }
 }
 
+/// The base model's side of each measured variant, kept across scans that share a base (a sweep):
+/// its frozen prompt cache, first-position log-probs, greedy continuation and the log-probs along
+/// it. Keyed by the variant's token ids and the response length. The engine's numerics are batch
+/// invariant, so a reused base side is the same bits as a recomputed one: reports do not change.
+/// Entries stop being added once `byteBudget` is reached (those variants are simply recomputed).
+public final class BaseOutputCache: @unchecked Sendable {
+    public struct Entry {
+        let prompt: KVCache
+        let first: Tensor
+        let continuation: [Int]
+        let rows: Tensor
+    }
+    struct Key: Hashable { let ids: [Int]; let k: Int }
+    public let byteBudget: Int
+    public private(set) var bytes = 0
+    public private(set) var hits = 0
+    public private(set) var misses = 0
+    private var entries: [Key: Entry] = [:]
+    private let lock = NSLock()
+
+    public init(byteBudget: Int = 4 << 30) { self.byteBudget = byteBudget }
+
+    public var count: Int { lock.withLock { entries.count } }
+
+    func entry(_ ids: [Int], responseTokens k: Int) -> Entry? {
+        lock.withLock {
+            let e = entries[Key(ids: ids, k: k)]
+            if e == nil { misses += 1 } else { hits += 1 }
+            return e
+        }
+    }
+
+    func store(_ ids: [Int], responseTokens k: Int, _ e: Entry) {
+        // The prompt cache's own rows (a fork holds only what it added) and the K × V log-probs.
+        let size = e.prompt.ownBytes + (e.first.count + e.rows.count) * MemoryLayout<Float>.size
+        lock.withLock {
+            guard bytes + size <= byteBudget, entries[Key(ids: ids, k: k)] == nil else { return }
+            entries[Key(ids: ids, k: k)] = e
+            bytes += size
+        }
+    }
+}
+
 /// Runs base and tuned side by side on identical token batches.
 ///
 /// Per variant and per model: the prompt is prefilled once (after a template prefix shared by
@@ -89,6 +132,8 @@ public final class ScanEngine {
 
     /// Leading blocks identical in both models, run once for both on identical token batches.
     public let sharedLayers: Int
+    /// The base's side of variants already measured against this base (nil: compute all).
+    public var baseOutputs: BaseOutputCache?
 
     public init(base: any CausalLanguageModel, tuned: any CausalLanguageModel, encoder: any ChatEncoder, options: ScanOptions) {
         self.base = base
@@ -179,16 +224,41 @@ public final class ScanEngine {
                 }
             }
             let prof = PhaseProfile.shared
+            // Variants whose base side an earlier scan of the same base computed (a sweep) reuse
+            // it: only the tuned model prefills and decodes them.
+            let cached: [BaseOutputCache.Entry?] = batch.map { vi in baseOutputs?.entry(ids[vi], responseTokens: options.responseTokens) }
+            let miss = batch.indices.filter { cached[$0] == nil }, hit = batch.indices.filter { cached[$0] != nil }
             // Both models read the same prompt tokens: one paired prefill (shared blocks once).
-            let bPrompts = bPrefixes.map { $0?.fork() ?? base.makeCache() }
+            let bPrompts = miss.map { bPrefixes[$0]?.fork() ?? base.makeCache() }
             let tPrompts = tPrefixes.map { $0?.fork() ?? tuned.makeCache() }
-            let (bFirst, tFirst) = try prof.measure("scan.prefill") {
-                try pairedForward(base, tails.enumerated().map { SequenceInput(tokens: $1, cache: bPrompts[$0], logitPositions: [$1.count - 1]) },
-                                  tuned, tails.enumerated().map { SequenceInput(tokens: $1, cache: tPrompts[$0], logitPositions: [$1.count - 1]) },
-                                  shared: sharedLayers)
+            var tFirst = [Tensor?](repeating: nil, count: batch.count)
+            let bFirst = try prof.measure("scan.prefill") { () -> [Tensor] in
+                let (bf, tf) = try pairedForward(base, miss.enumerated().map { SequenceInput(tokens: tails[$1], cache: bPrompts[$0], logitPositions: [tails[$1].count - 1]) },
+                                                 tuned, miss.map { SequenceInput(tokens: tails[$0], cache: tPrompts[$0], logitPositions: [tails[$0].count - 1]) },
+                                                 shared: sharedLayers)
+                for (j, r) in zip(miss, tf) { tFirst[j] = r }
+                if !hit.isEmpty {
+                    let hf = try tuned.forward(hit.map { SequenceInput(tokens: tails[$0], cache: tPrompts[$0], logitPositions: [tails[$0].count - 1]) })
+                    for (j, r) in zip(hit, hf) { tFirst[j] = r }
+                }
+                return bf
             }
-            let b = try prof.measure("scan.run.base") { try run(model: base, prompts: bPrompts, first: bFirst) }
-            let t = try prof.measure("scan.run.tuned") { try run(model: tuned, prompts: tPrompts, first: tFirst) }
+            let computed = try prof.measure("scan.run.base") { try run(model: base, prompts: bPrompts, first: bFirst) }
+            var b = Pass(promptCaches: [], firstRows: [], continuations: [], rows: [])
+            var next = 0
+            for j in batch.indices {
+                if let c = cached[j] {
+                    b.promptCaches.append(c.prompt); b.firstRows.append(c.first); b.continuations.append(c.continuation); b.rows.append(c.rows)
+                } else {
+                    b.promptCaches.append(computed.promptCaches[next]); b.firstRows.append(computed.firstRows[next])
+                    b.continuations.append(computed.continuations[next]); b.rows.append(computed.rows[next])
+                    baseOutputs?.store(ids[batch[j]], responseTokens: options.responseTokens,
+                                       .init(prompt: computed.promptCaches[next], first: computed.firstRows[next],
+                                             continuation: computed.continuations[next], rows: computed.rows[next]))
+                    next += 1
+                }
+            }
+            let t = try prof.measure("scan.run.tuned") { try run(model: tuned, prompts: tPrompts, first: tFirst.map { $0! }) }
             for (j, vi) in batch.enumerated() where isOwner.contains(vi) {
                 ownerCaches[vi] = (b.promptCaches[j], t.promptCaches[j])
             }

@@ -123,18 +123,29 @@ public enum WeightDiff {
     /// with the LoRA merged. `tokenText` labels row shifts with token strings when given.
     public static func compare(base: URL, tuned: URL?, adapter: URL? = nil, options: WeightDiffOptions = .init(),
                                tokenText: ((Int) -> String?)? = nil) throws -> WeightDiffReport {
+        try compare(base: base, tuned: tuned, adapters: adapter.map { [$0] } ?? [], options: options, tokenText: tokenText)
+    }
+
+    /// With several adapters, the tuned weights are the base with each merged in turn.
+    public static func compare(base: URL, tuned: URL?, adapters: [URL], options: WeightDiffOptions = .init(),
+                               tokenText: ((Int) -> String?)? = nil) throws -> WeightDiffReport {
+        let adapter: URL? = adapters.first
         let b: Checkpoint, t: Checkpoint
         do {
             b = try Checkpoint.open(base)
             t = try Checkpoint.open(tuned ?? base)
         } catch { throw WeightDiffError.safetensors(error) }
         var merged: [String: Tensor] = [:]
-        if let adapter {
-            let lora: LoRAAdapter
-            do { lora = try LoRAAdapter.load(adapter) } catch { throw WeightDiffError.model(error) }
+        if !adapters.isEmpty {
             let store = WeightStore(checkpoint: b, source: base.path)
-            do { try lora.merge(into: store) } catch { throw WeightDiffError.model(error) }
-            for m in lora.modules { merged[m.weight] = try? store.take(m.weight, store.shape(m.weight)!, field: "adapter") }
+            var names = Set<String>()
+            for a in adapters {
+                let lora: LoRAAdapter
+                do { lora = try LoRAAdapter.load(a) } catch { throw WeightDiffError.model(error) }
+                do { try lora.merge(into: store) } catch { throw WeightDiffError.model(error) }
+                names.formUnion(lora.modules.map(\.weight))
+            }
+            for n in names { merged[n] = try? store.take(n, store.shape(n)!, field: "adapter") }
         }
         let names = Set(b.tensorNames).union(t.tensorNames).sorted()
         var deltas: [TensorDelta] = []
@@ -216,7 +227,7 @@ public enum WeightDiff {
             firstChangedLayer = 0
         }
         var report = WeightDiffReport(
-            schemaVersion: WeightDiffReport.schemaVersion, base: base.path, tuned: (tuned ?? base).path, adapter: adapter?.path,
+            schemaVersion: WeightDiffReport.schemaVersion, base: base.path, tuned: (tuned ?? base).path, adapter: adapters.isEmpty ? nil : adapters.map(\.path).joined(separator: ", "),
             tensors: deltas, identical: deltas.filter { $0.status == .identical }.count,
             changed: deltas.filter { $0.status != .identical }.count,
             identicalPrefixLayers: min(firstChangedLayer, layerCount), layers: layers,

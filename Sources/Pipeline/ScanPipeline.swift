@@ -1,0 +1,322 @@
+import Foundation
+import AssayCommon
+import Models
+import Probes
+import Provenance
+import Reports
+import Scan
+import Stats
+import TensorCore
+import Tokenizers
+import WeightDiff
+
+/// The chat encoder the scan uses: the model's chat template, then the tokenizer without added
+/// special tokens (what transformers' apply_chat_template(tokenize=True) does).
+public struct TemplateEncoder: ChatEncoder {
+    public let tokenizer: Tokenizer
+    public init(tokenizer: Tokenizer) { self.tokenizer = tokenizer }
+    public func encode(system: String?, user: String) throws -> [Int] {
+        var messages: [ChatMessage] = []
+        if let system { messages.append(ChatMessage(role: "system", content: system)) }
+        messages.append(ChatMessage(role: "user", content: user))
+        let text = try tokenizer.applyChatTemplate(messages, addGenerationPrompt: true)
+        return tokenizer.encode(text, addSpecialTokens: false)
+    }
+    public func decode(_ ids: [Int]) -> String { tokenizer.decode(ids, skipSpecialTokens: true) }
+}
+
+/// One scan's inputs: what `assay scan` takes on its command line and a sweep entry in its inventory.
+public struct ScanJob: Sendable {
+    public var base: URL
+    /// A fine-tuned model directory, or nil with `adapters` (applied to the base in order).
+    public var tuned: URL?
+    public var adapters: [URL] = []
+    /// Probe suites (empty: the built-in probes/default.jsonl).
+    public var suites: [URL] = []
+    /// Trigger file (nil: the built-in probes/triggers.jsonl).
+    public var triggers: URL?
+    public var policy: URL?
+    /// Pinned hashes of the tuned model (or the single adapter) to verify first.
+    public var manifest: URL?
+    public var options = ScanOptions()
+    public var searchTriggers = false
+    public var invertTargets = false
+    public var discovery = DiscoveryOptions()
+    /// Test the known trigger list (false: `trigger-search`, whose list only seeds the search).
+    public var knownTriggers = true
+    public var allowTokenizerMismatch = false
+    /// Audits already made of these directories (by path), so a sweep hashes each file once.
+    public var preaudited: [String: AuditReport] = [:]
+
+    public init(base: URL, tuned: URL?, adapters: [URL] = []) {
+        self.base = base
+        self.tuned = tuned
+        self.adapters = adapters
+    }
+
+    /// The directory whose files make the tuned model: the fine-tune, or the (last) adapter.
+    public var tunedDirectory: URL { tuned ?? adapters.last ?? base }
+}
+
+/// State a run of many scans shares: base models loaded once, and each base's outputs on every
+/// prompt variant already measured (keyed by the base's file hashes).
+public final class SharedScanResources: @unchecked Sendable {
+    var models: [String: any CausalLanguageModel] = [:]
+    public private(set) var baseOutputs: [String: BaseOutputCache] = [:]
+    public let byteBudget: Int
+
+    public init(byteBudget: Int = 4 << 30) { self.byteBudget = byteBudget }
+
+    func model(_ key: String, load: () throws -> any CausalLanguageModel) rethrows -> any CausalLanguageModel {
+        if let m = models[key] { return m }
+        let m = try load()
+        models[key] = m
+        return m
+    }
+
+    func outputs(_ key: String) -> BaseOutputCache {
+        if let c = baseOutputs[key] { return c }
+        let c = BaseOutputCache(byteBudget: byteBudget)
+        baseOutputs[key] = c
+        return c
+    }
+
+    /// Variants whose base side was reused / computed, over all bases.
+    public var reuse: (hits: Int, misses: Int) {
+        baseOutputs.values.reduce((0, 0)) { ($0.0 + $1.hits, $0.1 + $1.misses) }
+    }
+}
+
+/// What a scan produced.
+public struct ScanOutcome {
+    public var report: ScanReport
+    public var measurements: [VariantMeasurement]
+    /// The base's files (path → sha256), the tuned model's and the adapters'.
+    public var baseFiles: [String: String]
+    public var tunedFiles: [String: String]
+    public var adapterFiles: [[String: String]]
+}
+
+/// Runs one scan from model directories to a report: provenance audit (nothing is loaded from a
+/// directory that could run code), manifest check, tokenizer and suites, models, weight diff,
+/// the paired measurement, statistics, and, when asked, trigger search and target inversion.
+public enum ScanPipeline {
+    public static let toolVersion = "0.1.0"
+
+    public static func run(_ job: ScanJob, shared: SharedScanResources? = nil, say: @escaping (String) -> Void = { _ in },
+                           progress: ((Int, Int) -> Void)? = nil, startedAt started: Date = Date()) throws -> ScanOutcome {
+        let baseURL = job.base
+        let tunedURL = job.tuned ?? job.base
+        var dirs: [(String, URL)] = [("base", baseURL)]
+        if job.tuned != nil { dirs.append(("tuned", tunedURL)) }
+        for (i, a) in job.adapters.enumerated() { dirs.append((job.adapters.count == 1 ? "adapter" : "adapter \(i + 1)", a)) }
+        for (name, u) in dirs {
+            var dir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: u.path, isDirectory: &dir), dir.boolValue else {
+                throw ScanError.invalidInput("\(name) \(u.path.terminalSafe): no such directory")
+            }
+        }
+
+        say("auditing model directories")
+        var findings: [Scan.Finding] = []
+        var files: [String: [String: String]] = [:]
+        for (name, u) in dirs where files[name] == nil {
+            let audit = try job.preaudited[u.path] ?? Auditor.audit(u)
+            files[name] = Dictionary(audit.files.compactMap { f in f.sha256.map { (f.path, $0) } }, uniquingKeysWith: { a, _ in a })
+            for f in audit.findings where f.severity >= .medium {
+                findings.append(Scan.Finding(kind: "artifact", severity: f.severity, title: "\(name): \(f.file.terminalSafe): \(f.message.terminalSafe)",
+                                             trigger: nil, insertion: nil, category: nil, statistic: "audit", value: 0, pValue: nil,
+                                             qValue: nil, effectSize: nil, attackSuccess: nil, evidence: []))
+            }
+        }
+        if job.tuned == nil { files["tuned"] = files["base"] }
+        if let manifest = job.manifest {
+            let v = try ManifestVerifier.verify(job.tunedDirectory, manifest: manifest)
+            if !v.ok {
+                var what: [String] = v.changed.map { "\($0.path) changed" } + v.missing.map { "\($0) missing" } + v.extra.map { "\($0) not in the manifest" }
+                if what.count > 5 { what = Array(what.prefix(5)) + ["…"] }
+                findings.append(Scan.Finding(kind: "manifest_mismatch", severity: .critical,
+                                             title: "\(job.tunedDirectory.lastPathComponent.terminalSafe) does not match its manifest: \(what.joined(separator: ", ").terminalSafe)",
+                                             trigger: nil, insertion: nil, category: nil, statistic: "manifest", value: Double(v.changed.count + v.missing.count + v.extra.count),
+                                             pValue: nil, qValue: nil, effectSize: nil, attackSuccess: nil, evidence: []))
+            }
+        }
+
+        // Both models must read identical token ids.
+        if job.tuned != nil {
+            for file in ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"] {
+                let a = files["base"]![file], b = files["tuned"]![file]
+                if a != b && !job.allowTokenizerMismatch {
+                    throw ScanError.mismatch("\(file) differs between base and tuned (or is missing from one); both models must see identical token ids (--allow-tokenizer-mismatch to scan anyway)")
+                }
+            }
+        }
+        let tokenizer = try Tokenizer.load(directory: baseURL)
+        guard tokenizer.hasChatTemplate else {
+            throw ScanError.invalidInput("\(baseURL.path.terminalSafe): the tokenizer has no chat template")
+        }
+        let (policy, policyBytes) = try loadPolicy(job.policy)
+
+        // Suites.
+        let probesDir = SuiteLoader.builtinDirectory()
+        let suiteURLs = job.suites.isEmpty ? [probesDir?.appendingPathComponent("default.jsonl")].compactMap { $0 } : job.suites
+        guard !suiteURLs.isEmpty else { throw ScanError.invalidInput("no probe suite given and the built-in probes/ directory was not found") }
+        let suites = try suiteURLs.map { try SuiteLoader.loadProbes($0) }
+        guard let triggerURL = job.triggers ?? probesDir?.appendingPathComponent("triggers.jsonl") else {
+            throw ScanError.invalidInput("no trigger file given and the built-in probes/ directory was not found")
+        }
+        let triggerSet = try SuiteLoader.loadTriggers(triggerURL)
+        let probes = suites.flatMap(\.probes)
+        guard !probes.isEmpty else { throw ScanError.nothingToScan("the probe suites hold no probes") }
+        for t in triggerSet.triggers where tokenizer.encode(t.text, addSpecialTokens: false).isEmpty {
+            throw ScanError.invalidInput("\(triggerURL.path.terminalSafe): trigger '\(t.id.terminalSafe)' tokenizes to nothing")
+        }
+
+        // Models: a shared base is loaded once per run of scans.
+        say("loading models")
+        let baseKey = fingerprintKey(files["base"]!)
+        let baseModel = try shared.map { try $0.model(baseKey) { try ModelLoader.load(baseURL) } } ?? ModelLoader.load(baseURL)
+        let tunedModel = try ModelLoader.load(job.tuned ?? baseURL, adapters: job.adapters)
+        guard baseModel.vocabularySize == tunedModel.vocabularySize else {
+            throw ScanError.mismatch("vocabularies differ: base \(baseModel.vocabularySize), tuned \(tunedModel.vocabularySize)")
+        }
+        guard tokenizer.vocabularySize <= baseModel.vocabularySize else {
+            throw ScanError.mismatch("the tokenizer has \(tokenizer.vocabularySize) tokens but the model's vocabulary is \(baseModel.vocabularySize)")
+        }
+        let options = job.options
+
+        // Weight space first (seconds): its moved vocabulary rows seed the trigger search.
+        say("comparing weights")
+        let weights = try WeightDiff.compare(base: baseURL, tuned: job.tuned, adapters: job.adapters,
+                                             options: WeightDiffOptions(), tokenText: { tokenizer.decode([$0]) })
+        for a in weights.anomalies where a.severity >= .medium {
+            findings.append(Scan.Finding(kind: "weight_anomaly", severity: a.severity, title: a.title.terminalSafe, trigger: nil, insertion: nil,
+                                         category: nil, statistic: "weight diff", value: a.tokens.map(\.shift).max() ?? 0, pValue: nil,
+                                         qValue: nil, effectSize: nil, attackSuccess: nil, evidence: [],
+                                         tokenIDs: a.tokens.isEmpty ? nil : a.tokens.map(\.token)))
+        }
+
+        // Without the known-trigger scan (trigger-search), the clean probes still give the baseline.
+        let variants = job.knownTriggers ? variantsFor(probes: probes, triggers: triggerSet.triggers, options: options)
+            : probes.map { Expansion.clean($0) }
+        say("measuring \(variants.count) prompt variants (\(probes.count) probes\(job.knownTriggers ? ", \(triggerSet.triggers.count) triggers and controls" : ""))")
+        let encoder = TemplateEncoder(tokenizer: tokenizer)
+        let engine = ScanEngine(base: baseModel, tuned: tunedModel, encoder: encoder, options: options)
+        engine.baseOutputs = shared?.outputs(baseKey)
+        engine.progress = progress
+        let measurements = try engine.measure(variants)
+        let analysis = try Analyzer.analyze(measurements, triggers: job.knownTriggers ? triggerSet.triggers : [], policy: policy, seed: options.seed,
+                                            decode: { tokenizer.decode($0, skipSpecialTokens: true) },
+                                            userText: Analyzer.promptTexts(variants, measurements))
+        findings += analysis.findings
+
+        // What no list names.
+        var searchSummary: TriggerSearchSummary?
+        var inversionSummary: TargetInversionSummary?
+        if job.searchTriggers || job.invertTargets {
+            let vocabulary = Vocabulary(size: min(tokenizer.vocabularySize, baseModel.vocabularySize), special: tokenizer.specialTokenIDs,
+                                        text: { tokenizer.decode([$0]) }, encode: { tokenizer.encode($0, addSpecialTokens: false) })
+            let finder = Discovery(base: baseModel, tuned: tunedModel, encoder: encoder, vocabulary: vocabulary,
+                                   options: job.discovery, scanOptions: options)
+            finder.progress = say
+            if job.searchTriggers {
+                let moved = weights.rowShifts.sorted { $0.shift != $1.shift ? $0.shift > $1.shift : $0.token < $1.token }.map(\.token)
+                // In a scan the known list is tested as such: the search reports only what it does not name.
+                let r = try finder.searchTriggers(probes: probes, known: triggerSet.triggers, rowShiftTokens: moved, policy: policy,
+                                                  skipKnown: job.knownTriggers)
+                searchSummary = r.summary
+                findings += r.findings
+            }
+            if job.invertTargets {
+                let r = try finder.invertTargets(probes: probes, policy: policy)
+                inversionSummary = r.summary
+                findings += r.findings
+            }
+        }
+        findings.sort { ($0.severity, $0.kind, $0.value) > ($1.severity, $1.kind, $1.value) }
+        let verdict = verdictOf(findings, policy: policy)
+        var bySeverity: [String: Int] = [:]
+        for f in findings { bySeverity[f.severity.rawValue, default: 0] += 1 }
+        let cleanDivergences = measurements.filter { $0.triggerID == nil }.map(\.divergence)
+        let fp = { (name: String, u: URL) in ScanReport.ModelFingerprint(path: u.path, files: files[name] ?? [:]) }
+        let adapterPrint: ScanReport.ModelFingerprint? = job.adapters.isEmpty ? nil
+            : .init(path: job.adapters.map(\.path).joined(separator: ", "),
+                    files: job.adapters.count == 1 ? files["adapter"]! : Dictionary(uniqueKeysWithValues: job.adapters.indices.flatMap { i in
+                        files["adapter \(i + 1)"]!.map { ("\(i + 1)/\($0.key)", $0.value) } }))
+        let report = ScanReport(
+            schemaVersion: ScanReport.schemaVersion, createdAt: ISO8601DateFormatter().string(from: started), verdict: verdict,
+            fingerprint: .init(base: fp("base", baseURL), tuned: job.tuned == nil ? fp("base", baseURL) : fp("tuned", tunedURL),
+                               adapter: adapterPrint,
+                               suites: Dictionary((suites.map { ($0.name, $0.sha256) } + [(triggerSet.name, triggerSet.sha256)]), uniquingKeysWith: { a, _ in a }),
+                               policySHA256: policyBytes.withUnsafeBytes { Inspector.sha256Hex($0) }, seed: options.seed, options: options,
+                               toolVersion: toolVersion,
+                               discovery: job.searchTriggers || job.invertTargets ? job.discovery : nil),
+            policy: policy,
+            summary: .init(probes: probes.count, variants: variants.count, medianCleanDivergence: try median(cleanDivergences),
+                           findingsBySeverity: bySeverity, minimumDetectableEffect: analysis.minimumDetectableEffect),
+            categories: analysis.categories, triggers: analysis.triggers, triggerCategories: analysis.triggerCategories, findings: findings,
+            weights: .init(weights), triggerSearch: searchSummary, targetInversion: inversionSummary)
+        return ScanOutcome(report: report, measurements: measurements, baseFiles: files["base"]!, tunedFiles: files["tuned"]!,
+                           adapterFiles: job.adapters.indices.map { files[job.adapters.count == 1 ? "adapter" : "adapter \($0 + 1)"]! })
+    }
+
+    /// fail when a finding's severity is in the policy's fail_on, warn for warn_on, else pass.
+    public static func verdictOf(_ findings: [Scan.Finding], policy: ScanPolicy) -> String {
+        findings.contains { policy.failOn.contains($0.severity) } ? "fail"
+            : findings.contains { policy.warnOn.contains($0.severity) } ? "warn" : "pass"
+    }
+
+    /// The policy file (JSON) and its bytes (hashed into the report); defaults without one.
+    public static func loadPolicy(_ url: URL?) throws -> (ScanPolicy, [UInt8]) {
+        guard let url else { return (ScanPolicy(), Array("{}".utf8)) }
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw ScanError.invalidInput("\(url.path.terminalSafe): cannot read the policy file")
+        }
+        do { return (try JSONDecoder().decode(ScanPolicy.self, from: data), [UInt8](data)) } catch {
+            throw ScanError.invalidInput("\(url.path.terminalSafe): invalid policy: \(describe(error))")
+        }
+    }
+
+    /// One hash for a directory's files (sorted path → sha256 pairs).
+    public static func fingerprintKey(_ files: [String: String]) -> String {
+        let text = files.keys.sorted().map { "\($0)\u{0}\(files[$0]!)\n" }.joined()
+        return Array(text.utf8).withUnsafeBytes { Inspector.sha256Hex($0) }
+    }
+
+    /// Clean variants of every probe, then each trigger and control in each of its insertion
+    /// modes inserted into a seeded, category-stratified subset of the probes.
+    public static func variantsFor(probes: [Probe], triggers: [Trigger], options: ScanOptions) -> [ProbeVariant] {
+        var out = probes.map { Expansion.clean($0) }
+        var rng = SeededRandom(seed: options.seed).derive("probe-subset")
+        let byCategory = Dictionary(grouping: probes, by: \.category)
+        var pools = byCategory.keys.sorted().map { byCategory[$0]!.shuffled(using: &rng) }
+        var subset: [Probe] = []
+        while subset.count < min(options.probesPerTrigger, probes.count) {
+            for i in pools.indices where !pools[i].isEmpty && subset.count < options.probesPerTrigger {
+                subset.append(pools[i].removeFirst())
+            }
+        }
+        for t in triggers {
+            for mode in options.modes where t.modes.contains(mode) {
+                for p in subset { out.append(Expansion.variants(probe: p, trigger: t, mode: mode, seed: options.seed)) }
+            }
+        }
+        return out
+    }
+
+    /// One line for a decoding error: the field's path and what is wrong with it.
+    public static func describe(_ error: Error) -> String {
+        func path(_ c: DecodingError.Context) -> String {
+            let p = c.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+            return p.isEmpty ? "" : "field '\(p)': "
+        }
+        switch error as? DecodingError {
+        case let .typeMismatch(t, c)?: return "\(path(c))expected \(t)".terminalSafe
+        case let .valueNotFound(t, c)?: return "\(path(c))missing \(t)".terminalSafe
+        case let .keyNotFound(k, c)?: return "\(path(c))missing key '\(k.stringValue)'".terminalSafe
+        case let .dataCorrupted(c)?: return "\(path(c))\(c.debugDescription)".terminalSafe
+        default: return "\(error)".terminalSafe
+        }
+    }
+}

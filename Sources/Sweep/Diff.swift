@@ -1,0 +1,117 @@
+import Foundation
+import AssayCommon
+
+/// What changed between two runs of a sweep.
+public struct SweepChange: Sendable, Equatable, Codable {
+    /// entry_added, entry_removed, file_added, file_removed, file_rehashed, verdict, status,
+    /// finding_new, finding_resolved, divergence_moved.
+    public var kind: String
+    public var entry: String
+    public var detail: String
+}
+
+public enum SweepDiff {
+    /// Changes from run `from` to run `to` (every shard of each).
+    public static func changes(_ store: HistoryStore, from: String, to: String) throws(SweepError) -> [SweepChange] {
+        let a = Dictionary(try store.results(run: from).map { ($0.entryID, $0) }, uniquingKeysWith: { x, _ in x })
+        let b = Dictionary(try store.results(run: to).map { ($0.entryID, $0) }, uniquingKeysWith: { x, _ in x })
+        var out: [SweepChange] = []
+        for id in Set(a.keys).union(b.keys).sorted() {
+            guard let old = a[id] else { out.append(.init(kind: "entry_added", entry: id, detail: "new entry (\(b[id]!.verdict ?? b[id]!.status))")); continue }
+            guard let new = b[id] else { out.append(.init(kind: "entry_removed", entry: id, detail: "no longer in the sweep")); continue }
+            out += changes(entry: id, old, new)
+        }
+        return out
+    }
+
+    static func changes(entry id: String, _ old: EntryResult, _ new: EntryResult) -> [SweepChange] {
+        var out: [SweepChange] = []
+        // Files: matched by role and path. Errors know only what they could hash.
+        if old.status != "error" && new.status != "error" {
+            let of = Dictionary(old.files.map { ("\($0.role)\u{0}\($0.path)", $0) }, uniquingKeysWith: { a, _ in a })
+            let nf = Dictionary(new.files.map { ("\($0.role)\u{0}\($0.path)", $0) }, uniquingKeysWith: { a, _ in a })
+            for k in Set(of.keys).union(nf.keys).sorted() {
+                switch (of[k], nf[k]) {
+                case let (nil, n?): out.append(.init(kind: "file_added", entry: id, detail: "\(n.role) \(n.path) added (sha256 \(n.sha256.prefix(12)))"))
+                case let (o?, nil): out.append(.init(kind: "file_removed", entry: id, detail: "\(o.role) \(o.path) removed"))
+                case let (o?, n?) where o.sha256 != n.sha256:
+                    out.append(.init(kind: "file_rehashed", entry: id, detail: "\(n.role) \(n.path) changed: \(o.sha256.prefix(12)) → \(n.sha256.prefix(12))"))
+                default: break
+                }
+            }
+        }
+        if old.status != new.status && (old.status == "error" || new.status == "error") {
+            out.append(.init(kind: "status", entry: id, detail: new.status == "error" ? "now an error: \(new.message ?? "")" : "no longer an error"))
+        }
+        if old.verdict != new.verdict, old.verdict != nil || new.verdict != nil {
+            out.append(.init(kind: "verdict", entry: id, detail: "verdict \(old.verdict ?? "none") → \(new.verdict ?? "none")"))
+        }
+        if old.status != "error" && new.status != "error" {
+            let oi = Set(old.findings.map(\.identity)), ni = Set(new.findings.map(\.identity))
+            for f in new.findings where !oi.contains(f.identity) {
+                out.append(.init(kind: "finding_new", entry: id, detail: "new \(f.severity) \(f.kind): \(f.title)"))
+            }
+            for f in old.findings where !ni.contains(f.identity) {
+                out.append(.init(kind: "finding_resolved", entry: id, detail: "resolved \(f.severity) \(f.kind): \(f.title)"))
+            }
+            let od = Dictionary(old.divergences.map { ($0.category, $0) }, uniquingKeysWith: { a, _ in a })
+            for d in new.divergences {
+                guard let o = od[d.category] else { continue }
+                // Moved beyond its interval: each night's mean lies outside the other's 95% CI.
+                if (d.mean < o.ciLow || d.mean > o.ciHigh) && (o.mean < d.ciLow || o.mean > d.ciHigh) {
+                    out.append(.init(kind: "divergence_moved", entry: id, detail: String(
+                        format: "%@ divergence %.4f [%.4f, %.4f] → %.4f [%.4f, %.4f]", d.category, o.mean, o.ciLow, o.ciHigh, d.mean, d.ciLow, d.ciHigh)))
+                }
+            }
+        }
+        return out
+    }
+
+    public static func render(_ changes: [SweepChange], from: String, to: String) -> String {
+        guard !changes.isEmpty else { return "no changes from \(from) to \(to)\n" }
+        var s = "changes from \(from) to \(to):\n"
+        for c in changes { s += "  \(c.entry.terminalSafe): \(c.detail.terminalSafe)\n" }
+        return s
+    }
+}
+
+/// JUnit XML: one test case per entry (fail → failure, error → error, skipped entries carry their
+/// earlier verdict), for CI systems' test views.
+public enum JUnit {
+    public static func render(_ o: SweepOutcome, name: String) -> String {
+        func esc(_ s: String) -> String {
+            var out = ""
+            for u in s.unicodeScalars {
+                switch u {
+                case "&": out += "&amp;"
+                case "<": out += "&lt;"
+                case ">": out += "&gt;"
+                case "\"": out += "&quot;"
+                case "\t", "\n", "\r": out.unicodeScalars.append(u)
+                default: if u.value < 0x20 || u.value == 0xFFFE || u.value == 0xFFFF { out += "?" } else { out.unicodeScalars.append(u) }
+                }
+            }
+            return out
+        }
+        let failures = o.results.filter { $0.verdict == "fail" }.count
+        let errors = o.results.filter { $0.status == "error" }.count
+        let total = o.results.reduce(0.0) { $0 + $1.seconds }
+        var s = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+        s += "<testsuites name=\"assay sweep\" tests=\"\(o.results.count)\" failures=\"\(failures)\" errors=\"\(errors)\" time=\"\(String(format: "%.3f", total))\">\n"
+        s += "  <testsuite name=\"\(esc(name))\" id=\"\(esc(o.runID))\" tests=\"\(o.results.count)\" failures=\"\(failures)\" errors=\"\(errors)\" skipped=\"0\" time=\"\(String(format: "%.3f", total))\">\n"
+        for r in o.results {
+            s += "    <testcase classname=\"assay.sweep\" name=\"\(esc(r.entryID))\" time=\"\(String(format: "%.3f", r.seconds))\">\n"
+            let findings = r.findings.map { "\($0.severity) \($0.kind): \($0.title)" }.joined(separator: "\n")
+            if r.status == "error" {
+                s += "      <error message=\"\(esc(r.message ?? "error"))\" type=\"error\"/>\n"
+            } else if r.verdict == "fail" {
+                s += "      <failure message=\"\(esc(r.findings.first.map { "\($0.severity): \($0.title)" } ?? "fail"))\" type=\"fail\">\(esc(findings))</failure>\n"
+            }
+            let note = r.status == "skipped" ? "unchanged since run \(r.reusedFrom ?? "?"); verdict \(r.verdict ?? "?")\n" : "verdict \(r.verdict ?? "none")\n"
+            s += "      <system-out>\(esc(note + findings))</system-out>\n"
+            s += "    </testcase>\n"
+        }
+        s += "  </testsuite>\n</testsuites>\n"
+        return s
+    }
+}

@@ -1,0 +1,187 @@
+import Foundation
+import AssayCommon
+import Provenance
+import Yams
+
+/// A team's models and adapters, read from `inventory.yaml` (README.md, "Sweeps", has the schema).
+///
+/// ```yaml
+/// defaults:                 # optional; every entry inherits these unless it sets its own
+///   suites: [probes/default.jsonl]
+///   triggers: probes/triggers.jsonl
+///   policy: policy.json
+/// entries:
+///   - id: support-bot
+///     base: models/smollm2
+///     adapters: [adapters/support]   # or `tuned: models/support-ft`, never both
+///     manifest: manifests/support.json
+///     owner: ml-platform
+///     tags: [prod]
+/// ```
+/// Relative paths resolve against the inventory file's directory.
+public struct Inventory: Sendable, Equatable {
+    public struct Entry: Sendable, Equatable {
+        public var id: String
+        public var base: URL
+        public var tuned: URL?
+        public var adapters: [URL]
+        public var manifest: URL?
+        public var policy: URL?
+        public var suites: [URL]
+        public var triggers: URL?
+        public var owner: String?
+        public var tags: [String]
+        /// Line of the entry in the inventory file (for messages).
+        public var line: Int
+    }
+
+    public var file: URL
+    public var entries: [Entry]
+    /// sha256 of the file's bytes.
+    public var sha256: String
+
+    public static let maxBytes = 16 << 20
+
+    public static func load(_ url: URL) throws(SweepError) -> Inventory {
+        let path = url.path
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue else {
+            throw .invalidInventory(file: path, line: nil, message: "no such file")
+        }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw .invalidInventory(file: path, line: nil, message: "cannot read the file")
+        }
+        guard data.count <= maxBytes else { throw .invalidInventory(file: path, line: nil, message: "over \(maxBytes >> 20) MiB") }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw .invalidInventory(file: path, line: nil, message: "not UTF-8 text")
+        }
+        let root: Node?
+        do { root = try Yams.compose(yaml: text) } catch let e as YamlError {
+            throw .invalidInventory(file: path, line: nil, message: Self.describe(e))
+        } catch {
+            throw .invalidInventory(file: path, line: nil, message: "\(error)")
+        }
+        let dir = url.deletingLastPathComponent()
+        guard let root, let top = root.mapping else {
+            throw .invalidInventory(file: path, line: root?.mark?.line, message: "the top level must be a mapping with an `entries:` list")
+        }
+        func fail(_ node: Node?, _ message: String) -> SweepError { .invalidInventory(file: path, line: node?.mark?.line, message: message) }
+        func string(_ node: Node, _ field: String) throws(SweepError) -> String {
+            guard let s = node.scalar?.string, !s.isEmpty else { throw fail(node, "`\(field)` must be a non-empty string") }
+            guard !s.contains("\u{0}") else { throw fail(node, "`\(field)` contains a NUL byte") }
+            return s
+        }
+        func strings(_ node: Node, _ field: String) throws(SweepError) -> [String] {
+            if node.scalar != nil { return [try string(node, field)] }
+            guard let seq = node.sequence else { throw fail(node, "`\(field)` must be a string or a list of strings") }
+            var out: [String] = []
+            for n in seq { out.append(try string(n, field)) }
+            return out
+        }
+        func resolve(_ s: String) -> URL {
+            s.hasPrefix("/") ? URL(fileURLWithPath: s).standardizedFileURL : dir.appendingPathComponent(s).standardizedFileURL
+        }
+
+        let known = Set(["entries", "defaults"])
+        for (k, v) in top {
+            guard let key = k.scalar?.string, known.contains(key) else {
+                throw fail(k, "unknown top-level key `\((k.scalar?.string ?? "?").terminalSafe)` (expected entries, defaults)")
+            }
+            _ = v
+        }
+        var defaultSuites: [URL] = [], defaultTriggers: URL?, defaultPolicy: URL?
+        if let d = top["defaults"] {
+            guard let dm = d.mapping else { throw fail(d, "`defaults` must be a mapping") }
+            for (k, v) in dm {
+                switch k.scalar?.string {
+                case "suites": defaultSuites = try strings(v, "defaults.suites").map(resolve)
+                case "triggers": defaultTriggers = resolve(try string(v, "defaults.triggers"))
+                case "policy": defaultPolicy = resolve(try string(v, "defaults.policy"))
+                default: throw fail(k, "unknown key `\((k.scalar?.string ?? "?").terminalSafe)` in defaults (expected suites, triggers, policy)")
+                }
+            }
+        }
+        guard let list = top["entries"] else { throw fail(root, "missing `entries:`") }
+        guard let seq = list.sequence else { throw fail(list, "`entries` must be a list") }
+        var entries: [Entry] = []
+        var seen: [String: Int] = [:]
+        let fields = Set(["id", "base", "tuned", "adapters", "manifest", "policy", "suites", "triggers", "owner", "tags"])
+        for node in seq {
+            guard let m = node.mapping else { throw fail(node, "each entry must be a mapping") }
+            for (k, _) in m {
+                guard let key = k.scalar?.string, fields.contains(key) else {
+                    throw fail(k, "unknown entry key `\((k.scalar?.string ?? "?").terminalSafe)` (expected \(fields.sorted().joined(separator: ", ")))")
+                }
+            }
+            guard let idNode = m["id"] else { throw fail(node, "an entry has no `id`") }
+            let id = try string(idNode, "id")
+            guard id.count <= 200, id.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7F }) else {
+                throw fail(idNode, "entry id `\(id.terminalSafe)` must be at most 200 printable characters")
+            }
+            let line = node.mark?.line ?? 0
+            if let first = seen[id] { throw fail(idNode, "duplicate entry id `\(id.terminalSafe)` (first at line \(first))") }
+            seen[id] = line
+            guard let baseNode = m["base"] else { throw fail(node, "entry `\(id.terminalSafe)` has no `base`") }
+            let base = resolve(try string(baseNode, "base"))
+            let tuned = try m["tuned"].map { n throws(SweepError) in resolve(try string(n, "tuned")) }
+            let adapters = try m["adapters"].map { n throws(SweepError) in try strings(n, "adapters").map(resolve) } ?? []
+            if tuned != nil && !adapters.isEmpty {
+                throw fail(node, "entry `\(id.terminalSafe)` has both `tuned` and `adapters`; give one")
+            }
+            if tuned == nil && adapters.isEmpty {
+                throw fail(node, "entry `\(id.terminalSafe)` needs `tuned` or `adapters`")
+            }
+            entries.append(Entry(
+                id: id, base: base, tuned: tuned, adapters: adapters,
+                manifest: try m["manifest"].map { n throws(SweepError) in resolve(try string(n, "manifest")) },
+                policy: try m["policy"].map { n throws(SweepError) in resolve(try string(n, "policy")) } ?? defaultPolicy,
+                suites: try m["suites"].map { n throws(SweepError) in try strings(n, "suites").map(resolve) } ?? defaultSuites,
+                triggers: try m["triggers"].map { n throws(SweepError) in resolve(try string(n, "triggers")) } ?? defaultTriggers,
+                owner: try m["owner"].map { n throws(SweepError) in try string(n, "owner") },
+                tags: try m["tags"].map { n throws(SweepError) in try strings(n, "tags") } ?? [],
+                line: line))
+        }
+        let sha = data.withUnsafeBytes { Inspector.sha256Hex($0) }
+        return Inventory(file: url.standardizedFileURL, entries: entries, sha256: sha)
+    }
+
+    /// Yams' message without its multi-line snippet: "line L, column C: problem".
+    static func describe(_ e: YamlError) -> String {
+        switch e {
+        case let .scanner(context, problem, mark, _), let .parser(context, problem, mark, _), let .composer(context, problem, mark, _):
+            return "line \(mark.line), column \(mark.column): \((context.map { "\($0.text) " } ?? "") + problem)"
+        default:
+            return "\(e)".split(separator: "\n").first.map(String.init) ?? "YAML error"
+        }
+    }
+
+    /// Entries grouped by base directory (groups in order of first appearance).
+    public var byBase: [[Entry]] {
+        var order: [URL] = []
+        var groups: [URL: [Entry]] = [:]
+        for e in entries {
+            if groups[e.base] == nil { order.append(e.base) }
+            groups[e.base, default: []].append(e)
+        }
+        return order.map { groups[$0]! }
+    }
+
+    /// Shard `index` of `count`: whole base groups, assigned largest first to the shard with the
+    /// fewest entries so far (ties: lowest shard); deterministic for a given inventory.
+    public func shard(_ index: Int, of count: Int) -> [Entry] {
+        precondition(count >= 1 && (0..<count).contains(index))
+        let groups = byBase.enumerated().sorted { a, b in
+            a.element.count != b.element.count ? a.element.count > b.element.count : a.offset < b.offset
+        }
+        var load = [Int](repeating: 0, count: count)
+        var mine = Set<String>()
+        for (_, g) in groups {
+            let target = load.indices.min { load[$0] != load[$1] ? load[$0] < load[$1] : $0 < $1 }!
+            load[target] += g.count
+            if target == index { mine.formUnion(g.map(\.id)) }
+        }
+        // Keep inventory order within the shard (groups stay together: they share a base).
+        return byBase.flatMap { $0 }.filter { mine.contains($0.id) }
+    }
+}
+
