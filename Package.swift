@@ -71,7 +71,7 @@ let package = Package(
         .testTarget(name: "ProvenanceTests", dependencies: ["Provenance", "SafeTensors"], swiftSettings: cpuFlags),
         .testTarget(name: "ProbesTests", dependencies: ["Probes"], swiftSettings: cpuFlags),
         .testTarget(name: "StatsTests", dependencies: ["Stats"], swiftSettings: cpuFlags),
-        .testTarget(name: "AssayCLITests", dependencies: ["AssayCLI", "SafeTensors"], swiftSettings: cpuFlags),
-        .testTarget(name: "SweepTests", dependencies: ["Sweep"], swiftSettings: cpuFlags),
+        .testTarget(name: "AssayCLITests", dependencies: ["AssayCLI", "SafeTensors", "Sweep"], swiftSettings: cpuFlags),
+        .testTarget(name: "SweepTests", dependencies: ["Sweep", .product(name: "GRDB", package: "GRDB.swift")], swiftSettings: cpuFlags),
     ]
 )

@@ -11,6 +11,10 @@ public struct SweepChange: Sendable, Equatable, Codable {
 }
 
 public enum SweepDiff {
+    /// A category's mean must also move by this much (nats of JS) to be reported: with
+    /// deterministic models the intervals are narrow enough that 1e-4 would otherwise count.
+    public static let minimumMove = 0.005
+
     /// Changes from run `from` to run `to` (every shard of each).
     public static func changes(_ store: HistoryStore, from: String, to: String) throws(SweepError) -> [SweepChange] {
         let a = Dictionary(try store.results(run: from).map { ($0.entryID, $0) }, uniquingKeysWith: { x, _ in x })
@@ -58,7 +62,7 @@ public enum SweepDiff {
             for d in new.divergences {
                 guard let o = od[d.category] else { continue }
                 // Moved beyond its interval: each night's mean lies outside the other's 95% CI.
-                if (d.mean < o.ciLow || d.mean > o.ciHigh) && (o.mean < d.ciLow || o.mean > d.ciHigh) {
+                if (d.mean < o.ciLow || d.mean > o.ciHigh) && (o.mean < d.ciLow || o.mean > d.ciHigh) && abs(d.mean - o.mean) >= minimumMove {
                     out.append(.init(kind: "divergence_moved", entry: id, detail: String(
                         format: "%@ divergence %.4f [%.4f, %.4f] → %.4f [%.4f, %.4f]", d.category, o.mean, o.ciLow, o.ciHigh, d.mean, d.ciLow, d.ciHigh)))
                 }
