@@ -19,10 +19,11 @@ func assayBinary() -> URL {
 
 struct RunResult { let status: Int32; let stdout: String; let stderr: String }
 
-func assay(_ args: [String]) throws -> RunResult {
+func assay(_ args: [String], environment: [String: String] = [:]) throws -> RunResult {
     let p = Process()
     p.executableURL = assayBinary()
     p.arguments = args
+    if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new } }
     let out = Pipe(), err = Pipe()
     p.standardOutput = out
     p.standardError = err

@@ -1,0 +1,247 @@
+import Foundation
+import Testing
+import Sweep
+
+/// `assay sweep` end to end on an inventory of the tiny scan and discovery pairs
+/// (Tests/Fixtures/sweep/inventory.yaml), copied to a temporary directory so entries can change.
+@Suite(.serialized) struct SweepCLITests {
+    /// A private copy of the fixtures: <tmp>/scan, <tmp>/discovery, <tmp>/sweep/inventory.yaml.
+    func workspace() throws -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("assay-sweep-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        for sub in ["scan", "discovery", "sweep"] {
+            try FileManager.default.copyItem(at: repoFixtures.appendingPathComponent(sub), to: dir.appendingPathComponent(sub))
+        }
+        return dir
+    }
+
+    func sweep(_ ws: URL, _ extra: [String] = [], db: String = "h.sqlite") throws -> RunResult {
+        try assay(["sweep", ws.appendingPathComponent("sweep/inventory.yaml").path, "--db", ws.appendingPathComponent(db).path,
+                   "--threads", "1"] + extra)
+    }
+
+    func results(_ ws: URL, db: String = "h.sqlite") throws -> (runs: [String], last: [EntryResult]) {
+        let s = try HistoryStore(path: ws.appendingPathComponent(db).path, create: false)
+        let ids = try s.runIDs()
+        return (ids, try ids.last.map { try s.results(run: $0) } ?? [])
+    }
+
+    static let expected: [String: String] = [
+        "clean-ft": "pass", "trigger-ft": "fail", "sabotage-ft": "fail", "base-self": "pass", "disc-clean": "pass", "disc-rare-token": "pass",
+    ]
+
+    @Test func sweepGivesTheScanVerdictsRecordsAnErrorAndSkipsWhatDidNotChange() throws {
+        let ws = try workspace()
+        let junit = ws.appendingPathComponent("junit.xml")
+        let r = try sweep(ws, ["--junit", junit.path])
+        #expect(r.status == 1, "a failing entry fails the sweep: \(r.stdout)\(r.stderr)")
+        let (_, rs) = try results(ws)
+        #expect(rs.count == 7)
+        for x in rs where x.entryID != "broken" {
+            #expect(x.status == "scanned")
+            #expect(x.verdict == Self.expected[x.entryID], "\(x.entryID): \(x.verdict ?? "nil")")
+        }
+        let broken = try #require(rs.first { $0.entryID == "broken" })
+        #expect(broken.status == "error" && broken.message?.contains("does-not-exist: no such directory") == true)
+        #expect(rs.first { $0.entryID == "trigger-ft" }!.findings.contains { $0.kind == "trigger_backdoor" && $0.trigger == "cf" })
+        #expect(rs.first { $0.entryID == "sabotage-ft" }!.findings.contains { $0.kind == "category_shift" && $0.category == "code_security" })
+        #expect(rs.first { $0.entryID == "base-self" }!.findings.isEmpty)
+        // One line per entry on stdout, then the summary.
+        let lines = r.stdout.split(separator: "\n")
+        #expect(lines.filter { $0.hasPrefix("PASS ") }.count == 4 && lines.filter { $0.hasPrefix("FAIL ") }.count == 2)
+        #expect(lines.contains { $0.hasPrefix("ERROR broken: ") })
+        #expect(r.stdout.contains("base outputs reused for"))
+        // JUnit: every entry a test case, failures and errors where they belong.
+        let xml = try String(contentsOf: junit, encoding: .utf8)
+        #expect(xml.contains("tests=\"7\" failures=\"2\" errors=\"1\""))
+        #expect(xml.contains("<testcase classname=\"assay.sweep\" name=\"trigger-ft\""))
+        #expect(xml.components(separatedBy: "<failure ").count == 3 && xml.components(separatedBy: "<error ").count == 2)
+
+        // Nothing changed: every entry that has a good result is skipped, with the same outcome.
+        let again = try sweep(ws)
+        #expect(again.status == 1)
+        let (runs, rs2) = try results(ws)
+        #expect(runs.count == 2)
+        for (a, b) in zip(rs, rs2) where a.entryID != "broken" {
+            #expect(b.status == "skipped" && b.reusedFrom == runs[0])
+            #expect(b.verdict == a.verdict && b.findings == a.findings && b.key == a.key)
+        }
+        #expect(rs2.first { $0.entryID == "broken" }?.status == "error", "an error is retried, not skipped")
+        #expect(again.stdout.contains("6 unchanged and skipped"))
+        #expect(again.stdout.contains("no changes from"))
+        // --force rescans.
+        _ = try sweep(ws, ["--force"])
+        #expect(try results(ws).last.filter { $0.status == "scanned" }.count == 6)
+    }
+
+    @Test func changingOneFileRescansExactlyThatEntryAndDiffNamesIt() throws {
+        let ws = try workspace()
+        _ = try sweep(ws)
+        // The sabotage fine-tune's weights are replaced by the planted trigger's.
+        let target = ws.appendingPathComponent("scan/sabotage/model.safetensors")
+        try FileManager.default.removeItem(at: target)
+        try FileManager.default.copyItem(at: ws.appendingPathComponent("scan/trigger-token/model.safetensors"), to: target)
+        let r = try sweep(ws)
+        let (_, rs) = try results(ws)
+        #expect(rs.filter { $0.status == "scanned" }.map(\.entryID) == ["sabotage-ft"])
+        #expect(rs.filter { $0.status == "skipped" }.count == 5)
+        #expect(rs.first { $0.entryID == "sabotage-ft" }!.findings.contains { $0.kind == "trigger_backdoor" && $0.trigger == "cf" })
+        for text in [r.stdout, try assay(["sweep", "diff", ws.appendingPathComponent("sweep/inventory.yaml").path,
+                                          "--db", ws.appendingPathComponent("h.sqlite").path]).stdout] {
+            #expect(text.contains("sabotage-ft: tuned model.safetensors changed"), "\(text)")
+            #expect(text.contains("sabotage-ft: new high trigger_backdoor"))
+            #expect(text.contains("sabotage-ft: resolved high category_shift"))
+            #expect(!text.contains("clean-ft:"), "only the changed entry")
+        }
+    }
+
+    /// Reusing the base's outputs across entries changes no result.
+    @Test func sharedBaseOutputsGiveTheSameResultsAsNone() throws {
+        let ws = try workspace()
+        _ = try sweep(ws, ["--base-cache-mib", "0"], db: "none.sqlite")
+        let shared = try sweep(ws, [], db: "shared.sqlite")
+        #expect(shared.stdout.contains("base outputs reused for"))
+        let a = try results(ws, db: "none.sqlite").last, b = try results(ws, db: "shared.sqlite").last
+        #expect(a.count == 7 && a.count == b.count)
+        for (x, y) in zip(a, b) {
+            #expect(x.sameOutcome(as: y), "\(x.entryID)")
+            #expect(strip(x.report) == strip(y.report), "\(x.entryID): report differs with base outputs reused")
+        }
+    }
+
+    func strip(_ report: String?) -> String? {
+        report?.split(separator: "\n").filter { !$0.contains("created_at") }.joined(separator: "\n")
+    }
+
+    @Test func killedSweepResumesToTheSameHistory() throws {
+        let ws = try workspace()
+        _ = try sweep(ws, [], db: "straight.sqlite")
+        let p = Process()
+        p.executableURL = assayBinary()
+        p.arguments = ["sweep", ws.appendingPathComponent("sweep/inventory.yaml").path, "--db", ws.appendingPathComponent("killed.sqlite").path, "--threads", "1"]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        // kill -9 once two entries are committed.
+        let deadline = Date().addingTimeInterval(120)
+        var recorded = 0
+        while Date() < deadline && p.isRunning {
+            if FileManager.default.fileExists(atPath: ws.appendingPathComponent("killed.sqlite").path),
+               let s = try? HistoryStore(path: ws.appendingPathComponent("killed.sqlite").path, create: false),
+               let id = try? s.runIDs().last, let n = try? s.results(run: id).count {
+                recorded = n
+                if n >= 2 { break }
+            }
+            usleep(10_000)
+        }
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        #expect(p.terminationReason == .uncaughtSignal, "killed mid-sweep")
+        let partial = try results(ws, db: "killed.sqlite")
+        #expect(partial.last.count >= 2 && partial.last.count < 7, "killed with \(partial.last.count) of 7 recorded (saw \(recorded))")
+        let resumed = try sweep(ws, [], db: "killed.sqlite")
+        #expect(resumed.stderr.contains("resuming run \(partial.runs.last!)"), "\(resumed.stderr)")
+        let (runs, after) = try results(ws, db: "killed.sqlite")
+        #expect(runs == partial.runs, "one run, resumed")
+        let straight = try results(ws, db: "straight.sqlite").last
+        #expect(after.count == straight.count)
+        for (x, y) in zip(after, straight) { #expect(x.sameOutcome(as: y), "\(x.entryID) differs after resuming") }
+    }
+
+    @Test func shardsRunAsSeparateProcessesAndMergeToTheUnshardedResults() throws {
+        let ws = try workspace()
+        _ = try sweep(ws, [], db: "all.sqlite")
+        // Shard 0 from a Kubernetes Indexed Job's variables, shard 1 from a Slurm array's (1-based).
+        let inv = ws.appendingPathComponent("sweep/inventory.yaml").path
+        let k8s = try assay(["sweep", inv, "--db", ws.appendingPathComponent("s0.sqlite").path, "--threads", "1"],
+                            environment: ["JOB_COMPLETION_INDEX": "0", "JOB_COMPLETIONS": "2", "ASSAY_RUN_ID": "nightly-1"])
+        let slurm = try assay(["sweep", inv, "--db", ws.appendingPathComponent("s1.sqlite").path, "--threads", "1"],
+                              environment: ["SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "2", "SLURM_ARRAY_JOB_ID": "77"])
+        #expect(k8s.stderr.contains("shard 1 of 2") && slurm.stderr.contains("shard 2 of 2"), "\(k8s.stderr)\(slurm.stderr)")
+        let s0 = try results(ws, db: "s0.sqlite").last, s1 = try results(ws, db: "s1.sqlite").last
+        #expect(!s0.isEmpty && !s1.isEmpty && s0.count + s1.count == 7)
+        #expect(Set(s0.map(\.entryID)).isDisjoint(with: s1.map(\.entryID)))
+        // Entries on one base stay on one shard.
+        #expect(Set(s1.map(\.entryID)) == ["disc-clean", "disc-rare-token"] || Set(s0.map(\.entryID)) == ["disc-clean", "disc-rare-token"])
+        let m = try assay(["sweep", "merge", "--into", ws.appendingPathComponent("merged.sqlite").path,
+                           ws.appendingPathComponent("s0.sqlite").path, ws.appendingPathComponent("s1.sqlite").path])
+        #expect(m.status == 0, "\(m.stderr)")
+        let merged = try HistoryStore(path: ws.appendingPathComponent("merged.sqlite").path, create: false)
+        let mergedResults = try merged.runIDs().flatMap { try merged.results(run: $0) }.sorted { $0.entryID < $1.entryID }
+        let all = try results(ws, db: "all.sqlite").last
+        #expect(mergedResults.count == all.count)
+        for (x, y) in zip(mergedResults, all) { #expect(x.sameOutcome(as: y), "\(x.entryID) differs sharded") }
+    }
+
+    @Test func approvedBaselineCatchesSwappedWeights() throws {
+        let ws = try workspace()
+        let inv = ws.appendingPathComponent("sweep/inventory.yaml").path
+        let db = ws.appendingPathComponent("h.sqlite").path
+        let a = try assay(["baseline", "approve", "clean-ft", "--inventory", inv, "--db", db, "--by", "alice"])
+        #expect(a.status == 0, "\(a.stderr)")
+        #expect(a.stdout.contains("approved clean-ft") && a.stdout.contains("by alice"))
+        let show = try assay(["baseline", "show", "clean-ft", "--inventory", inv, "--db", db])
+        #expect(show.stdout.contains("by alice") && show.stdout.contains("tuned model.safetensors"))
+        _ = try sweep(ws)
+        #expect(try results(ws).last.first { $0.entryID == "clean-ft" }!.findings.isEmpty, "unchanged model: no drift")
+        // Another fine-tune's weights in the deployed directory.
+        let target = ws.appendingPathComponent("scan/clean/model.safetensors")
+        try FileManager.default.removeItem(at: target)
+        try FileManager.default.copyItem(at: ws.appendingPathComponent("scan/sabotage/model.safetensors"), to: target)
+        _ = try sweep(ws)
+        let drift = try #require(try results(ws).last.first { $0.entryID == "clean-ft" }?.findings.first { $0.kind == "baseline_drift" })
+        #expect(drift.severity == "high")
+        #expect(drift.title.contains("tuned: model.safetensors"))
+        #expect(try assay(["baseline", "approve", "nope", "--inventory", inv, "--db", db]).status == 2)
+    }
+
+    @Test func dashboardHasEveryEntryAndATrendChart() throws {
+        let ws = try workspace()
+        _ = try sweep(ws)
+        _ = try sweep(ws, ["--force"])
+        let out = ws.appendingPathComponent("dash")
+        let r = try assay(["sweep", "report", ws.appendingPathComponent("sweep/inventory.yaml").path, "--db", ws.appendingPathComponent("h.sqlite").path,
+                           "--out", out.path])
+        #expect(r.status == 0, "\(r.stderr)")
+        let html = try String(contentsOf: out.appendingPathComponent("index.html"), encoding: .utf8)
+        for id in Self.expected.keys { #expect(html.contains("id=\"e-\(id)\"")) }
+        #expect(html.contains("<svg") && html.contains("<polyline") && html.contains("code_security"))
+        #expect(!html.contains("<script"), "self-contained, no script")
+    }
+
+    @Test func badInputStopsTheSweepWithExit2AndTouchesNoHistory() throws {
+        let ws = try workspace()
+        let inv = ws.appendingPathComponent("sweep/inventory.yaml")
+        _ = try sweep(ws)
+        let db = ws.appendingPathComponent("h.sqlite")
+        let before = try Data(contentsOf: db)
+
+        let bad = ws.appendingPathComponent("sweep/bad.yaml")
+        try "entries:\n  - id: a\n    base: [x\n".write(to: bad, atomically: true, encoding: .utf8)
+        var r = try assay(["sweep", bad.path, "--db", db.path])
+        #expect(r.status == 2 && r.stderr.contains("bad.yaml") && r.stderr.contains("line 4, column 1"), "\(r.stderr)")
+        try "entries:\n  - {id: a, base: ../scan/base, tuned: ../scan/clean}\n  - {id: a, base: ../scan/base, tuned: ../scan/clean}\n"
+            .write(to: bad, atomically: true, encoding: .utf8)
+        r = try assay(["sweep", bad.path, "--db", db.path])
+        #expect(r.status == 2 && r.stderr.contains("duplicate entry id `a`"))
+        try "entries:\n  - {id: a, base: ../scan/base, tuned: ../scan/clean, adapters: [x]}\n".write(to: bad, atomically: true, encoding: .utf8)
+        r = try assay(["sweep", bad.path, "--db", db.path])
+        #expect(r.status == 2 && r.stderr.contains("has both `tuned` and `adapters`"))
+        #expect(try Data(contentsOf: db) == before, "history untouched by a refused inventory")
+
+        let notDB = ws.appendingPathComponent("notes.sqlite")
+        try Data(String(repeating: "not a database ", count: 20).utf8).write(to: notDB)
+        r = try assay(["sweep", inv.path, "--db", notDB.path])
+        #expect(r.status == 2 && r.stderr.contains("notes.sqlite") && r.stderr.contains("not an SQLite database"), "\(r.stderr)")
+        r = try assay(["sweep", inv.path, "--db", "postgres://assay@127.0.0.1:1/assay"])
+        #expect(r.status == 2 && r.stderr.contains("PostgreSQL"))
+
+        // Nothing scannable: exit 3.
+        try "entries:\n  - {id: gone, base: ../scan/nope, tuned: ../scan/clean}\n".write(to: bad, atomically: true, encoding: .utf8)
+        r = try assay(["sweep", bad.path, "--db", ws.appendingPathComponent("other.sqlite").path])
+        #expect(r.status == 3, "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("ERROR gone: base"))
+        // A bad shard is a usage error.
+        #expect(try assay(["sweep", inv.path, "--shard", "2/2"]).status == 4)
+    }
+}
