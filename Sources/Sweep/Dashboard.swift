@@ -58,7 +58,7 @@ public enum Dashboard {
             if let owner = hist.last?.result.owner { s += "<p class=\"meta\">owner \(esc(owner))\(hist.last!.result.tags.isEmpty ? "" : " · tags \(esc(hist.last!.result.tags.joined(separator: ", ")))")</p>\n" }
             // Verdict history: one cell per run.
             s += "<table><tr><th>run</th>"
-            for (run, _) in hist { s += "<th title=\"\(esc(run))\">\(esc(String((runStart[run] ?? run).prefix(16))))</th>" }
+            for (run, _) in hist { s += "<th title=\"\(esc(run))\">\(esc(shortTime(runStart[run] ?? run)))</th>" }
             s += "</tr><tr><th>verdict</th>"
             for (_, r) in hist {
                 let v = r.status == "error" ? "error" : (r.verdict ?? "?")
@@ -72,11 +72,18 @@ public enum Dashboard {
         return s
     }
 
+    /// "2026-11-23T12:52:07Z" → "11-23 12:52" (a run id when no time is known).
+    static func shortTime(_ iso: String) -> String {
+        let c = Array(iso)
+        guard c.count >= 16, c[10] == "T" else { return String(iso.prefix(12)) }
+        return String(c[5..<10]) + " " + String(c[11..<16])
+    }
+
     /// Mean divergence per category over runs: a line and an interval band per category.
     static func chart(_ points: [(label: String, divergences: [StoredDivergence])]) -> String {
         let categories = Array(Set(points.flatMap { $0.divergences.map(\.category) })).sorted()
         guard !categories.isEmpty else { return "<p class=\"meta\">no divergence recorded</p>\n" }
-        let (w, h, left, right, top, bottom) = (720.0, 220.0, 58.0, 12.0, 10.0, 34.0)
+        let (w, h, left, right, top, bottom) = (720.0, 220.0, 74.0, 40.0, 10.0, 34.0)
         let maxY = max(points.flatMap { $0.divergences.map(\.ciHigh) }.max() ?? 0, 1e-4) * 1.1
         let n = points.count
         func x(_ i: Int) -> Double { n == 1 ? left + (w - left - right) / 2 : left + Double(i) * (w - left - right) / Double(n - 1) }
@@ -89,9 +96,9 @@ public enum Dashboard {
                         left, w - right, y(v), y(v), left - 4, y(v) + 3, v)
         }
         for i in 0..<n where n <= 12 || i % max(1, n / 8) == 0 || i == n - 1 {
-            s += String(format: "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"middle\">%@</text>\n", x(i), h - bottom + 14, esc(String(points[i].label.prefix(10))))
+            s += String(format: "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"middle\">%@</text>\n", x(i), h - bottom + 14, esc(shortTime(points[i].label)))
         }
-        s += String(format: "<text x=\"12\" y=\"%.1f\" font-size=\"10\" transform=\"rotate(-90 12 %.1f)\" text-anchor=\"middle\">mean JS (nats)</text>\n", (h - bottom) / 2, (h - bottom) / 2)
+        s += String(format: "<text x=\"14\" y=\"%.1f\" font-size=\"10\" transform=\"rotate(-90 14 %.1f)\" text-anchor=\"middle\">mean JS (nats)</text>\n", (h - bottom) / 2, (h - bottom) / 2)
         var legend = "<div class=\"legend\">"
         for (ci, cat) in categories.enumerated() {
             let colour = palette[ci % palette.count]
