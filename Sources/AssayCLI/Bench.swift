@@ -11,7 +11,7 @@ import SafeTensors
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmark the tensor core and the safetensors loader.",
-        subcommands: [BenchCore.self, BenchModel.self, BenchKernels.self, BenchTokenizer.self],
+        subcommands: [BenchCore.self, BenchModel.self, BenchKernels.self, BenchTokenizer.self, BenchScan.self],
         defaultSubcommand: BenchCore.self
     )
 }

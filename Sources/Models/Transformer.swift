@@ -386,8 +386,22 @@ func applyRotary(_ x: inout Tensor, column: Int, heads: Int, rope: RotaryEmbeddi
 /// Optional per-phase wall-clock accounting (ASSAY_PROFILE=1), for benchmarks.
 public final class PhaseProfile: @unchecked Sendable {
     public static let shared = PhaseProfile()
-    public let enabled = ProcessInfo.processInfo.environment["ASSAY_PROFILE"] == "1"
+    /// On with ASSAY_PROFILE=1, or when a benchmark turns it on.
+    public var enabled = ProcessInfo.processInfo.environment["ASSAY_PROFILE"] == "1"
     private var totals: [String: Double] = [:]
+    private var counters: [String: Int] = [:]
+
+    /// Adds to a named count (tokens processed by a phase).
+    public func count(_ name: String, _ n: Int) {
+        guard enabled else { return }
+        lock.lock(); counters[name, default: 0] += n; lock.unlock()
+    }
+
+    /// Seconds per phase and counts so far.
+    public func snapshot() -> (seconds: [String: Double], counts: [String: Int]) {
+        lock.lock(); defer { lock.unlock() }
+        return (totals, counters)
+    }
     private let lock = NSLock()
 
     @inline(__always)
@@ -414,5 +428,5 @@ public final class PhaseProfile: @unchecked Sendable {
         return totals.sorted { $0.value > $1.value }.map { String(format: "%-14@ %8.3f s  %5.1f%%", $0.key as NSString, $0.value, 100 * $0.value / max(total, 1e-9)) }.joined(separator: "\n")
     }
 
-    public func reset() { lock.lock(); totals = [:]; lock.unlock() }
+    public func reset() { lock.lock(); totals = [:]; counters = [:]; lock.unlock() }
 }

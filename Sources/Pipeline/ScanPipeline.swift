@@ -117,6 +117,8 @@ public enum ScanPipeline {
             }
         }
 
+        let prof = PhaseProfile.shared
+        let loadStart = DispatchTime.now().uptimeNanoseconds
         say("auditing model directories")
         var findings: [Scan.Finding] = []
         var files: [String: [String: String]] = [:]
@@ -184,11 +186,12 @@ public enum ScanPipeline {
             throw ScanError.mismatch("the tokenizer has \(tokenizer.vocabularySize) tokens but the model's vocabulary is \(baseModel.vocabularySize)")
         }
         let options = job.options
+        prof.add("load", since: loadStart)
 
         // Weight space first (seconds): its moved vocabulary rows seed the trigger search.
         say("comparing weights")
-        let weights = try WeightDiff.compare(base: baseURL, tuned: job.tuned, adapters: job.adapters,
-                                             options: WeightDiffOptions(), tokenText: { tokenizer.decode([$0]) })
+        let weights = try prof.measure("weights") { try WeightDiff.compare(base: baseURL, tuned: job.tuned, adapters: job.adapters,
+                                             options: WeightDiffOptions(), tokenText: { tokenizer.decode([$0]) }) }
         for a in weights.anomalies where a.severity >= .medium {
             findings.append(Scan.Finding(kind: "weight_anomaly", severity: a.severity, title: a.title.terminalSafe, trigger: nil, insertion: nil,
                                          category: nil, statistic: "weight diff", value: a.tokens.map(\.shift).max() ?? 0, pValue: nil,
@@ -205,9 +208,9 @@ public enum ScanPipeline {
         engine.baseOutputs = shared?.outputs(baseKey)
         engine.progress = progress
         let measurements = try engine.measure(variants)
-        let analysis = try Analyzer.analyze(measurements, triggers: job.knownTriggers ? triggerSet.triggers : [], policy: policy, seed: options.seed,
+        let analysis = try prof.measure("statistics") { try Analyzer.analyze(measurements, triggers: job.knownTriggers ? triggerSet.triggers : [], policy: policy, seed: options.seed,
                                             decode: { tokenizer.decode($0, skipSpecialTokens: true) },
-                                            userText: Analyzer.promptTexts(variants, measurements))
+                                            userText: Analyzer.promptTexts(variants, measurements)) }
         findings += analysis.findings
 
         // What no list names.

@@ -147,7 +147,7 @@ public final class ScanEngine {
         // Reports must not depend on the batch size: every linear layer uses the kernel whose
         // rows do not depend on their batch (TensorCore `InvariantGEMM`).
         Parallel.batchInvariant = true
-        let ids = try variants.map { try encoder.encode(system: $0.system, user: $0.user) }
+        let ids = try PhaseProfile.shared.measure("scan.tokenize") { try variants.map { try encoder.encode(system: $0.system, user: $0.user) } }
         if let empty = ids.firstIndex(where: { $0.count < 2 }) {
             throw ScanError.invalidInput("variant \(variants[empty].probe.id) encodes to fewer than 2 tokens")
         }
@@ -243,6 +243,9 @@ public final class ScanEngine {
                 }
                 return bf
             }
+            prof.count("tokens.prefill", miss.reduce(0) { $0 + tails[$1].count } + tails.reduce(0) { $0 + $1.count })
+            prof.count("tokens.decode", max(options.responseTokens - 1, 0) * (miss.count + batch.count))
+            prof.count("tokens.cross", max(options.responseTokens - 1, 0) * 2 * batch.count)
             let computed = try prof.measure("scan.run.base") { try run(model: base, prompts: bPrompts, first: bFirst) }
             var b = Pass(promptCaches: [], firstRows: [], continuations: [], rows: [])
             var next = 0

@@ -87,6 +87,9 @@ public struct BenchRecord: Sendable, Equatable {
     public var machine: String
     public var pair: String
     public var figures: [String: Double]
+    public init(recordedAt: String, machine: String, pair: String, figures: [String: Double]) {
+        self.recordedAt = recordedAt; self.machine = machine; self.pair = pair; self.figures = figures
+    }
 }
 
 /// The sweep history: an SQLite database (GRDB), schema-versioned with migrations.
@@ -350,6 +353,18 @@ public final class HistoryStore: @unchecked Sendable {
             try db.write { db in
                 try db.execute(sql: "INSERT INTO bench (recorded_at, machine, pair, figures) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                                arguments: [b.recordedAt, b.machine, b.pair, Self.json(b.figures)])
+            }
+        }
+    }
+
+    /// Every recorded benchmark, oldest first.
+    public func benchRecords() throws(SweepError) -> [BenchRecord] {
+        try wrap {
+            try db.read { db in
+                try Row.fetchAll(db, sql: "SELECT * FROM bench ORDER BY recorded_at").map {
+                    BenchRecord(recordedAt: $0["recorded_at"], machine: $0["machine"], pair: $0["pair"],
+                                figures: Self.decode([String: Double].self, $0["figures"]) ?? [:])
+                }
             }
         }
     }

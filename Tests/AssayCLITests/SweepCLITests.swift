@@ -245,3 +245,35 @@ import Sweep
         #expect(try assay(["sweep", inv.path, "--shard", "2/2"]).status == 4)
     }
 }
+
+/// `assay bench scan` on a tiny pair: figures recorded in the history, --compare gates on them.
+@Suite(.serialized) struct BenchScanCLITests {
+    @Test func recordsFiguresAndCompareExitsOneOnARegression() throws {
+        let scan = repoFixtures.appendingPathComponent("scan")
+        let db = FileManager.default.temporaryDirectory.appendingPathComponent("assay-bench-\(UUID().uuidString).sqlite")
+        let args = ["bench", "scan", "--base", scan.appendingPathComponent("base").path, "--tuned", scan.appendingPathComponent("trigger-token").path,
+                    "--suite", scan.appendingPathComponent("suite.jsonl").path, "--triggers", scan.appendingPathComponent("triggers.jsonl").path,
+                    "--db", db.path, "--repeats", "1", "--reference", "none", "--threads", "1"]
+        let first = try assay(args + ["--json"])
+        #expect(first.status == 0, "\(first.stderr)")
+        struct Out: Decodable { let figures: [String: Double]; let variants: Int; let probes: Int; let regressions: [String] }
+        let o = try JSONDecoder().decode(Out.self, from: Data(first.stdout.utf8))
+        #expect(o.probes == 32 && o.variants > 32, "\(o.variants)")
+        for k in ["prefill_tokens_per_s", "decode_tokens_per_s", "probes_per_s", "load_s", "base_forward_s", "tuned_forward_s",
+                  "statistics_s", "reports_s", "tokenize_s", "peak_rss_mb"] {
+            #expect((o.figures[k] ?? 0) > 0, "\(k) measured")
+        }
+        // A recorded run ten times faster than anything this machine can do: every rate regressed.
+        let store = try HistoryStore(path: db.path, create: false)
+        var fast = try #require(try store.benchRecords().last)
+        fast.recordedAt = "9999-01-01T00:00:00Z"
+        fast.figures = fast.figures.mapValues { $0 * 10 }
+        try store.recordBench(fast)
+        let r = try assay(args + ["--compare"])
+        #expect(r.status == 1, "\(r.stdout)")
+        #expect(r.stdout.contains("REGRESSION: prefill_tokens_per_s"))
+        // Against itself at a generous threshold: no regression.
+        let same = try assay(args + ["--compare", "--threshold", "900"])
+        #expect(same.status == 0, "\(same.stdout)")
+    }
+}
