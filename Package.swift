@@ -72,6 +72,6 @@ let package = Package(
         .testTarget(name: "ProbesTests", dependencies: ["Probes"], swiftSettings: cpuFlags),
         .testTarget(name: "StatsTests", dependencies: ["Stats"], swiftSettings: cpuFlags),
         .testTarget(name: "AssayCLITests", dependencies: ["AssayCLI", "SafeTensors", "Sweep"], swiftSettings: cpuFlags),
-        .testTarget(name: "SweepTests", dependencies: ["Sweep", .product(name: "GRDB", package: "GRDB.swift")], swiftSettings: cpuFlags),
+        .testTarget(name: "SweepTests", dependencies: ["Sweep", .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Yams", package: "Yams")], swiftSettings: cpuFlags),
     ]
 )

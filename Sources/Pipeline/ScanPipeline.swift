@@ -169,7 +169,7 @@ public enum ScanPipeline {
         }
         let triggerSet = try SuiteLoader.loadTriggers(triggerURL)
         let probes = suites.flatMap(\.probes)
-        guard !probes.isEmpty else { throw ScanError.nothingToScan("the probe suites hold no probes") }
+        guard !probes.isEmpty else { throw ScanError.invalidInput("the probe suites hold no probes") }
         for t in triggerSet.triggers where tokenizer.encode(t.text, addSpecialTokens: false).isEmpty {
             throw ScanError.invalidInput("\(triggerURL.path.terminalSafe): trigger '\(t.id.terminalSafe)' tokenizes to nothing")
         }

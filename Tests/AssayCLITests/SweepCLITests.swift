@@ -277,3 +277,33 @@ import Sweep
         #expect(same.status == 0, "\(same.stdout)")
     }
 }
+
+/// deploy/slurm: two array tasks (simulated by their environment) and the merge script.
+@Suite struct SlurmScriptTests {
+    @Test func arrayTasksAndMergeGiveOneHistory() throws {
+        let root = repoFixtures.deletingLastPathComponent().deletingLastPathComponent()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("assay-slurm-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        func bash(_ script: String, _ env: [String: String]) throws -> Int32 {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/bin/bash")
+            p.arguments = [root.appendingPathComponent(script).path]
+            p.environment = ProcessInfo.processInfo.environment.merging(env.merging(["ASSAY": assayBinary().path, "HISTORY_DIR": dir.path,
+                "INVENTORY": repoFixtures.appendingPathComponent("sweep/inventory.yaml").path, "SLURM_CPUS_PER_TASK": "1"]) { a, _ in a }) { _, b in b }
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            p.waitUntilExit()
+            return p.terminationStatus
+        }
+        for t in ["1", "2"] {
+            #expect(try bash("deploy/slurm/sweep.sbatch", ["SLURM_ARRAY_TASK_ID": t, "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "2",
+                                                           "SLURM_ARRAY_JOB_ID": "99"]) == 0, "a failing model is a result, not a failed task")
+        }
+        #expect(try bash("deploy/slurm/merge.sbatch", ["SWEEP_JOB": "99"]) == 0)
+        let store = try HistoryStore(path: dir.appendingPathComponent("history.sqlite").path, create: false)
+        #expect(try store.runIDs() == ["slurm-99"])
+        #expect(try store.results(run: "slurm-99").count == 7)
+        #expect(FileManager.default.fileExists(atPath: dir.appendingPathComponent("dashboard/index.html").path))
+    }
+}

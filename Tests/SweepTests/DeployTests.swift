@@ -1,0 +1,27 @@
+import Foundation
+import Testing
+import Yams
+
+/// The shipped Kubernetes manifests parse and wire the shard variables `assay sweep` reads.
+@Suite struct DeployTests {
+    static let deploy = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("deploy")
+
+    @Test func indexedJobSetsCompletionsAndRunID() throws {
+        let text = try String(contentsOf: Self.deploy.appendingPathComponent("kubernetes/sweep-job.yaml"), encoding: .utf8)
+        let job = try #require(try Yams.load(yaml: text) as? [String: Any])
+        #expect(job["kind"] as? String == "Job")
+        let spec = try #require(job["spec"] as? [String: Any])
+        #expect(spec["completionMode"] as? String == "Indexed")
+        let completions = try #require(spec["completions"] as? Int)
+        let pod = try #require((spec["template"] as? [String: Any])?["spec"] as? [String: Any])
+        let container = try #require((pod["containers"] as? [[String: Any]])?.first)
+        let env = try #require(container["env"] as? [[String: Any]])
+        #expect(env.first { $0["name"] as? String == "JOB_COMPLETIONS" }?["value"] as? String == String(completions))
+        #expect(env.contains { $0["name"] as? String == "ASSAY_RUN_ID" })
+        let args = (container["args"] as? [String])?.joined() ?? ""
+        #expect(args.contains("assay sweep /inventory/inventory.yaml") && args.contains("$(JOB_COMPLETION_INDEX)"))
+        let merge = try #require(try Yams.load(yaml: String(contentsOf: Self.deploy.appendingPathComponent("kubernetes/merge-job.yaml"), encoding: .utf8)) as? [String: Any])
+        #expect(merge["kind"] as? String == "Job")
+    }
+}
