@@ -104,7 +104,8 @@ public final class HistoryStore: @unchecked Sendable {
 
     /// Opens (creating when absent) the history at `path`. A file that is not an SQLite
     /// database, or that holds a newer schema than this build knows, is refused untouched.
-    public init(path: String, create: Bool = true) throws(SweepError) {
+    /// `readOnly` opens an existing history without migrating it (a reader beside a running sweep).
+    public init(path: String, create: Bool = true, readOnly: Bool = false) throws(SweepError) {
         self.path = path
         let exists = FileManager.default.fileExists(atPath: path)
         if !exists {
@@ -116,6 +117,7 @@ public final class HistoryStore: @unchecked Sendable {
         }
         var config = Configuration()
         config.busyMode = .timeout(30)
+        config.readonly = readOnly
         do {
             db = try DatabaseQueue(path: path, configuration: config)
             // Reading the schema is the first touch of the file: it fails on a non-database.
@@ -131,7 +133,11 @@ public final class HistoryStore: @unchecked Sendable {
             if version == nil && !tables.isEmpty && !tables.contains("assay_meta") {
                 throw SweepError.history(path: path, message: "an SQLite database, but not an Assay history (tables: \(tables.sorted().prefix(5).joined(separator: ", ")))")
             }
-            try Self.migrator.migrate(db)
+            if readOnly {
+                guard version != nil else { throw SweepError.history(path: path, message: "not an Assay history yet") }
+            } else {
+                try Self.migrator.migrate(db)
+            }
         } catch let e as SweepError {
             throw e
         } catch let e as DatabaseError {

@@ -127,7 +127,7 @@ import Sweep
         var recorded = 0
         while Date() < deadline && p.isRunning {
             if FileManager.default.fileExists(atPath: ws.appendingPathComponent("killed.sqlite").path),
-               let s = try? HistoryStore(path: ws.appendingPathComponent("killed.sqlite").path, create: false),
+               let s = try? HistoryStore(path: ws.appendingPathComponent("killed.sqlite").path, create: false, readOnly: true),
                let id = try? s.runIDs().last, let n = try? s.results(run: id).count {
                 recorded = n
                 if n >= 2 { break }
@@ -140,7 +140,7 @@ import Sweep
         let partial = try results(ws, db: "killed.sqlite")
         #expect(partial.last.count >= 2 && partial.last.count < 7, "killed with \(partial.last.count) of 7 recorded (saw \(recorded))")
         let resumed = try sweep(ws, [], db: "killed.sqlite")
-        #expect(resumed.stderr.contains("resuming run \(partial.runs.last!)"), "\(resumed.stderr)")
+        #expect(resumed.stderr.contains("resuming run \(partial.runs.last ?? "?")"), "\(resumed.stderr)")
         let (runs, after) = try results(ws, db: "killed.sqlite")
         #expect(runs == partial.runs, "one run, resumed")
         let straight = try results(ws, db: "straight.sqlite").last
