@@ -53,6 +53,8 @@ public final class SweepRunner {
     /// One line per finished entry.
     public var line: (String) -> Void = { _ in }
     let shared: SharedScanResources
+    /// Audits (every file hashed) by directory, made once per sweep: entries on one base share it.
+    var audits: [String: AuditReport] = [:]
 
     public init(inventory: Inventory, store: HistoryStore, options: SweepOptions) {
         self.inventory = inventory
@@ -179,7 +181,6 @@ public final class SweepRunner {
         var result = EntryResult(entryID: e.id, status: "error", verdict: nil, key: "", message: nil, seconds: 0, finishedAt: "",
                                  reusedFrom: nil, owner: e.owner, tags: e.tags, report: nil, findings: [], files: [], divergences: [])
         do {
-            var audits: [String: AuditReport] = [:]
             let files = try fingerprintFiles(e, audits: &audits)
             result.files = files
             let baseline = try store.baseline(entry: e.id)
