@@ -6,22 +6,29 @@ import Scan
 import Sweep
 import TensorCore
 
-/// Where the history lives: `--db PATH`, or `.assay/history.sqlite` beside the inventory.
+/// Where the history lives: `--db PATH|URL`, `$ASSAY_DB`, or `.assay/history.sqlite` beside the inventory.
 struct HistoryArguments: ParsableArguments {
-    @Option(help: "History database: an SQLite file path (default: .assay/history.sqlite beside the inventory).")
+    @Option(help: """
+        History: an SQLite file, or postgres://user@host:port/database?schema=NAME&sslmode=MODE (password in the URL \
+        or $PGPASSWORD). Default: $ASSAY_DB, else .assay/history.sqlite beside the inventory.
+        """)
     var db: String?
 
     func open(inventory: URL?, create: Bool = true) throws -> HistoryStore {
-        if let db, db.hasPrefix("postgres://") || db.hasPrefix("postgresql://") {
-            throw SweepError.invalid("--db \(db.terminalSafe): PostgreSQL histories are not supported by this build of assay (use an SQLite file per shard and `assay sweep merge`)")
-        }
-        let path: String
-        if let db { path = URL(fileURLWithPath: db).path } else if let inventory {
-            path = inventory.deletingLastPathComponent().appendingPathComponent(".assay/history.sqlite").path
+        let location: String
+        if let given = db ?? ProcessInfo.processInfo.environment["ASSAY_DB"].flatMap({ $0.isEmpty ? nil : $0 }) {
+            location = Self.resolve(given)
+        } else if let inventory {
+            location = inventory.deletingLastPathComponent().appendingPathComponent(".assay/history.sqlite").path
         } else {
-            throw ValidationError("give --db or an inventory file")
+            throw ValidationError("give --db (or set $ASSAY_DB) or an inventory file")
         }
-        return try HistoryStore(path: path, create: create)
+        return try HistoryStore.open(location, create: create)
+    }
+
+    /// A postgres:// URL as given; a file path made absolute.
+    static func resolve(_ location: String) -> String {
+        PostgresLocation.isPostgres(location) ? location : URL(fileURLWithPath: location).path
     }
 }
 
@@ -194,16 +201,17 @@ struct SweepReportCommand: ParsableCommand {
 struct SweepMerge: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "merge",
-        abstract: "Fold shard histories (SQLite files) into one; rows already present are kept.")
-    @Option(help: "The history to merge into (created when absent).") var into: String
-    @Argument(help: "Shard history files.") var shards: [String]
+        abstract: "Fold shard histories into one; rows already present are kept.",
+        discussion: "Either side may be an SQLite file or a postgres:// URL (e.g. shard files into the shared server, or the server into a local file).")
+    @Option(help: "The history to merge into: a file (created when absent) or a postgres:// URL.") var into: String
+    @Argument(help: "Shard histories: SQLite files or postgres:// URLs.") var shards: [String]
 
     func validate() throws { guard !shards.isEmpty else { throw ValidationError("give at least one shard history") } }
 
     func run() throws {
         // Open every source first: a bad file stops the merge before anything is written.
-        let sources = try shards.map { try HistoryStore(path: URL(fileURLWithPath: $0).path, create: false) }
-        let target = try HistoryStore(path: URL(fileURLWithPath: into).path)
+        let sources = try shards.map { try HistoryStore.open(HistoryArguments.resolve($0), create: false) }
+        let target = try HistoryStore.open(HistoryArguments.resolve(into))
         var added = 0
         for s in sources { added += try target.merge(from: s) }
         emit("merged \(sources.count) histories into \(target.path): \(added) entry results added")

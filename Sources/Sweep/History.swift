@@ -1,6 +1,5 @@
 import Foundation
 import AssayCommon
-import GRDB
 
 /// A file that made an entry's model or inputs: role ("base", "tuned", "adapter", "adapter 2",
 /// "suite", "triggers", "policy", "manifest"), path relative to its directory, sha256.
@@ -92,21 +91,36 @@ public struct BenchRecord: Sendable, Equatable {
     }
 }
 
-/// The sweep history: an SQLite database (GRDB), schema-versioned with migrations.
+/// The sweep history: an SQLite file (GRDB, the default) or a PostgreSQL schema (postgres-nio),
+/// with one schema for both, versioned with migrations.
 ///
-/// Every statement is plain SQL that PostgreSQL also accepts, so the same schema can live in a
-/// shared server. Each entry's result is written in one transaction; a sweep killed at any
-/// point leaves every completed entry recorded and nothing half-written.
+/// Every statement is written once in the SQL the two share. Each entry's result is written in
+/// one transaction; a sweep killed at any point leaves every completed entry recorded and
+/// nothing half-written. Many shards may write into one PostgreSQL history at once.
 public final class HistoryStore: @unchecked Sendable {
     public static let schemaVersion = 1
+    /// The file path, or the server URL without its password.
     public let path: String
-    let db: DatabaseQueue
+    let backend: any HistoryBackend
 
-    /// Opens (creating when absent) the history at `path`. A file that is not an SQLite
+    /// Opens the history at `location`: a `postgres://` URL or an SQLite file path.
+    public static func open(_ location: String, create: Bool = true, readOnly: Bool = false) throws(SweepError) -> HistoryStore {
+        if PostgresLocation.isPostgres(location) {
+            let target = try PostgresLocation(url: location)
+            let backend: PostgresBackend
+            do { backend = try PostgresBackend(target) } catch {
+                let why = PostgresBackend.describeConnect(error, target)
+                throw .history(path: target.display, message: why)
+            }
+            return try HistoryStore(backend: backend, create: create, readOnly: readOnly)
+        }
+        return try HistoryStore(path: location, create: create, readOnly: readOnly)
+    }
+
+    /// Opens (creating when absent) the SQLite history at `path`. A file that is not an SQLite
     /// database, or that holds a newer schema than this build knows, is refused untouched.
     /// `readOnly` opens an existing history without migrating it (a reader beside a running sweep).
-    public init(path: String, create: Bool = true, readOnly: Bool = false) throws(SweepError) {
-        self.path = path
+    public convenience init(path: String, create: Bool = true, readOnly: Bool = false) throws(SweepError) {
         let exists = FileManager.default.fileExists(atPath: path)
         if !exists {
             guard create else { throw .history(path: path, message: "no such file") }
@@ -115,79 +129,117 @@ public final class HistoryStore: @unchecked Sendable {
                 throw .history(path: path, message: "cannot create \(dir.path): \(error.localizedDescription)")
             }
         }
-        var config = Configuration()
-        config.busyMode = .timeout(30)
-        config.readonly = readOnly
-        do {
-            db = try DatabaseQueue(path: path, configuration: config)
-            // Reading the schema is the first touch of the file: it fails on a non-database.
-            let (tables, version) = try db.read { db -> (Set<String>, Int?) in
-                let t = Set(try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table'"))
-                let v = t.contains("assay_meta")
-                    ? try String.fetchOne(db, sql: "SELECT value FROM assay_meta WHERE key = 'schema_version'").flatMap(Int.init) : nil
-                return (t, v)
+        let backend: SQLiteBackend
+        do { backend = try SQLiteBackend(path: path, readOnly: readOnly) } catch {
+            throw .history(path: path, message: SQLiteBackend.describeOpen(error))
+        }
+        try self.init(backend: backend, create: create, readOnly: readOnly)
+    }
+
+    /// Checks what the backend holds and brings its schema up to date. Refuses, untouched, a
+    /// namespace holding another application's tables or a newer schema than this build's.
+    init(backend: any HistoryBackend, create: Bool, readOnly: Bool) throws(SweepError) {
+        self.backend = backend
+        self.path = backend.location
+        // Reading the schema is the first touch: it fails on a file that is not a database.
+        let version = try wrap { try backend.read { s in try Self.version(backend, s) } }
+        if version == nil && readOnly { throw .history(path: path, message: "not an Assay history yet") }
+        if version == nil && !create { throw .history(path: path, message: "no Assay history here") }
+        if readOnly || version == Self.schemaVersion { return }
+        try wrap {
+            try backend.write { s in
+                // Under the lock, look again: another process may have created it meanwhile.
+                try backend.lockSchema(s)
+                try backend.createNamespace(s)
+                let now = try Self.version(backend, s) ?? 0
+                for (v, statements) in Self.migrations(backend.dialect) where v > now {
+                    for sql in statements { try s.execute(sql) }
+                }
+                try s.execute("UPDATE assay_meta SET value = ? WHERE key = 'schema_version'", [String(Self.schemaVersion)])
             }
-            if let version, version > Self.schemaVersion {
-                throw SweepError.history(path: path, message: "schema version \(version) is newer than this assay's (\(Self.schemaVersion)); upgrade assay")
-            }
-            if version == nil && !tables.isEmpty && !tables.contains("assay_meta") {
-                throw SweepError.history(path: path, message: "an SQLite database, but not an Assay history (tables: \(tables.sorted().prefix(5).joined(separator: ", ")))")
-            }
-            if readOnly {
-                guard version != nil else { throw SweepError.history(path: path, message: "not an Assay history yet") }
-            } else {
-                try Self.migrator.migrate(db)
-            }
-        } catch let e as SweepError {
-            throw e
-        } catch let e as DatabaseError {
-            throw .history(path: path, message: e.resultCode == .SQLITE_NOTADB ? "not an SQLite database" : "\(e.message ?? "\(e)")")
-        } catch {
-            throw .history(path: path, message: "\(error)")
         }
     }
 
-    static var migrator: DatabaseMigrator {
-        var m = DatabaseMigrator()
-        m.registerMigration("v1") { db in
-            try db.execute(sql: """
-                CREATE TABLE assay_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-                INSERT INTO assay_meta (key, value) VALUES ('schema_version', '1');
-                CREATE TABLE runs (
-                    id TEXT NOT NULL, shard INTEGER NOT NULL, shards INTEGER NOT NULL, inventory TEXT NOT NULL,
-                    inventory_sha256 TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT, host TEXT NOT NULL,
-                    tool_version TEXT NOT NULL, entries INTEGER NOT NULL, PRIMARY KEY (id, shard));
-                CREATE TABLE results (
-                    run_id TEXT NOT NULL, entry_id TEXT NOT NULL, status TEXT NOT NULL, verdict TEXT, key TEXT NOT NULL,
-                    message TEXT, seconds DOUBLE PRECISION NOT NULL, finished_at TEXT NOT NULL, reused_from TEXT, owner TEXT,
-                    tags TEXT NOT NULL, report TEXT, PRIMARY KEY (run_id, entry_id));
-                CREATE TABLE findings (
-                    run_id TEXT NOT NULL, entry_id TEXT NOT NULL, ordinal INTEGER NOT NULL, kind TEXT NOT NULL,
-                    severity TEXT NOT NULL, title TEXT NOT NULL, trigger_id TEXT, category TEXT, value DOUBLE PRECISION NOT NULL,
-                    p_value DOUBLE PRECISION, PRIMARY KEY (run_id, entry_id, ordinal));
-                CREATE TABLE files (
-                    run_id TEXT NOT NULL, entry_id TEXT NOT NULL, role TEXT NOT NULL, path TEXT NOT NULL, sha256 TEXT NOT NULL,
-                    PRIMARY KEY (run_id, entry_id, role, path));
-                CREATE TABLE divergences (
-                    run_id TEXT NOT NULL, entry_id TEXT NOT NULL, category TEXT NOT NULL, n INTEGER NOT NULL,
-                    mean DOUBLE PRECISION NOT NULL, ci_low DOUBLE PRECISION NOT NULL, ci_high DOUBLE PRECISION NOT NULL,
-                    PRIMARY KEY (run_id, entry_id, category));
-                CREATE TABLE baselines (
-                    entry_id TEXT NOT NULL, approved_at TEXT NOT NULL, approved_by TEXT NOT NULL, files TEXT NOT NULL,
-                    fingerprint TEXT NOT NULL, PRIMARY KEY (entry_id, approved_at));
-                CREATE TABLE bench (
-                    recorded_at TEXT NOT NULL, machine TEXT NOT NULL, pair TEXT NOT NULL, figures TEXT NOT NULL,
-                    PRIMARY KEY (recorded_at, machine, pair));
-                CREATE INDEX results_entry ON results (entry_id, key);
-                """)
+    /// The schema version recorded, nil for an empty namespace; throws for a foreign or newer one.
+    static func version(_ backend: any HistoryBackend, _ s: any SQLSession) throws -> Int? {
+        let tables = try backend.tableNames(s).subtracting(["grdb_migrations"])
+        guard tables.contains("assay_meta") else {
+            if tables.isEmpty { return nil }
+            let kind = backend.dialect == .sqlite ? "an SQLite database" : "a PostgreSQL schema"
+            throw SQLFailure("\(kind), but not an Assay history (tables: \(tables.sorted().prefix(5).joined(separator: ", ")))"
+                             + (backend.dialect == .postgres ? "; give the history its own schema with ?schema=NAME" : ""))
         }
-        return m
+        guard let v = try s.rows("SELECT value FROM assay_meta WHERE key = 'schema_version'").first.flatMap({ Int(try $0.string("value")) }) else {
+            throw SQLFailure("assay_meta has no schema_version")
+        }
+        if v > schemaVersion { throw SQLFailure("schema version \(v) is newer than this assay's (\(schemaVersion)); upgrade assay") }
+        return v
     }
+
+    /// Schema changes by version, applied in order inside one locked transaction.
+    static func migrations(_ d: SQLDialect) -> [(Int, [String])] {
+        let text = d.text
+        return [(1, [
+            "CREATE TABLE assay_meta (key \(text) PRIMARY KEY, value \(text) NOT NULL)",
+            "INSERT INTO assay_meta (key, value) VALUES ('schema_version', '1')",
+            """
+            CREATE TABLE runs (
+                id \(text) NOT NULL, shard INTEGER NOT NULL, shards INTEGER NOT NULL, inventory \(text) NOT NULL,
+                inventory_sha256 \(text) NOT NULL, started_at \(text) NOT NULL, finished_at \(text), host \(text) NOT NULL,
+                tool_version \(text) NOT NULL, entries INTEGER NOT NULL, PRIMARY KEY (id, shard))
+            """,
+            """
+            CREATE TABLE results (
+                run_id \(text) NOT NULL, entry_id \(text) NOT NULL, status \(text) NOT NULL, verdict \(text), key \(text) NOT NULL,
+                message \(text), seconds DOUBLE PRECISION NOT NULL, finished_at \(text) NOT NULL, reused_from \(text), owner \(text),
+                tags \(text) NOT NULL, report \(text), PRIMARY KEY (run_id, entry_id))
+            """,
+            """
+            CREATE TABLE findings (
+                run_id \(text) NOT NULL, entry_id \(text) NOT NULL, ordinal INTEGER NOT NULL, kind \(text) NOT NULL,
+                severity \(text) NOT NULL, title \(text) NOT NULL, trigger_id \(text), category \(text), value DOUBLE PRECISION NOT NULL,
+                p_value DOUBLE PRECISION, PRIMARY KEY (run_id, entry_id, ordinal))
+            """,
+            """
+            CREATE TABLE files (
+                run_id \(text) NOT NULL, entry_id \(text) NOT NULL, role \(text) NOT NULL, path \(text) NOT NULL, sha256 \(text) NOT NULL,
+                PRIMARY KEY (run_id, entry_id, role, path))
+            """,
+            """
+            CREATE TABLE divergences (
+                run_id \(text) NOT NULL, entry_id \(text) NOT NULL, category \(text) NOT NULL, n INTEGER NOT NULL,
+                mean DOUBLE PRECISION NOT NULL, ci_low DOUBLE PRECISION NOT NULL, ci_high DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (run_id, entry_id, category))
+            """,
+            """
+            CREATE TABLE baselines (
+                entry_id \(text) NOT NULL, approved_at \(text) NOT NULL, approved_by \(text) NOT NULL, files \(text) NOT NULL,
+                fingerprint \(text) NOT NULL, PRIMARY KEY (entry_id, approved_at))
+            """,
+            """
+            CREATE TABLE bench (
+                recorded_at \(text) NOT NULL, machine \(text) NOT NULL, pair \(text) NOT NULL, figures \(text) NOT NULL,
+                PRIMARY KEY (recorded_at, machine, pair))
+            """,
+            "CREATE INDEX results_entry ON results (entry_id, key)",
+        ])]
+    }
+
+    /// The tables and their columns in a fixed order (what `merge` copies).
+    static let tables: [(name: String, columns: [String])] = [
+        ("runs", ["id", "shard", "shards", "inventory", "inventory_sha256", "started_at", "finished_at", "host", "tool_version", "entries"]),
+        ("results", ["run_id", "entry_id", "status", "verdict", "key", "message", "seconds", "finished_at", "reused_from", "owner", "tags", "report"]),
+        ("findings", ["run_id", "entry_id", "ordinal", "kind", "severity", "title", "trigger_id", "category", "value", "p_value"]),
+        ("files", ["run_id", "entry_id", "role", "path", "sha256"]),
+        ("divergences", ["run_id", "entry_id", "category", "n", "mean", "ci_low", "ci_high"]),
+        ("baselines", ["entry_id", "approved_at", "approved_by", "files", "fingerprint"]),
+        ("bench", ["recorded_at", "machine", "pair", "figures"]),
+    ]
 
     func wrap<T>(_ body: () throws -> T) throws(SweepError) -> T {
-        do { return try body() } catch let e as SweepError { throw e } catch let e as DatabaseError {
-            throw .history(path: path, message: e.message ?? "\(e)")
-        } catch { throw .history(path: path, message: "\(error)") }
+        do { return try body() } catch let e as SweepError { throw e } catch {
+            throw .history(path: path, message: backend.describe(error) ?? "\(error)")
+        }
     }
 
     static func json<T: Encodable>(_ v: T) -> String {
@@ -202,30 +254,35 @@ public final class HistoryStore: @unchecked Sendable {
 
     public func beginRun(_ r: RunInfo, inventorySHA256: String, toolVersion: String) throws(SweepError) {
         try wrap {
-            try db.write { db in
-                try db.execute(sql: """
+            try backend.write { s in
+                try s.execute("""
                     INSERT INTO runs (id, shard, shards, inventory, inventory_sha256, started_at, finished_at, host, tool_version, entries)
                     VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?) ON CONFLICT (id, shard) DO NOTHING
-                    """, arguments: [r.id, r.shard, r.shards, r.inventory, inventorySHA256, r.startedAt, r.host, toolVersion, r.entries])
+                    """, [r.id, r.shard, r.shards, r.inventory, inventorySHA256, r.startedAt, r.host, toolVersion, r.entries])
             }
         }
     }
 
     public func finishRun(_ id: String, shard: Int, at: String) throws(SweepError) {
-        try wrap { try db.write { db in try db.execute(sql: "UPDATE runs SET finished_at = ? WHERE id = ? AND shard = ?", arguments: [at, id, shard]) } }
+        try wrap { try backend.write { s in try s.execute("UPDATE runs SET finished_at = ? WHERE id = ? AND shard = ?", [at, id, shard]) } }
     }
 
-    static func runInfo(_ row: Row) -> RunInfo {
-        RunInfo(id: row["id"], shard: row["shard"], shards: row["shards"], inventory: row["inventory"], startedAt: row["started_at"],
-                finishedAt: row["finished_at"], host: row["host"], entries: row["entries"])
+    static func runInfo(_ row: SQLRow) throws -> RunInfo {
+        RunInfo(id: try row.string("id"), shard: try row.int("shard"), shards: try row.int("shards"), inventory: try row.string("inventory"),
+                startedAt: try row.string("started_at"), finishedAt: try row.optionalString("finished_at"), host: try row.string("host"),
+                entries: try row.int("entries"))
     }
 
     /// Every run's shards, oldest first.
     public func runs(inventory: String? = nil) throws(SweepError) -> [RunInfo] {
         try wrap {
-            try db.read { db in
-                try Row.fetchAll(db, sql: "SELECT * FROM runs WHERE ? IS NULL OR inventory = ? ORDER BY started_at, id, shard",
-                                 arguments: [inventory, inventory]).map(Self.runInfo)
+            try backend.read { s in
+                let rows = if let inventory {
+                    try s.rows("SELECT * FROM runs WHERE inventory = ? ORDER BY started_at, id, shard", [inventory])
+                } else {
+                    try s.rows("SELECT * FROM runs ORDER BY started_at, id, shard")
+                }
+                return try rows.map(Self.runInfo)
             }
         }
     }
@@ -242,29 +299,28 @@ public final class HistoryStore: @unchecked Sendable {
     /// Records one entry's result, its findings, files and divergences in one transaction.
     public func record(_ r: EntryResult, run: String) throws(SweepError) {
         try wrap {
-            try db.write { db in
-                try db.execute(sql: "DELETE FROM results WHERE run_id = ? AND entry_id = ?", arguments: [run, r.entryID])
-                for t in ["findings", "files", "divergences"] {
-                    try db.execute(sql: "DELETE FROM \(t) WHERE run_id = ? AND entry_id = ?", arguments: [run, r.entryID])
+            try backend.write { s in
+                for t in ["results", "findings", "files", "divergences"] {
+                    try s.execute("DELETE FROM \(t) WHERE run_id = ? AND entry_id = ?", [run, r.entryID])
                 }
-                try db.execute(sql: """
+                try s.execute("""
                     INSERT INTO results (run_id, entry_id, status, verdict, key, message, seconds, finished_at, reused_from, owner, tags, report)
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """, arguments: [run, r.entryID, r.status, r.verdict, r.key, r.message, r.seconds, r.finishedAt, r.reusedFrom, r.owner,
-                                     Self.json(r.tags), r.report])
+                    """, [run, r.entryID, r.status, r.verdict, r.key, r.message, r.seconds, r.finishedAt, r.reusedFrom, r.owner,
+                          Self.json(r.tags), r.report])
                 for (i, f) in r.findings.enumerated() {
-                    try db.execute(sql: """
+                    try s.execute("""
                         INSERT INTO findings (run_id, entry_id, ordinal, kind, severity, title, trigger_id, category, value, p_value)
                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                        """, arguments: [run, r.entryID, i, f.kind, f.severity, f.title, f.trigger, f.category, f.value, f.pValue])
+                        """, [run, r.entryID, i, f.kind, f.severity, f.title, f.trigger, f.category, f.value, f.pValue])
                 }
-                for f in Set(r.files) {
-                    try db.execute(sql: "INSERT INTO files (run_id, entry_id, role, path, sha256) VALUES (?, ?, ?, ?, ?)",
-                                   arguments: [run, r.entryID, f.role, f.path, f.sha256])
+                for f in Set(r.files).sorted(by: { ($0.role, $0.path) < ($1.role, $1.path) }) {
+                    try s.execute("INSERT INTO files (run_id, entry_id, role, path, sha256) VALUES (?, ?, ?, ?, ?)",
+                                  [run, r.entryID, f.role, f.path, f.sha256])
                 }
                 for d in r.divergences {
-                    try db.execute(sql: "INSERT INTO divergences (run_id, entry_id, category, n, mean, ci_low, ci_high) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                   arguments: [run, r.entryID, d.category, d.n, d.mean, d.ciLow, d.ciHigh])
+                    try s.execute("INSERT INTO divergences (run_id, entry_id, category, n, mean, ci_low, ci_high) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                  [run, r.entryID, d.category, d.n, d.mean, d.ciLow, d.ciHigh])
                 }
             }
         }
@@ -273,39 +329,42 @@ public final class HistoryStore: @unchecked Sendable {
     /// Entry results of a run (every shard), ordered by entry id.
     public func results(run: String) throws(SweepError) -> [EntryResult] {
         try wrap {
-            try db.read { db in
-                let rows = try Row.fetchAll(db, sql: "SELECT * FROM results WHERE run_id = ? ORDER BY entry_id", arguments: [run])
-                return try rows.map { row in try Self.result(db, row, run: run) }
+            try backend.read { s in
+                try s.rows("SELECT * FROM results WHERE run_id = ? ORDER BY entry_id", [run]).map { row in try Self.result(s, row, run: run) }
             }
         }
     }
 
-    static func result(_ db: Database, _ row: Row, run: String) throws -> EntryResult {
-        let entry: String = row["entry_id"]
-        let findings = try Row.fetchAll(db, sql: "SELECT * FROM findings WHERE run_id = ? AND entry_id = ? ORDER BY ordinal", arguments: [run, entry]).map {
-            StoredFinding(kind: $0["kind"], severity: $0["severity"], title: $0["title"], trigger: $0["trigger_id"], category: $0["category"],
-                          value: $0["value"], pValue: $0["p_value"])
+    static func result(_ s: any SQLSession, _ row: SQLRow, run: String) throws -> EntryResult {
+        let entry = try row.string("entry_id")
+        let findings = try s.rows("SELECT * FROM findings WHERE run_id = ? AND entry_id = ? ORDER BY ordinal", [run, entry]).map {
+            StoredFinding(kind: try $0.string("kind"), severity: try $0.string("severity"), title: try $0.string("title"),
+                          trigger: try $0.optionalString("trigger_id"), category: try $0.optionalString("category"),
+                          value: try $0.double("value"), pValue: try $0.optionalDouble("p_value"))
         }
-        let files = try Row.fetchAll(db, sql: "SELECT * FROM files WHERE run_id = ? AND entry_id = ? ORDER BY role, path", arguments: [run, entry]).map {
-            StoredFile(role: $0["role"], path: $0["path"], sha256: $0["sha256"])
+        let files = try s.rows("SELECT * FROM files WHERE run_id = ? AND entry_id = ? ORDER BY role, path", [run, entry]).map {
+            StoredFile(role: try $0.string("role"), path: try $0.string("path"), sha256: try $0.string("sha256"))
         }
-        let divs = try Row.fetchAll(db, sql: "SELECT * FROM divergences WHERE run_id = ? AND entry_id = ? ORDER BY category", arguments: [run, entry]).map {
-            StoredDivergence(category: $0["category"], n: $0["n"], mean: $0["mean"], ciLow: $0["ci_low"], ciHigh: $0["ci_high"])
+        let divs = try s.rows("SELECT * FROM divergences WHERE run_id = ? AND entry_id = ? ORDER BY category", [run, entry]).map {
+            StoredDivergence(category: try $0.string("category"), n: try $0.int("n"), mean: try $0.double("mean"),
+                             ciLow: try $0.double("ci_low"), ciHigh: try $0.double("ci_high"))
         }
-        return EntryResult(entryID: entry, status: row["status"], verdict: row["verdict"], key: row["key"], message: row["message"],
-                           seconds: row["seconds"], finishedAt: row["finished_at"], reusedFrom: row["reused_from"], owner: row["owner"],
-                           tags: decode([String].self, row["tags"]) ?? [], report: row["report"], findings: findings, files: files, divergences: divs)
+        return EntryResult(entryID: entry, status: try row.string("status"), verdict: try row.optionalString("verdict"), key: try row.string("key"),
+                           message: try row.optionalString("message"), seconds: try row.double("seconds"), finishedAt: try row.string("finished_at"),
+                           reusedFrom: try row.optionalString("reused_from"), owner: try row.optionalString("owner"),
+                           tags: decode([String].self, try row.string("tags")) ?? [], report: try row.optionalString("report"),
+                           findings: findings, files: files, divergences: divs)
     }
 
     /// The latest scanned (not error, not skipped) result of `entry` with this key, and its run.
     public func lastGood(entry: String, key: String) throws(SweepError) -> (run: String, result: EntryResult)? {
         try wrap {
-            try db.read { db in
-                guard let row = try Row.fetchOne(db, sql: """
+            try backend.read { s in
+                guard let row = try s.rows("""
                     SELECT * FROM results WHERE entry_id = ? AND key = ? AND status = 'scanned' ORDER BY finished_at DESC, run_id DESC LIMIT 1
-                    """, arguments: [entry, key]) else { return nil }
-                let run: String = row["run_id"]
-                return (run, try Self.result(db, row, run: run))
+                    """, [entry, key]).first else { return nil }
+                let run = try row.string("run_id")
+                return (run, try Self.result(s, row, run: run))
             }
         }
     }
@@ -313,13 +372,13 @@ public final class HistoryStore: @unchecked Sendable {
     /// Every recorded result of `entry`, oldest run first.
     public func history(entry: String) throws(SweepError) -> [(run: String, result: EntryResult)] {
         try wrap {
-            try db.read { db in
-                try Row.fetchAll(db, sql: """
+            try backend.read { s in
+                try s.rows("""
                     SELECT r.* FROM results r JOIN (SELECT id, MIN(started_at) AS s FROM runs GROUP BY id) u ON u.id = r.run_id
                     WHERE r.entry_id = ? ORDER BY u.s, r.run_id
-                    """, arguments: [entry]).map { row in
-                    let run: String = row["run_id"]
-                    return (run, try Self.result(db, row, run: run))
+                    """, [entry]).map { row in
+                    let run = try row.string("run_id")
+                    return (run, try Self.result(s, row, run: run))
                 }
             }
         }
@@ -329,9 +388,9 @@ public final class HistoryStore: @unchecked Sendable {
 
     public func approve(_ b: Baseline) throws(SweepError) {
         try wrap {
-            try db.write { db in
-                try db.execute(sql: "INSERT INTO baselines (entry_id, approved_at, approved_by, files, fingerprint) VALUES (?, ?, ?, ?, ?)",
-                               arguments: [b.entryID, b.approvedAt, b.approvedBy, Self.json(b.files), Self.json(b.fingerprint)])
+            try backend.write { s in
+                try s.execute("INSERT INTO baselines (entry_id, approved_at, approved_by, files, fingerprint) VALUES (?, ?, ?, ?, ?)",
+                              [b.entryID, b.approvedAt, b.approvedBy, Self.json(b.files), Self.json(b.fingerprint)])
             }
         }
     }
@@ -339,14 +398,16 @@ public final class HistoryStore: @unchecked Sendable {
     /// The entry's most recent approval.
     public func baseline(entry: String) throws(SweepError) -> Baseline? {
         let found: Baseline? = try wrap {
-            try db.read { db in
-                guard let row = try Row.fetchOne(db, sql: "SELECT * FROM baselines WHERE entry_id = ? ORDER BY approved_at DESC LIMIT 1",
-                                                 arguments: [entry]) else { return nil }
-                guard let files = Self.decode([StoredFile].self, row["files"]),
-                      let fp = Self.decode(BehaviouralFingerprint.self, row["fingerprint"]) else {
+            try backend.read { s in
+                guard let row = try s.rows("SELECT * FROM baselines WHERE entry_id = ? ORDER BY approved_at DESC LIMIT 1", [entry]).first else {
+                    return nil
+                }
+                guard let files = Self.decode([StoredFile].self, try row.string("files")),
+                      let fp = Self.decode(BehaviouralFingerprint.self, try row.string("fingerprint")) else {
                     throw SweepError.history(path: path, message: "baseline of `\(entry)` is unreadable")
                 }
-                return Baseline(id: 0, entryID: entry, approvedAt: row["approved_at"], approvedBy: row["approved_by"], files: files, fingerprint: fp)
+                return Baseline(id: 0, entryID: entry, approvedAt: try row.string("approved_at"), approvedBy: try row.string("approved_by"),
+                                files: files, fingerprint: fp)
             }
         }
         return found
@@ -356,60 +417,70 @@ public final class HistoryStore: @unchecked Sendable {
 
     public func recordBench(_ b: BenchRecord) throws(SweepError) {
         try wrap {
-            try db.write { db in
-                try db.execute(sql: "INSERT INTO bench (recorded_at, machine, pair, figures) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                               arguments: [b.recordedAt, b.machine, b.pair, Self.json(b.figures)])
+            try backend.write { s in
+                try s.execute("INSERT INTO bench (recorded_at, machine, pair, figures) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                              [b.recordedAt, b.machine, b.pair, Self.json(b.figures)])
             }
         }
     }
 
+    static func bench(_ row: SQLRow) throws -> BenchRecord {
+        BenchRecord(recordedAt: try row.string("recorded_at"), machine: try row.string("machine"), pair: try row.string("pair"),
+                    figures: decode([String: Double].self, try row.string("figures")) ?? [:])
+    }
+
     /// Every recorded benchmark, oldest first.
     public func benchRecords() throws(SweepError) -> [BenchRecord] {
-        try wrap {
-            try db.read { db in
-                try Row.fetchAll(db, sql: "SELECT * FROM bench ORDER BY recorded_at").map {
-                    BenchRecord(recordedAt: $0["recorded_at"], machine: $0["machine"], pair: $0["pair"],
-                                figures: Self.decode([String: Double].self, $0["figures"]) ?? [:])
-                }
-            }
-        }
+        try wrap { try backend.read { s in try s.rows("SELECT * FROM bench ORDER BY recorded_at").map(Self.bench) } }
     }
 
     /// The latest recorded figures for this machine and pair.
     public func lastBench(machine: String, pair: String) throws(SweepError) -> BenchRecord? {
         try wrap {
-            try db.read { db in
-                try Row.fetchOne(db, sql: "SELECT * FROM bench WHERE machine = ? AND pair = ? ORDER BY recorded_at DESC LIMIT 1",
-                                 arguments: [machine, pair]).map {
-                    BenchRecord(recordedAt: $0["recorded_at"], machine: $0["machine"], pair: $0["pair"],
-                                figures: Self.decode([String: Double].self, $0["figures"]) ?? [:])
-                }
+            try backend.read { s in
+                try s.rows("SELECT * FROM bench WHERE machine = ? AND pair = ? ORDER BY recorded_at DESC LIMIT 1", [machine, pair]).first.map(Self.bench)
             }
         }
     }
 
     // MARK: merge
 
-    /// Folds another history (a shard's SQLite file) into this one: rows already present are
-    /// kept, new ones added, all in one transaction. Returns the number of results added.
+    /// Folds another history (a shard's SQLite file, or any history: SQLite or PostgreSQL, either
+    /// way) into this one: rows already present are kept, new ones added, all in one transaction.
+    /// The source is read one run at a time, so memory stays bounded by one run's rows.
+    /// Returns the number of entry results added.
     @discardableResult
     public func merge(from other: HistoryStore) throws(SweepError) -> Int {
-        try wrap {
-            try db.inDatabase { db in
-                try db.execute(sql: "ATTACH DATABASE ? AS other", arguments: [other.path])
-                defer { try? db.execute(sql: "DETACH DATABASE other") }
+        guard other.path != path else { throw .history(path: path, message: "cannot merge a history into itself") }
+        let runs = try other.runs()
+        let perRun = Self.tables.filter { $0.columns.first == "run_id" }
+        func copy(_ s: any SQLSession, _ table: (name: String, columns: [String]), _ rows: [SQLRow]) throws -> Int {
+            let sql = "INSERT INTO \(table.name) (\(table.columns.joined(separator: ", "))) VALUES (\(table.columns.map { _ in "?" }.joined(separator: ", "))) ON CONFLICT DO NOTHING"
+            var added = 0
+            for row in rows { added += try s.execute(sql, try table.columns.map { try row.value($0) }) }
+            return added
+        }
+        return try wrap {
+            try backend.write { s in
                 var added = 0
-                try db.inTransaction {
-                    for t in ["runs", "results", "findings", "files", "divergences", "baselines", "bench"] {
-                        try db.execute(sql: "INSERT OR IGNORE INTO main.\(t) SELECT * FROM other.\(t)")
-                        if t == "results" { added = db.changesCount }
-                    }
+                let runTable = Self.tables[0]
+                for r in runs {
+                    let runRows = try other.wrap { try other.backend.read { o in try o.rows("SELECT * FROM runs WHERE id = ? AND shard = ?", [r.id, r.shard]) } }
+                    _ = try copy(s, runTable, runRows)
                     // A shard that finished after the other copy was taken: keep its finish time.
-                    try db.execute(sql: """
-                        UPDATE main.runs SET finished_at = (SELECT o.finished_at FROM other.runs o WHERE o.id = runs.id AND o.shard = runs.shard)
-                        WHERE finished_at IS NULL
-                        """)
-                    return .commit
+                    if let done = r.finishedAt {
+                        try s.execute("UPDATE runs SET finished_at = ? WHERE id = ? AND shard = ? AND finished_at IS NULL", [done, r.id, r.shard])
+                    }
+                }
+                for id in Set(runs.map(\.id)).sorted() {
+                    for t in perRun {
+                        let rows = try other.wrap { try other.backend.read { o in try o.rows("SELECT * FROM \(t.name) WHERE run_id = ?", [id]) } }
+                        let n = try copy(s, t, rows)
+                        if t.name == "results" { added += n }
+                    }
+                }
+                for t in Self.tables where t.name == "baselines" || t.name == "bench" {
+                    _ = try copy(s, t, try other.wrap { try other.backend.read { o in try o.rows("SELECT * FROM \(t.name)") } })
                 }
                 return added
             }

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import Sweep
+@testable import Sweep
 
 /// `assay sweep` end to end on an inventory of the tiny scan and discovery pairs
 /// (Tests/Fixtures/sweep/inventory.yaml), copied to a temporary directory so entries can change.
@@ -173,6 +173,63 @@ import Sweep
         for (x, y) in zip(mergedResults, all) { #expect(x.sameOutcome(as: y), "\(x.entryID) differs sharded") }
     }
 
+    static let postgres = ProcessInfo.processInfo.environment["ASSAY_TEST_POSTGRES"].flatMap { $0.isEmpty ? nil : $0 }
+
+    /// The shared history: two shards as concurrent processes write one PostgreSQL history, which
+    /// then holds what an unsharded sweep into SQLite holds; a second sweep skips from it; diff,
+    /// report and merge read it.
+    @Test(.enabled(if: postgres != nil, "needs ASSAY_TEST_POSTGRES (scripts/test.sh starts a server)"))
+    func concurrentShardsIntoPostgreSQLHoldWhatSQLiteHolds() throws {
+        let ws = try workspace()
+        let url = "\(Self.postgres!)?schema=t_cli_\(UUID().uuidString.prefix(8).lowercased())&sslmode=disable"
+        defer {
+            if let pg = (try? HistoryStore.open(url))?.backend as? PostgresBackend {
+                _ = try? pg.write { s in try s.execute("DROP SCHEMA \"\(pg.target.schema)\" CASCADE") }
+            }
+        }
+        _ = try sweep(ws, [], db: "all.sqlite")
+        let inv = ws.appendingPathComponent("sweep/inventory.yaml").path
+        // The password comes from $PGPASSWORD, not the command line.
+        var parts = URLComponents(string: url)!
+        let password = parts.password!
+        parts.password = nil
+        let shown = parts.string!
+        final class Outcomes: @unchecked Sendable { let lock = NSLock(); var runs = [RunResult?](repeating: nil, count: 2) }
+        let outcomes = Outcomes()
+        DispatchQueue.concurrentPerform(iterations: 2) { i in
+            let r = try? assay(["sweep", inv, "--db", shown, "--threads", "1"],
+                               environment: ["JOB_COMPLETION_INDEX": "\(i)", "JOB_COMPLETIONS": "2", "ASSAY_RUN_ID": "nightly-pg", "PGPASSWORD": password])
+            outcomes.lock.withLock { outcomes.runs[i] = r }
+        }
+        // One shard holds the failing entries (exit 1), the other only passing ones (exit 0).
+        #expect(Set(outcomes.runs.map { $0?.status ?? -1 }) == [0, 1], "\(outcomes.runs.map { "\($0?.stdout ?? "")\($0?.stderr ?? "")" })")
+        for r in outcomes.runs { #expect(r?.stderr.contains("of 2") == true, "\(r?.stderr ?? "")") }
+        let store = try HistoryStore.open(url, create: false)
+        #expect(try store.runIDs() == ["nightly-pg"])
+        #expect(try Set(store.runs().map(\.shard)) == [0, 1])
+        let pg = try store.results(run: "nightly-pg")
+        let lite = try results(ws, db: "all.sqlite").last
+        #expect(pg.count == 7 && pg.count == lite.count)
+        for (x, y) in zip(pg, lite) { #expect(x.sameOutcome(as: y) && strip(x.report) == strip(y.report), "\(x.entryID) differs in PostgreSQL") }
+
+        // Nothing changed: a second sweep into the server skips every good entry.
+        let again = try assay(["sweep", inv, "--db", url, "--threads", "1"], environment: ["ASSAY_DB": "ignored.sqlite"])
+        #expect(again.status == 1 && again.stdout.contains("6 unchanged and skipped") && again.stdout.contains("no changes from"), "\(again.stdout)\(again.stderr)")
+        // $ASSAY_DB names the history when --db is not given.
+        let diff = try assay(["sweep", "diff", inv], environment: ["ASSAY_DB": url])
+        #expect(diff.status == 0 && diff.stdout.contains("no changes"), "\(diff.stdout)\(diff.stderr)")
+        let out = ws.appendingPathComponent("dash")
+        let report = try assay(["sweep", "report", "--db", url, "--out", out.path])
+        #expect(report.status == 0 && FileManager.default.fileExists(atPath: out.appendingPathComponent("index.html").path), "\(report.stderr)")
+        // And the server's history folds into a local file.
+        let local = ws.appendingPathComponent("local.sqlite").path
+        let m = try assay(["sweep", "merge", "--into", local, url])
+        #expect(m.status == 0 && m.stdout.contains("14 entry results added"), "\(m.stdout)\(m.stderr)")
+        let copy = try HistoryStore(path: local, create: false)
+        #expect(try copy.runIDs() == store.runIDs())
+        for run in try store.runIDs() { #expect(try copy.results(run: run) == store.results(run: run)) }
+    }
+
     @Test func approvedBaselineCatchesSwappedWeights() throws {
         let ws = try workspace()
         let inv = ws.appendingPathComponent("sweep/inventory.yaml").path
@@ -233,8 +290,10 @@ import Sweep
         try Data(String(repeating: "not a database ", count: 20).utf8).write(to: notDB)
         r = try assay(["sweep", inv.path, "--db", notDB.path])
         #expect(r.status == 2 && r.stderr.contains("notes.sqlite") && r.stderr.contains("not an SQLite database"), "\(r.stderr)")
-        r = try assay(["sweep", inv.path, "--db", "postgres://assay@127.0.0.1:1/assay"])
-        #expect(r.status == 2 && r.stderr.contains("PostgreSQL"))
+        // An unreachable PostgreSQL server: exit 2, the server named, the password not.
+        r = try assay(["sweep", inv.path, "--db", "postgres://assay:hunter2@127.0.0.1:1/assay?connect_timeout=5"])
+        #expect(r.status == 2 && r.stderr.contains("postgres://assay@127.0.0.1:1/assay") && r.stderr.contains("cannot connect"), "\(r.stderr)")
+        #expect(!r.stderr.contains("hunter2"))
 
         // Nothing scannable: exit 3.
         try "entries:\n  - {id: gone, base: ../scan/nope, tuned: ../scan/clean}\n".write(to: bad, atomically: true, encoding: .utf8)
@@ -280,30 +339,58 @@ import Sweep
 
 /// deploy/slurm: two array tasks (simulated by their environment) and the merge script.
 @Suite struct SlurmScriptTests {
-    @Test func arrayTasksAndMergeGiveOneHistory() throws {
+    static func bash(_ script: String, _ env: [String: String], history dir: URL) throws -> Int32 {
         let root = repoFixtures.deletingLastPathComponent().deletingLastPathComponent()
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/bash")
+        p.arguments = [root.appendingPathComponent(script).path]
+        p.environment = ProcessInfo.processInfo.environment.merging(env.merging(["ASSAY": assayBinary().path, "HISTORY_DIR": dir.path,
+            "INVENTORY": repoFixtures.appendingPathComponent("sweep/inventory.yaml").path, "SLURM_CPUS_PER_TASK": "1"]) { a, _ in a }) { _, b in b }
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        return p.terminationStatus
+    }
+
+    static func tempHistoryDir() throws -> URL {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("assay-slurm-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        func bash(_ script: String, _ env: [String: String]) throws -> Int32 {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/bin/bash")
-            p.arguments = [root.appendingPathComponent(script).path]
-            p.environment = ProcessInfo.processInfo.environment.merging(env.merging(["ASSAY": assayBinary().path, "HISTORY_DIR": dir.path,
-                "INVENTORY": repoFixtures.appendingPathComponent("sweep/inventory.yaml").path, "SLURM_CPUS_PER_TASK": "1"]) { a, _ in a }) { _, b in b }
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
-            try p.run()
-            p.waitUntilExit()
-            return p.terminationStatus
-        }
+        return dir
+    }
+
+    @Test func arrayTasksAndMergeGiveOneHistory() throws {
+        let dir = try Self.tempHistoryDir()
         for t in ["1", "2"] {
-            #expect(try bash("deploy/slurm/sweep.sbatch", ["SLURM_ARRAY_TASK_ID": t, "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "2",
-                                                           "SLURM_ARRAY_JOB_ID": "99"]) == 0, "a failing model is a result, not a failed task")
+            #expect(try Self.bash("deploy/slurm/sweep.sbatch", ["SLURM_ARRAY_TASK_ID": t, "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "2",
+                                                                "SLURM_ARRAY_JOB_ID": "99"], history: dir) == 0, "a failing model is a result, not a failed task")
         }
-        #expect(try bash("deploy/slurm/merge.sbatch", ["SWEEP_JOB": "99"]) == 0)
+        #expect(try Self.bash("deploy/slurm/merge.sbatch", ["SWEEP_JOB": "99"], history: dir) == 0)
         let store = try HistoryStore(path: dir.appendingPathComponent("history.sqlite").path, create: false)
         #expect(try store.runIDs() == ["slurm-99"])
         #expect(try store.results(run: "slurm-99").count == 7)
+        #expect(FileManager.default.fileExists(atPath: dir.appendingPathComponent("dashboard/index.html").path))
+    }
+
+    /// With ASSAY_DB naming a PostgreSQL history, the array tasks write into it and nothing is merged.
+    @Test(.enabled(if: SweepCLITests.postgres != nil, "needs ASSAY_TEST_POSTGRES"))
+    func arrayTasksWriteIntoTheSharedPostgreSQLHistory() throws {
+        let dir = try Self.tempHistoryDir()
+        let url = "\(SweepCLITests.postgres!)?schema=t_slurm_\(UUID().uuidString.prefix(8).lowercased())&sslmode=disable"
+        defer {
+            if let pg = (try? HistoryStore.open(url))?.backend as? PostgresBackend {
+                _ = try? pg.write { s in try s.execute("DROP SCHEMA \"\(pg.target.schema)\" CASCADE") }
+            }
+        }
+        for t in ["1", "2"] {
+            #expect(try Self.bash("deploy/slurm/sweep.sbatch", ["SLURM_ARRAY_TASK_ID": t, "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "2",
+                                                                "SLURM_ARRAY_JOB_ID": "98", "ASSAY_DB": url], history: dir) == 0)
+        }
+        #expect(try Self.bash("deploy/slurm/merge.sbatch", ["SWEEP_JOB": "98", "ASSAY_DB": url], history: dir) == 0)
+        #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("history.sqlite").path), "nothing merged into a file")
+        let store = try HistoryStore.open(url, create: false)
+        #expect(try store.runIDs() == ["slurm-98"])
+        #expect(try store.results(run: "slurm-98").count == 7)
         #expect(FileManager.default.fileExists(atPath: dir.appendingPathComponent("dashboard/index.html").path))
     }
 }

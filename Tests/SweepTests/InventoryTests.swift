@@ -122,6 +122,34 @@ func inventory(_ yaml: String) throws -> (URL, Result<Inventory, SweepError>) {
         #expect(try HistoryStore(path: path).results(run: "r1") == [result("a")])
     }
 
+    /// Shards starting at once on one fresh file: the migration runs once, under the write lock.
+    @Test func openingAFreshHistoryFromManyConnectionsAtOnceCreatesItOnce() async throws {
+        for round in 0..<5 {
+            let path = try tempDir().appendingPathComponent("race\(round).sqlite").path
+            let errors = await withTaskGroup(of: String?.self) { group in
+                for _ in 0..<6 { group.addTask { do { _ = try HistoryStore(path: path); return nil } catch { return "\(error)" } } }
+                var out: [String] = []
+                for await e in group { if let e { out.append(e) } }
+                return out
+            }
+            #expect(errors.isEmpty, "\(errors)")
+        }
+    }
+
+    /// Histories written by earlier builds (GRDB's migrator, which left `grdb_migrations`) still open.
+    @Test func opensAHistoryWrittenByTheEarlierMigrator() throws {
+        let path = try tempDir().appendingPathComponent("old.sqlite").path
+        let q = try DatabaseQueue(path: path)
+        try q.write { db in
+            try db.execute(sql: "CREATE TABLE grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY)")
+            try db.execute(sql: "INSERT INTO grdb_migrations VALUES ('v1')")
+            for sql in HistoryStore.migrations(.sqlite).flatMap(\.1) { try db.execute(sql: sql) }
+            try db.execute(sql: "INSERT INTO results VALUES ('r', 'a', 'scanned', 'pass', 'k', NULL, 1.5, 't', NULL, NULL, '[]', NULL)")
+        }
+        try q.close()
+        #expect(try HistoryStore(path: path, create: false).results(run: "r").map(\.verdict) == ["pass"])
+    }
+
     @Test func refusesAFileThatIsNotADatabaseAndLeavesItAlone() throws {
         let url = try tempDir().appendingPathComponent("h.sqlite")
         let junk = Data("this is not a database, just text that is long enough to be read as a header".utf8)
