@@ -24,4 +24,22 @@ import Yams
         let merge = try #require(try Yams.load(yaml: String(contentsOf: Self.deploy.appendingPathComponent("kubernetes/merge-job.yaml"), encoding: .utf8)) as? [String: Any])
         #expect(merge["kind"] as? String == "Job")
     }
+
+    @Test func postgresJobTakesTheHistoryFromASecretAndMergesNothing() throws {
+        let text = try String(contentsOf: Self.deploy.appendingPathComponent("kubernetes/sweep-job-postgres.yaml"), encoding: .utf8)
+        let job = try #require(try Yams.load(yaml: text) as? [String: Any])
+        let spec = try #require(job["spec"] as? [String: Any])
+        #expect(spec["completionMode"] as? String == "Indexed")
+        let completions = try #require(spec["completions"] as? Int)
+        let pod = try #require((spec["template"] as? [String: Any])?["spec"] as? [String: Any])
+        let container = try #require((pod["containers"] as? [[String: Any]])?.first)
+        let env = try #require(container["env"] as? [[String: Any]])
+        #expect(env.first { $0["name"] as? String == "JOB_COMPLETIONS" }?["value"] as? String == String(completions))
+        for name in ["ASSAY_DB", "PGPASSWORD"] {
+            let ref = (env.first { $0["name"] as? String == name }?["valueFrom"] as? [String: Any])?["secretKeyRef"] as? [String: Any]
+            #expect(ref?["name"] as? String == "assay-history", "\(name) comes from the secret")
+        }
+        let args = (container["args"] as? [String])?.joined() ?? ""
+        #expect(args.contains("assay sweep /inventory/inventory.yaml") && !args.contains("--db"), "the history comes from $ASSAY_DB")
+    }
 }
