@@ -66,8 +66,9 @@ public struct PostgresLocation: Sendable, Equatable {
 
     /// The URL without its password: what messages and the history itself may show.
     public var display: String {
-        let where_ = socketDirectory.map { "\(host)?host=\($0)" } ?? "\(host.contains(":") ? "[\(host)]" : host):\(port)"
-        return "postgres://\(user)@\(where_)/\(database)\(schema == "public" ? "" : "#\(schema)")"
+        let hostPort = socketDirectory == nil ? "\(host.contains(":") ? "[\(host)]" : host):\(port)" : host
+        let query = [socketDirectory.map { "host=\($0)" }, schema == "public" ? nil : "schema=\(schema)"].compactMap { $0 }
+        return "postgres://\(user)@\(hostPort)/\(database)" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
     }
 
     /// A URL as given, with any password replaced by `***`.
@@ -203,7 +204,7 @@ final class PostgresBackend: HistoryBackend, @unchecked Sendable {
 
     /// One advisory lock per schema, held to the end of the migrating transaction.
     func lockSchema(_ s: any SQLSession) throws {
-        try s.rows("SELECT pg_advisory_xact_lock(hashtext(?)) AS locked", ["assay history " + target.schema])
+        _ = try s.rows("SELECT pg_advisory_xact_lock(hashtext(?)) AS locked", ["assay history " + target.schema])
     }
 
     func createNamespace(_ s: any SQLSession) throws {

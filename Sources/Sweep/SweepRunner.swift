@@ -100,7 +100,18 @@ public final class SweepRunner {
                 line(Self.summaryLine(r, resumed: true))
                 continue
             }
+            let before = PhaseProfile.shared.snapshot().seconds
             let r = process(entry, runID: runID)
+            if PhaseProfile.shared.enabled {
+                // ASSAY_PROFILE=1: where this entry's time went (what base sharing can and cannot save).
+                let after = PhaseProfile.shared.snapshot().seconds
+                // Stages only (the model's own phases, gemm.* and the like, run inside them).
+                let stages = ["load", "weights", "statistics", "reports", "scan.", "sweep.", "discovery.", "inversion."]
+                let phases = after.filter { k in stages.contains { k.key.hasPrefix($0) } }.map { ($0.key, $0.value - (before[$0.key] ?? 0)) }
+                    .filter { $0.1 >= 0.05 }.sorted { $0.1 > $1.1 }
+                let other = r.seconds - phases.reduce(0) { $0 + $1.1 }
+                say("\(entry.id): profile " + (phases + [("other", other)]).map { String(format: "%@ %.1f s", $0.0, $0.1) }.joined(separator: ", "))
+            }
             try store.record(r, run: runID)
             results.append(r)
             line(Self.summaryLine(r, resumed: false))
@@ -181,7 +192,7 @@ public final class SweepRunner {
         var result = EntryResult(entryID: e.id, status: "error", verdict: nil, key: "", message: nil, seconds: 0, finishedAt: "",
                                  reusedFrom: nil, owner: e.owner, tags: e.tags, report: nil, findings: [], files: [], divergences: [])
         do {
-            let files = try fingerprintFiles(e, audits: &audits)
+            let files = try PhaseProfile.shared.measure("sweep.audit") { try fingerprintFiles(e, audits: &audits) }
             result.files = files
             let baseline = try store.baseline(entry: e.id)
             result.key = key(files: files, baseline: baseline)
@@ -207,7 +218,9 @@ public final class SweepRunner {
             let outcome = try ScanPipeline.run(job, shared: shared, say: { [say] in say("\(e.id): \($0)") })
             var report = outcome.report
             if let baseline {
-                let drift = try checkDrift(e, baseline: baseline, files: files, policy: report.policy, suites: suites)
+                let drift = try PhaseProfile.shared.measure("sweep.baseline") {
+                    try checkDrift(e, baseline: baseline, files: files, policy: report.policy, suites: suites)
+                }
                 if !drift.isEmpty {
                     report.findings += drift
                     report.findings.sort { ($0.severity, $0.kind, $0.value) > ($1.severity, $1.kind, $1.value) }

@@ -33,13 +33,13 @@ enum TestPostgres {
         let l = try PostgresLocation(url: "postgres://sweeper:s%40cret@db.internal:6543/fleet?schema=nightly&sslmode=require", environment: [:])
         #expect(l.host == "db.internal" && l.port == 6543 && l.user == "sweeper" && l.password == "s@cret")
         #expect(l.database == "fleet" && l.schema == "nightly" && l.sslmode == "require")
-        #expect(l.display == "postgres://sweeper@db.internal:6543/fleet#nightly", "no password in what is shown")
+        #expect(l.display == "postgres://sweeper@db.internal:6543/fleet?schema=nightly", "no password in what is shown")
         let d = try PostgresLocation(url: "postgresql://db", environment: ["PGUSER": "u", "PGPASSWORD": "p"])
         #expect(d.port == 5432 && d.user == "u" && d.password == "p" && d.database == "u" && d.schema == "public" && d.sslmode == "prefer")
         let v6 = try PostgresLocation(url: "postgres://a@[::1]:5433/x", environment: [:])
         #expect(v6.host == "::1" && v6.display == "postgres://a@[::1]:5433/x")
-        let sock = try PostgresLocation(url: "postgres://a@/x?host=/var/run/postgresql", environment: [:])
-        #expect(sock.socketDirectory == "/var/run/postgresql")
+        let sock = try PostgresLocation(url: "postgres://a@/x?host=/var/run/postgresql&schema=s", environment: [:])
+        #expect(sock.socketDirectory == "/var/run/postgresql" && sock.display == "postgres://a@/x?host=/var/run/postgresql&schema=s")
     }
 
     @Test func badURLsAreInvalidInputThatHideThePassword() {
@@ -164,11 +164,11 @@ struct PostgresHistoryTests {
         #expect(tables == ["customers"], "refused without creating anything in \(schema)")
 
         // A newer schema version.
-        try pg.write { s in try s.execute("DROP TABLE customers") }
+        _ = try pg.write { s in try s.execute("DROP TABLE customers") }
         let store = try HistoryStore.open(url)
         try store.beginRun(RunInfo(id: "r", shard: 0, shards: 1, inventory: "/i", startedAt: "t", finishedAt: nil, host: "h", entries: 1),
                            inventorySHA256: "x", toolVersion: "t")
-        try pg.write { s in try s.execute("UPDATE assay_meta SET value = '99' WHERE key = 'schema_version'") }
+        _ = try pg.write { s in try s.execute("UPDATE assay_meta SET value = '99' WHERE key = 'schema_version'") }
         #expect {
             _ = try HistoryStore.open(url)
         } throws: { ($0 as? SweepError)?.description.contains("schema version 99 is newer") == true }
