@@ -66,7 +66,7 @@ public struct PostgresLocation: Sendable, Equatable {
 
     /// The URL without its password: what messages and the history itself may show.
     public var display: String {
-        let hostPort = socketDirectory == nil ? "\(host.contains(":") ? "[\(host)]" : host):\(port)" : host
+        let hostPort = socketDirectory == nil ? "\(host.contains(":") ? "[\(host)]" : host):\(port)" : ":\(port)"
         let query = [socketDirectory.map { "host=\($0)" }, schema == "public" ? nil : "schema=\(schema)"].compactMap { $0 }
         return "postgres://\(user)@\(hostPort)/\(database)" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
     }

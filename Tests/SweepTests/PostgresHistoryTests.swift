@@ -39,7 +39,7 @@ enum TestPostgres {
         let v6 = try PostgresLocation(url: "postgres://a@[::1]:5433/x", environment: [:])
         #expect(v6.host == "::1" && v6.display == "postgres://a@[::1]:5433/x")
         let sock = try PostgresLocation(url: "postgres://a@/x?host=/var/run/postgresql&schema=s", environment: [:])
-        #expect(sock.socketDirectory == "/var/run/postgresql" && sock.display == "postgres://a@/x?host=/var/run/postgresql&schema=s")
+        #expect(sock.socketDirectory == "/var/run/postgresql" && sock.display == "postgres://a@:5432/x?host=/var/run/postgresql&schema=s")
     }
 
     @Test func badURLsAreInvalidInputThatHideThePassword() {
@@ -178,6 +178,21 @@ struct PostgresHistoryTests {
         #expect {
             _ = try HistoryStore.open(TestPostgres.fresh("absent"), create: false)
         } throws: { ($0 as? SweepError)?.description.contains("no Assay history here") == true }
+    }
+
+    /// Over the server's Unix socket (scripts/postgres.sh puts it in ASSAY_PG_DIR).
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["ASSAY_PG_DIR"] != nil))
+    func connectsOverTheUnixSocket() throws {
+        let tcp = try PostgresLocation(url: TestPostgres.url!)
+        let dir = ProcessInfo.processInfo.environment["ASSAY_PG_DIR"]!
+        let url = "postgres://\(tcp.user):\(tcp.password ?? "")@:\(tcp.port)/\(tcp.database)?host=\(dir)&schema=t_sock_\(UUID().uuidString.prefix(8).lowercased())"
+        defer { TestPostgres.drop(url) }
+        let store = try HistoryStore.open(url)
+        #expect(store.path.hasPrefix("postgres://\(tcp.user)@:\(tcp.port)/\(tcp.database)?host=\(dir)"))
+        try store.beginRun(RunInfo(id: "r", shard: 0, shards: 1, inventory: "/i", startedAt: "t", finishedAt: nil, host: "h", entries: 1),
+                           inventorySHA256: "s", toolVersion: "t")
+        try store.record(result("x"), run: "r")
+        #expect(try HistoryStore.open(url, create: false).results(run: "r") == [result("x")])
     }
 
     @Test func mergesBothWaysBetweenSQLiteAndPostgreSQL() throws {
