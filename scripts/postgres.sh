@@ -31,6 +31,8 @@ if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
 fi
 
 dir="$(mktemp -d "${TMPDIR:-/tmp}/assay-pg.XXXXXX")"
+# A failure from here on stops whatever started and removes the directory.
+trap 'as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true; rm -rf "$dir"' ERR
 echo "$bin" > "$dir/bin"
 echo assay > "$dir/pwfile"
 [ "$(id -u)" -eq 0 ] && chown -R postgres:postgres "$dir"
@@ -40,10 +42,11 @@ port=55432
 while (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
 
 as_owner "$bin/initdb" -D "$dir/data" -U assay --pwfile="$dir/pwfile" -A scram-sha-256 -E UTF8 --no-sync >"$dir/initdb.log" 2>&1 \
-  || { cat "$dir/initdb.log" >&2; exit 1; }
+  || { cat "$dir/initdb.log" >&2; false; }
 as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-  -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c max_connections=200" start >/dev/null \
-  || { cat "$dir/server.log" >&2; exit 1; }
+  -o "-c listen_addresses=127.0.0.1 -p $port -k '$dir' -c fsync=off -c max_connections=200" start >/dev/null \
+  || { cat "$dir/server.log" >&2; false; }
 PGPASSWORD=assay "$bin/psql" -q -h 127.0.0.1 -p "$port" -U assay -d postgres -c "CREATE DATABASE assay_test" >/dev/null
 echo "postgres: PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port ($dir)" >&2
-echo "ASSAY_TEST_POSTGRES=postgres://assay:assay@127.0.0.1:$port/assay_test ASSAY_PG_DIR=$dir"
+trap - ERR
+printf 'ASSAY_TEST_POSTGRES=%q ASSAY_PG_DIR=%q\n' "postgres://assay:assay@127.0.0.1:$port/assay_test" "$dir"

@@ -28,7 +28,7 @@ struct BenchScan: ParsableCommand {
     @Option(help: "Repeats (medians reported).") var repeats = 3
     @Option(help: "Threads (default: all cores).") var threads: Int?
     @Option(help: "History for the figures: an SQLite file or a postgres:// URL (default: $ASSAY_DB, else .assay/history.sqlite).")
-    var db = ProcessInfo.processInfo.environment["ASSAY_DB"].flatMap { $0.isEmpty ? nil : $0 } ?? ".assay/history.sqlite"
+    var db: String?
     @Flag(help: "Compare with the last recorded run of this pair on this machine; exit 1 on a regression.") var compare = false
     @Option(help: "Regression threshold in percent for --compare.") var threshold = 10.0
     @Flag(help: "Do not record the figures.") var noRecord = false
@@ -143,7 +143,8 @@ struct BenchScan: ParsableCommand {
         let machine = Machine(cpu: Self.cpuModel(), cores: ProcessInfo.processInfo.activeProcessorCount, threads: nThreads, blas: BLAS.configuration)
         let pair = "\(URL(fileURLWithPath: base).lastPathComponent) + \((tuned ?? adapterPath).map { URL(fileURLWithPath: $0).lastPathComponent } ?? "?"); \(probes) probes, \(variants) variants"
 
-        let store = try HistoryStore.open(HistoryArguments.resolve(db))
+        let store = try HistoryStore.open(HistoryArguments.resolve(
+            db ?? ProcessInfo.processInfo.environment["ASSAY_DB"].flatMap { $0.isEmpty ? nil : $0 } ?? ".assay/history.sqlite"))
         var previous: [String: Double]?
         var regressions: [String] = []
         if compare, let last = try store.lastBench(machine: machine.key, pair: pair) {

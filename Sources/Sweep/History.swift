@@ -473,9 +473,10 @@ public final class HistoryStore: @unchecked Sendable {
                     }
                 }
                 for id in Set(runs.map(\.id)).sorted() {
-                    for t in perRun {
-                        let rows = try other.wrap { try other.backend.read { o in try o.rows("SELECT * FROM \(t.name) WHERE run_id = ?", [id]) } }
-                        let n = try copy(s, t, rows)
+                    // One snapshot per run: a result and its findings, files and divergences as they were together.
+                    let rows = try other.wrap { try other.backend.read { o in try perRun.map { t in try o.rows("SELECT * FROM \(t.name) WHERE run_id = ?", [id]) } } }
+                    for (t, tableRows) in zip(perRun, rows) {
+                        let n = try copy(s, t, tableRows)
                         if t.name == "results" { added += n }
                     }
                 }

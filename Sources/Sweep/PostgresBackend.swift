@@ -31,7 +31,7 @@ public struct PostgresLocation: Sendable, Equatable {
     public init(url: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws(SweepError) {
         func bad(_ why: String) -> SweepError { .invalid("--db \(Self.redact(url)): \(why)") }
         guard Self.isPostgres(url), let c = URLComponents(string: url) else {
-            throw bad("not a postgres:// URL (postgres://user@host:port/database?schema=NAME)")
+            throw bad("not a postgres:// URL (postgres://user@host:port/database?schema=NAME; percent-encode `#`, `/`, `?` and `@` in a password, or give it in $PGPASSWORD)")
         }
         var query: [String: String] = [:]
         for item in c.queryItems ?? [] {
@@ -52,7 +52,8 @@ public struct PostgresLocation: Sendable, Equatable {
         database = path.isEmpty ? user : path
         guard !database.contains("/") else { throw bad("database name `\(database)` contains `/`") }
         schema = query["schema"] ?? "public"
-        guard schema.range(of: "^[A-Za-z_][A-Za-z0-9_]{0,62}$", options: .regularExpression) != nil else {
+        let word = schema.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || $0 == "_") }
+        guard word, (1...63).contains(schema.unicodeScalars.count), !("0"..."9").contains(schema.first!) else {
             throw bad("schema `\(schema)`: use letters, digits and `_` (at most 63, not starting with a digit)")
         }
         sslmode = query["sslmode"] ?? "prefer"
@@ -72,10 +73,15 @@ public struct PostgresLocation: Sendable, Equatable {
     }
 
     /// A URL as given, with any password replaced by `***`.
+    /// Works on text URLComponents cannot parse too (a password holding `#`, `/` or `?`): whatever
+    /// stands between the scheme's `//` and the last `@` before the path is user[:password].
     public static func redact(_ url: String) -> String {
-        guard var c = URLComponents(string: url), c.password != nil else { return url.terminalSafe }
-        c.password = "***"
-        return (c.string ?? "postgres://…").terminalSafe
+        guard let scheme = url.range(of: "://") else { return url.terminalSafe }
+        let rest = url[scheme.upperBound...]
+        guard let at = rest.lastIndex(of: "@") else { return url.terminalSafe }
+        let userinfo = rest[..<at]
+        guard let colon = userinfo.firstIndex(of: ":") else { return url.terminalSafe }
+        return (String(url[..<scheme.upperBound]) + userinfo[..<colon] + ":***" + rest[at...]).terminalSafe
     }
 }
 
@@ -86,18 +92,25 @@ final class PostgresBackend: HistoryBackend, @unchecked Sendable {
     let location: String
     let dialect = SQLDialect.postgres
     let target: PostgresLocation
-    let connection: PostgresConnection
+    /// Replaced when the server drops it (guarded by `lock`, as every statement is).
+    var connection: PostgresConnection
     let logger = Logger(label: "assay.history", factory: { _ in SwiftLogNoOpLogHandler() })
     let lock = NSLock()
 
     init(_ target: PostgresLocation) throws {
         self.target = target
         location = target.display
+        connection = try Self.connect(target, logger: logger)
+    }
+
+    static func connect(_ target: PostgresLocation, logger: Logger) throws -> PostgresConnection {
         var config: PostgresConnection.Configuration
         let tls: PostgresConnection.Configuration.TLS
         switch target.sslmode {
         case "disable": tls = .disable
         default:
+            // verify-full: postgres-nio sends the host name for SNI and NIOSSL checks the
+            // certificate against it (or against the address, for an IP).
             var t = TLSConfiguration.makeClientConfiguration()
             switch target.sslmode {
             case "verify-full": break
@@ -111,16 +124,21 @@ final class PostgresBackend: HistoryBackend, @unchecked Sendable {
             config = .init(unixSocketPath: "\(dir)/.s.PGSQL.\(target.port)", username: target.user, password: target.password, database: target.database)
         } else {
             config = .init(host: target.host, port: target.port, username: target.user, password: target.password, database: target.database, tls: tls)
-            if target.sslmode == "verify-full" { config.options.tlsServerName = target.host }
         }
         config.options.connectTimeout = .seconds(Int64(target.connectTimeout))
         let loop = MultiThreadedEventLoopGroup.singleton.any()
-        connection = try PostgresConnection.connect(on: loop, configuration: config, id: 1, logger: logger).wait()
+        let connection = try PostgresConnection.connect(on: loop, configuration: config, id: 1, logger: logger).wait()
         // Unqualified names resolve in the history's schema (created, under a lock, by the first migration).
-        _ = try Session(backend: self).execute("SET search_path TO \"\(target.schema)\"")
+        do {
+            _ = try wait(connection.query(PostgresQuery(unsafeSQL: "SET search_path TO \"\(target.schema)\""), logger: logger), connection)
+        } catch {
+            let _: EventLoopFuture<Void> = connection.close()
+            throw error
+        }
+        return connection
     }
 
-    deinit { try? connection.close().wait() }
+    deinit { _ = try? Self.wait(connection.close(), connection) }
 
     struct Session: SQLSession {
         let backend: PostgresBackend
@@ -173,11 +191,49 @@ final class PostgresBackend: HistoryBackend, @unchecked Sendable {
             case .text(let s): binds.append(s)
             }
         }
-        return try connection.query(PostgresQuery(unsafeSQL: Self.numbered(sql), binds: binds), logger: logger).wait()
+        return try Self.wait(connection.query(PostgresQuery(unsafeSQL: Self.numbered(sql), binds: binds), logger: logger), connection)
     }
 
+    /// Longest wait for one statement's answer. postgres-nio's future API never completes a query
+    /// written to a channel that has just closed, and a half-open TCP connection never answers:
+    /// either would hang a nightly sweep. Past this, the connection is closed and counted as lost.
+    static let answerTimeout: TimeInterval = 300
+
+    struct NoAnswer: Error, CustomStringConvertible {
+        var description: String { "no answer from the server in \(Int(PostgresBackend.answerTimeout)) s" }
+    }
+
+    static func wait<T: Sendable>(_ future: EventLoopFuture<T>, _ connection: PostgresConnection) throws -> T {
+        let done = DispatchSemaphore(value: 0)
+        future.whenComplete { _ in done.signal() }
+        guard done.wait(timeout: .now() + answerTimeout) == .success else {
+            let _: EventLoopFuture<Void> = connection.close()
+            throw NoAnswer()
+        }
+        return try future.wait()
+    }
+
+    /// One transaction. A connection the server dropped (idle timeout, restart, failover: a
+    /// sweep holds its connection for hours) is replaced and the transaction run again, once;
+    /// the server rolled back whatever the lost one had begun, and every write here is
+    /// idempotent (replace an entry's rows, insert-or-keep), so running it again is safe.
     func transaction<T>(_ begin: String, _ body: (any SQLSession) throws -> T) throws -> T {
         lock.lock(); defer { lock.unlock() }
+        if connection.isClosed { try reconnect() }
+        do {
+            return try attempt(begin, body)
+        } catch where Self.connectionLost(error) {
+            try reconnect()
+            return try attempt(begin, body)
+        }
+    }
+
+    func reconnect() throws {
+        let _: EventLoopFuture<Void> = connection.close()
+        connection = try Self.connect(target, logger: logger)
+    }
+
+    func attempt<T>(_ begin: String, _ body: (any SQLSession) throws -> T) throws -> T {
         let s = Session(backend: self)
         try s.execute(begin)
         do {
@@ -188,6 +244,14 @@ final class PostgresBackend: HistoryBackend, @unchecked Sendable {
             _ = try? s.execute("ROLLBACK")
             throw error
         }
+    }
+
+    static func connectionLost(_ error: any Error) -> Bool {
+        if let e = error as? PSQLError {
+            return [.serverClosedConnection, .clientClosedConnection, .uncleanShutdown].contains(e.code)
+                || (e.code == .server && e.serverInfo?[.sqlState].map { $0.hasPrefix("57P") || $0.hasPrefix("08") } == true)
+        }
+        return error is ChannelError || error is NoAnswer
     }
 
     func read<T>(_ body: (any SQLSession) throws -> T) throws -> T {
@@ -207,8 +271,12 @@ final class PostgresBackend: HistoryBackend, @unchecked Sendable {
         _ = try s.rows("SELECT pg_advisory_xact_lock(hashtext(?)) AS locked", ["assay history " + target.schema])
     }
 
+    /// Creates the schema only when it is missing: a user may hold CREATE on a schema a DBA made
+    /// without holding CREATE on the database, which even `CREATE SCHEMA IF NOT EXISTS` needs.
     func createNamespace(_ s: any SQLSession) throws {
-        try s.execute("CREATE SCHEMA IF NOT EXISTS \"\(target.schema)\"")
+        if try s.rows("SELECT 1 AS present FROM pg_namespace WHERE nspname = ?", [target.schema]).isEmpty {
+            try s.execute("CREATE SCHEMA \"\(target.schema)\"")
+        }
     }
 
     func describe(_ error: any Error) -> String? { Self.describe(error, target) }

@@ -49,6 +49,9 @@ enum TestPostgres {
             ("postgres://u:hunter2@h/db?sslmode=always", "sslmode `always`"),
             ("postgres://u:hunter2@h:0/db", "port 0 is out of range"),
             ("postgres://u:hunter2@h/db?connect_timeout=x", "connect_timeout `x`"),
+            ("postgres://u:hunter2#x@h/db", "percent-encode"),
+            ("postgres://u:hunter2/x?y@h/db", "percent-encode"),
+            ("postgres://u:hunter2@h/db?schema=a%0A", "schema `a"),
         ] {
             #expect {
                 _ = try PostgresLocation(url: url, environment: [:])
@@ -193,6 +196,26 @@ struct PostgresHistoryTests {
                            inventorySHA256: "s", toolVersion: "t")
         try store.record(result("x"), run: "r")
         #expect(try HistoryStore.open(url, create: false).results(run: "r") == [result("x")])
+    }
+
+    /// A sweep holds its connection for hours: one the server drops is replaced, and the
+    /// statement that found it gone runs again.
+    @Test func reconnectsWhenTheServerDropsTheConnection() throws {
+        let url = TestPostgres.fresh("drop")
+        defer { TestPostgres.drop(url) }
+        let store = try HistoryStore.open(url)
+        try store.beginRun(RunInfo(id: "r", shard: 0, shards: 1, inventory: "/i", startedAt: "t", finishedAt: nil, host: "h", entries: 1),
+                           inventorySHA256: "s", toolVersion: "t")
+        let pg = try #require(store.backend as? PostgresBackend)
+        let pid = try pg.read { s in try s.rows("SELECT pg_backend_pid() AS pid").first!.int("pid") }
+        let admin = try #require(try HistoryStore.open(url).backend as? PostgresBackend)
+        let killed = try admin.read { s in try s.rows("SELECT pg_terminate_backend(CAST(? AS INTEGER)) AS done", [pid]).first!.int("done") }
+        #expect(killed == 1)
+        Thread.sleep(forTimeInterval: 0.2)
+        try store.record(result("x"), run: "r")
+        #expect(try store.results(run: "r") == [result("x")])
+        let newPid = try pg.read { s in try s.rows("SELECT pg_backend_pid() AS pid").first!.int("pid") }
+        #expect(newPid != pid)
     }
 
     @Test func mergesBothWaysBetweenSQLiteAndPostgreSQL() throws {
