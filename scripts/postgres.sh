@@ -2,7 +2,8 @@
 # A throwaway PostgreSQL server on loopback, for the tests of the shared sweep history.
 #   scripts/postgres.sh start   installs Debian's `postgresql` when absent, initialises a cluster in a
 #                               temporary directory, starts it on 127.0.0.1 on a free port with password
-#                               (SCRAM) authentication, creates the database `assay_test`, and prints
+#                               (SCRAM) authentication and TLS (a self-signed certificate), creates the
+#                               database `assay_test`, and prints
 #                               shell assignments: ASSAY_TEST_POSTGRES=<url> ASSAY_PG_DIR=<dir>
 #   scripts/postgres.sh stop DIR  stops that server and removes its directory.
 # Runs as any user; as root the server runs as the `postgres` account (PostgreSQL refuses root).
@@ -38,13 +39,19 @@ echo assay > "$dir/pwfile"
 [ "$(id -u)" -eq 0 ] && chown -R postgres:postgres "$dir"
 chmod 700 "$dir"
 
+# A self-signed certificate, so the tests also connect over TLS (openssl comes with postgresql's ssl-cert).
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=localhost" \
+  -keyout "$dir/server.key" -out "$dir/server.crt" >/dev/null 2>&1
+chmod 600 "$dir/server.key"
+[ "$(id -u)" -eq 0 ] && chown postgres:postgres "$dir/server.key" "$dir/server.crt"
+
 port=55432
 while (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
 
 as_owner "$bin/initdb" -D "$dir/data" -U assay --pwfile="$dir/pwfile" -A scram-sha-256 -E UTF8 --no-sync >"$dir/initdb.log" 2>&1 \
   || { cat "$dir/initdb.log" >&2; false; }
 as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-  -o "-c listen_addresses=127.0.0.1 -p $port -k '$dir' -c fsync=off -c max_connections=200" start >/dev/null \
+  -o "-c listen_addresses=127.0.0.1 -p $port -k '$dir' -c fsync=off -c max_connections=200 -c ssl=on -c ssl_cert_file='$dir/server.crt' -c ssl_key_file='$dir/server.key'" start >/dev/null \
   || { cat "$dir/server.log" >&2; false; }
 PGPASSWORD=assay "$bin/psql" -q -h 127.0.0.1 -p "$port" -U assay -d postgres -c "CREATE DATABASE assay_test" >/dev/null
 echo "postgres: PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port ($dir)" >&2

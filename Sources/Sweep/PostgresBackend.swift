@@ -308,6 +308,14 @@ final class PostgresBackend: HistoryBackend, @unchecked Sendable {
     }
 
     static func describeUnderlying(_ e: any Error) -> String {
+        if let ssl = e as? NIOSSLError {
+            let text = "\(ssl)"
+            if text.contains("CERTIFICATE_VERIFY_FAILED") {
+                return "TLS handshake failed: the server's certificate is not trusted by this machine's roots "
+                    + "(sslmode=verify-ca/verify-full check it; sslmode=require encrypts without checking)"
+            }
+            return "TLS handshake failed: \(text)"
+        }
         if let c = e as? NIOConnectionError {
             return c.connectionErrors.map { "\($0.target): \($0.error)" }.joined(separator: "; ").nonEmpty ?? "\(c)"
         }

@@ -183,6 +183,24 @@ struct PostgresHistoryTests {
         } throws: { ($0 as? SweepError)?.description.contains("no Assay history here") == true }
     }
 
+    /// scripts/postgres.sh serves TLS with a self-signed certificate: `require` and `prefer`
+    /// encrypt without checking it, `verify-full` refuses it.
+    @Test func encryptsWhenAskedAndRefusesAnUntrustedCertificate() throws {
+        let schema = "t_tls_\(UUID().uuidString.prefix(8).lowercased())"
+        defer { TestPostgres.drop("\(TestPostgres.url!)?schema=\(schema)&sslmode=disable") }
+        for mode in ["require", "prefer"] {
+            let pg = try #require(try HistoryStore.open("\(TestPostgres.url!)?schema=\(schema)&sslmode=\(mode)").backend as? PostgresBackend)
+            let ssl = try pg.read { s in try s.rows("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").first?.int("ssl") }
+            #expect(ssl == 1, "sslmode=\(mode) connection is encrypted")
+        }
+        #expect {
+            _ = try HistoryStore.open("\(TestPostgres.url!)?schema=\(schema)&sslmode=verify-full")
+        } throws: { error in
+            let d = (error as? SweepError)?.description ?? ""
+            return d.contains("cannot connect") && d.lowercased().contains("certificate")
+        }
+    }
+
     /// Over the server's Unix socket (scripts/postgres.sh puts it in ASSAY_PG_DIR).
     @Test(.enabled(if: ProcessInfo.processInfo.environment["ASSAY_PG_DIR"] != nil))
     func connectsOverTheUnixSocket() throws {
