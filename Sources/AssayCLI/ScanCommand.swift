@@ -134,7 +134,7 @@ struct ScanArguments: ParsableArguments {
         let started = Date()
         let log = Log()
         let job = job(discovery: discovery, knownTriggers: knownTriggers)
-        for (name, u) in [("base", job.base)] + (job.tuned.map { [("tuned", $0)] } ?? []) + job.adapters.map { ("adapter", $0) } {
+        for (name, u) in [("base", job.base)] + (job.tuned.map { [("tuned", $0)] } ?? []) + job.adapters.map({ ("adapter", $0) }) {
             var dir: ObjCBool = false
             guard FileManager.default.fileExists(atPath: u.path, isDirectory: &dir), dir.boolValue else {
                 throw ScanError.invalidInput("--\(name) \(u.path.terminalSafe): no such directory")

@@ -236,6 +236,7 @@ public final class HistoryStore: @unchecked Sendable {
         ("bench", ["recorded_at", "machine", "pair", "figures"]),
     ]
 
+    @discardableResult
     func wrap<T>(_ body: () throws -> T) throws(SweepError) -> T {
         do { return try body() } catch let e as SweepError { throw e } catch {
             throw .history(path: path, message: backend.describe(error) ?? "\(error)")
