@@ -144,7 +144,7 @@ struct BenchScan: ParsableCommand {
         let pair = "\(URL(fileURLWithPath: base).lastPathComponent) + \((tuned ?? adapterPath).map { URL(fileURLWithPath: $0).lastPathComponent } ?? "?"); \(probes) probes, \(variants) variants"
 
         let store = try HistoryStore.open(HistoryArguments.resolve(
-            db ?? ProcessInfo.processInfo.environment["ASSAY_DB"].flatMap { $0.isEmpty ? nil : $0 } ?? ".assay/history.sqlite"))
+            db ?? HistoryArguments.environmentDB ?? ".assay/history.sqlite"))
         var previous: [String: Double]?
         var regressions: [String] = []
         if compare, let last = try store.lastBench(machine: machine.key, pair: pair) {

@@ -16,7 +16,7 @@ struct HistoryArguments: ParsableArguments {
 
     func open(inventory: URL?, create: Bool = true) throws -> HistoryStore {
         let location: String
-        if let given = db ?? ProcessInfo.processInfo.environment["ASSAY_DB"].flatMap({ $0.isEmpty ? nil : $0 }) {
+        if let given = db ?? Self.environmentDB {
             location = Self.resolve(given)
         } else if let inventory {
             location = inventory.deletingLastPathComponent().appendingPathComponent(".assay/history.sqlite").path
@@ -25,6 +25,9 @@ struct HistoryArguments: ParsableArguments {
         }
         return try HistoryStore.open(location, create: create)
     }
+
+    /// `$ASSAY_DB` when set and not empty.
+    static var environmentDB: String? { ProcessInfo.processInfo.environment["ASSAY_DB"].flatMap { $0.isEmpty ? nil : $0 } }
 
     /// A postgres:// URL as given; a file path made absolute.
     static func resolve(_ location: String) -> String {

@@ -187,7 +187,10 @@ public enum HTML {
         return h + "</table>"
     }
 
-    static func e(_ s: String) -> String {
+    static func e(_ s: String) -> String { escape(s) }
+
+    /// Text made safe inside HTML elements and quoted attributes (the sweep dashboard uses it too).
+    public static func escape(_ s: String) -> String {
         var o = ""
         for c in s.unicodeScalars {
             switch c {

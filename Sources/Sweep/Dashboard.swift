@@ -1,14 +1,12 @@
 import Foundation
 import AssayCommon
+import Reports
 
 /// `assay sweep report`: one self-contained HTML page (no script, no external file): per entry,
 /// its verdict over the recorded runs and an SVG chart of its mean divergence per probe category
 /// with the 95% intervals as bands.
 public enum Dashboard {
-    static func esc(_ s: String) -> String {
-        s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
-            .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
-    }
+    static func esc(_ s: String) -> String { HTML.escape(s) }
 
     static let palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
     static let verdictColour = ["pass": "#2e7d32", "warn": "#f9a825", "fail": "#c62828", "error": "#6a1b9a"]

@@ -83,6 +83,8 @@ public enum SweepDiff {
 /// earlier verdict), for CI systems' test views.
 public enum JUnit {
     public static func render(_ o: SweepOutcome, name: String) -> String {
+        // XML 1.0, not HTML: control characters other than tab and newlines cannot appear even as
+        // character references, so they become `?` (HTML.escape would write `&#N;`).
         func esc(_ s: String) -> String {
             var out = ""
             for u in s.unicodeScalars {

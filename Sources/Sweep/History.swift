@@ -453,7 +453,7 @@ public final class HistoryStore: @unchecked Sendable {
     @discardableResult
     public func merge(from other: HistoryStore) throws(SweepError) -> Int {
         guard other.path != path else { throw .history(path: path, message: "cannot merge a history into itself") }
-        let runs = try other.runs()
+        let runRows = try other.wrap { try other.backend.read { o in try o.rows("SELECT * FROM runs") } }
         let perRun = Self.tables.filter { $0.columns.first == "run_id" }
         func copy(_ s: any SQLSession, _ table: (name: String, columns: [String]), _ rows: [SQLRow]) throws -> Int {
             let sql = "INSERT INTO \(table.name) (\(table.columns.joined(separator: ", "))) VALUES (\(table.columns.map { _ in "?" }.joined(separator: ", "))) ON CONFLICT DO NOTHING"
@@ -464,11 +464,10 @@ public final class HistoryStore: @unchecked Sendable {
         return try wrap {
             try backend.write { s in
                 var added = 0
-                let runTable = Self.tables[0]
+                _ = try copy(s, Self.tables[0], runRows)
+                let runs = try runRows.map(Self.runInfo)
+                // A shard that finished after the other copy was taken: keep its finish time.
                 for r in runs {
-                    let runRows = try other.wrap { try other.backend.read { o in try o.rows("SELECT * FROM runs WHERE id = ? AND shard = ?", [r.id, r.shard]) } }
-                    _ = try copy(s, runTable, runRows)
-                    // A shard that finished after the other copy was taken: keep its finish time.
                     if let done = r.finishedAt {
                         try s.execute("UPDATE runs SET finished_at = ? WHERE id = ? AND shard = ? AND finished_at IS NULL", [done, r.id, r.shard])
                     }
