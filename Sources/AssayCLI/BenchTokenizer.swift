@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import AssayCommon
 import Tokenizers
 
 /// Tokenizer throughput: encodes a ~1 MB mixed corpus (English, code, numbers, whitespace runs,
@@ -48,7 +49,7 @@ struct BenchTokenizer: ParsableCommand {
     func run() throws {
         let text: String
         if let corpus {
-            text = try Tokenizer.validateUTF8([UInt8](try Data(contentsOf: URL(fileURLWithPath: corpus))), file: corpus)
+            text = try Tokenizer.validateUTF8(try SafeFile.read(URL(fileURLWithPath: corpus), maxBytes: 1 << 30), file: corpus)
         } else {
             text = Self.generateCorpus(bytes: bytes)
         }

@@ -63,6 +63,29 @@ public indirect enum JSONValue: Equatable, Sendable {
         return m.last(where: { $0.key == key })?.value
     }
 
+    /// The dotted path (`rope_scaling.factor`, `items[2].id`) of the first key that appears twice
+    /// in any object at any depth, if any. Python's `json` keeps the last of two equal keys
+    /// silently; refusing them anywhere leaves no room for two readers to disagree.
+    public var firstDuplicateKeyPath: String? {
+        func walk(_ v: JSONValue, _ prefix: String) -> String? {
+            switch v {
+            case let .object(m):
+                var seen = Set<String>()
+                for member in m {
+                    let p = prefix.isEmpty ? member.key : prefix + "." + member.key
+                    if !seen.insert(member.key).inserted { return p }
+                    if let d = walk(member.value, p) { return d }
+                }
+                return nil
+            case let .array(a):
+                for (i, x) in a.enumerated() { if let d = walk(x, "\(prefix)[\(i)]") { return d } }
+                return nil
+            default: return nil
+            }
+        }
+        return walk(self, "")
+    }
+
     /// The first key that appears more than once in this object, if any.
     public var firstDuplicateKey: String? {
         guard case let .object(m) = self else { return nil }

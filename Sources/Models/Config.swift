@@ -9,15 +9,17 @@ public struct ConfigReader: Sendable {
     public let json: JSONValue
 
     public static func load(_ url: URL) throws(ModelError) -> ConfigReader {
-        let data: Data
-        do { data = try Data(contentsOf: url) } catch { throw .configMissing(directory: url.deletingLastPathComponent().path) }
-        guard data.count <= 16 << 20 else { throw .invalidConfig(file: url.path, field: "(file)", reason: "over 16 MiB") }
+        let data: [UInt8]
+        do { data = try SafeFile.read(url, maxBytes: 16 << 20) } catch {
+            if case .notFound = error { throw .configMissing(directory: url.deletingLastPathComponent().path) }
+            throw .invalidConfig(file: url.path, field: "(file)", reason: error.reasonOnly)
+        }
         let json: JSONValue
-        do { json = try JSONParser.parse([UInt8](data)) } catch {
+        do { json = try JSONParser.parse(data) } catch {
             throw .invalidConfig(file: url.path, field: "(file)", reason: "not valid JSON: \(error.description)")
         }
         guard json.members != nil else { throw .invalidConfig(file: url.path, field: "(file)", reason: "must be a JSON object, found \(json.typeName)") }
-        if let dup = json.firstDuplicateKey { throw .invalidConfig(file: url.path, field: dup, reason: "appears more than once") }
+        if let dup = json.firstDuplicateKeyPath { throw .invalidConfig(file: url.path, field: dup, reason: "appears more than once") }
         return ConfigReader(file: url.path, json: json)
     }
 

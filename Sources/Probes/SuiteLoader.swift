@@ -141,16 +141,15 @@ public enum SuiteLoader {
     // MARK: - Reading
 
     static func readBounded(_ path: String) throws(SuiteError) -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw SuiteError(.io, file: path, message: "cannot open: \(String(cString: strerror(errno)))") }
+        // Non-blocking open, fstat on the descriptor: a FIFO named like a suite is refused, not waited on.
+        let opened: (fd: Int32, size: Int)
+        do { opened = try SafeFile.open(path, maxBytes: Int.max) } catch { throw SuiteError(.io, file: path, message: error.reasonOnly) }
+        let fd = opened.fd
         defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw SuiteError(.io, file: path, message: "cannot stat: \(String(cString: strerror(errno)))") }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { throw SuiteError(.io, file: path, message: "not a regular file") }
-        guard st.st_size <= maxFileBytes else {
-            throw SuiteError(.tooLarge, file: path, message: "file is \(st.st_size) bytes; suite files are limited to \(maxFileBytes) bytes (64 MiB)")
+        guard opened.size <= maxFileBytes else {
+            throw SuiteError(.tooLarge, file: path, message: "file is \(opened.size) bytes; suite files are limited to \(maxFileBytes) bytes (64 MiB)")
         }
-        var bytes = [UInt8](repeating: 0, count: Int(st.st_size) + 1)
+        var bytes = [UInt8](repeating: 0, count: opened.size + 1)
         var done = 0
         while true {
             if done == bytes.count {

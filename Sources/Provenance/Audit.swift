@@ -163,8 +163,7 @@ public enum Auditor {
 
     /// SHA-256 of a file through 4 MiB reads (nil when it cannot be read).
     static func sha256(path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
+        guard let fd = try? SafeFile.open(path, maxBytes: Int.max).fd else { return nil }
         defer { close(fd) }
         var h = SHA256()
         let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 64)

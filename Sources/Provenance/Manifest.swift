@@ -108,11 +108,14 @@ public enum ManifestVerifier {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: dir.path, isDirectory: &isDir), isDir.boolValue else { throw .pathNotFound(dir.path) }
         let mp = manifestURL.path
-        guard let data = FileManager.default.contents(atPath: mp) else { throw .pathNotFound(mp) }
-        guard data.count <= 256 << 20 else { throw .invalid(file: mp, field: "", reason: "manifest is over 256 MiB") }
+        let data: [UInt8]
+        do { data = try SafeFile.read(manifestURL, maxBytes: 256 << 20) } catch {
+            if case .notFound = error { throw .pathNotFound(mp) }
+            throw .invalid(file: mp, field: "", reason: error.reasonOnly)
+        }
         let json: JSONValue
-        do { json = try JSONParser.parse([UInt8](data)) } catch { throw .invalid(file: mp, field: "", reason: "not valid JSON: \(error.description)") }
-        if let dup = json.firstDuplicateKey { throw .invalid(file: mp, field: dup, reason: "key appears more than once") }
+        do { json = try JSONParser.parse(data) } catch { throw .invalid(file: mp, field: "", reason: "not valid JSON: \(error.description)") }
+        if let dup = json.firstDuplicateKeyPath { throw .invalid(file: mp, field: dup, reason: "key appears more than once") }
 
         // The manifest itself is never a file of the model.
         var selfExclusions: Set<String> = []

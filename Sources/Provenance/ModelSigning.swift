@@ -129,8 +129,9 @@ public enum ModelSigning {
     /// True when some signature in the envelope verifies with the P-256 key in `publicKeyPEM`
     /// (DER or raw r‖s ECDSA signatures, SHA-256 digest of the PAE).
     public static func verifySignature(_ e: Envelope, publicKeyPEM: URL) throws(ManifestError) -> Bool {
-        guard let data = FileManager.default.contents(atPath: publicKeyPEM.path), let pem = String(data: data, encoding: .utf8) else {
-            throw .publicKey(file: publicKeyPEM.path, reason: "cannot read the public key")
+        let pem: String
+        do { pem = try SafeFile.readText(publicKeyPEM, maxBytes: 1 << 20) } catch {
+            throw .publicKey(file: publicKeyPEM.path, reason: "cannot read the public key: \(error.reasonOnly)")
         }
         let key: P256.Signing.PublicKey
         do { key = try P256.Signing.PublicKey(pemRepresentation: pem) } catch {

@@ -40,10 +40,11 @@ enum RedFlags {
     enum Parsed { case success(JSONValue), failure(Finding) }
 
     static func parse(_ url: URL, rel: String) -> Parsed {
-        guard let data = try? Data(contentsOf: url), data.count <= 64 << 20 else {
-            return .failure(Finding(code: "invalid_config", severity: .medium, file: rel, message: "cannot read (or larger than 64 MiB)"))
+        let data: [UInt8]
+        do { data = try SafeFile.read(url, maxBytes: 64 << 20) } catch {
+            return .failure(Finding(code: "invalid_config", severity: .medium, file: rel, message: error.reasonOnly))
         }
-        do { return .success(try JSONParser.parse([UInt8](data))) } catch {
+        do { return .success(try JSONParser.parse(data)) } catch {
             return .failure(Finding(code: "invalid_config", severity: .medium, file: rel, message: "not valid JSON: \(error.description)"))
         }
     }

@@ -11,13 +11,13 @@ public final class MappedFile: @unchecked Sendable {
 
     public init(path: String) throws(SafeTensorsError) {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw .io(file: path, reason: String(cString: strerror(errno))) }
+        // Non-blocking open and fstat on the descriptor: a FIFO or device named like a weight
+        // file is refused at once instead of hanging the scan.
+        let opened: (fd: Int32, size: Int)
+        do { opened = try SafeFile.open(path, maxBytes: Int.max) } catch { throw .io(file: path, reason: error.reasonOnly) }
+        let fd = opened.fd
         defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw .io(file: path, reason: String(cString: strerror(errno))) }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { throw .io(file: path, reason: "not a regular file") }
-        size = Int(st.st_size)
+        size = opened.size
         if size == 0 {
             bytes = UnsafeRawBufferPointer(start: nil, count: 0)
             return
