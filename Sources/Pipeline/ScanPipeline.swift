@@ -124,6 +124,11 @@ public enum ScanPipeline {
         var files: [String: [String: String]] = [:]
         for (name, u) in dirs where files[name] == nil {
             let audit = try job.preaudited[u.path] ?? Auditor.audit(u)
+            // A FIFO, socket or device in a model directory is never opened: the loaders would
+            // block on it or read unbounded data, so the scan stops here.
+            if let special = audit.files.first(where: { !["file", "symlink"].contains($0.type) }) {
+                throw ScanError.invalidInput("\(u.appendingPathComponent(special.path).path.terminalSafe): is a \(special.type), not a regular file; refusing to scan \(name) \(u.path.terminalSafe)")
+            }
             files[name] = Dictionary(audit.files.compactMap { f in f.sha256.map { (f.path, $0) } }, uniquingKeysWith: { a, _ in a })
             for f in audit.findings where f.severity >= .medium {
                 findings.append(Scan.Finding(kind: "artifact", severity: f.severity, title: "\(name): \(f.file.terminalSafe): \(f.message.terminalSafe)",
@@ -182,6 +187,7 @@ public enum ScanPipeline {
         guard baseModel.vocabularySize == tunedModel.vocabularySize else {
             throw ScanError.mismatch("vocabularies differ: base \(baseModel.vocabularySize), tuned \(tunedModel.vocabularySize)")
         }
+        try tokenizer.checkIDs(embeddingRows: baseModel.vocabularySize, configFile: baseURL.appendingPathComponent("config.json").path)
         guard tokenizer.vocabularySize <= baseModel.vocabularySize else {
             throw ScanError.mismatch("the tokenizer has \(tokenizer.vocabularySize) tokens but the model's vocabulary is \(baseModel.vocabularySize)")
         }
@@ -272,11 +278,19 @@ public enum ScanPipeline {
     /// The policy file (JSON) and its bytes (hashed into the report); defaults without one.
     public static func loadPolicy(_ url: URL?) throws -> (ScanPolicy, [UInt8]) {
         guard let url else { return (ScanPolicy(), Array("{}".utf8)) }
-        let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw ScanError.invalidInput("\(url.path.terminalSafe): cannot read the policy file")
+        let data: [UInt8]
+        do { data = try SafeFile.read(url, maxBytes: 1 << 20) } catch {
+            throw ScanError.invalidInput("policy \(error.description)")
         }
-        do { return (try JSONDecoder().decode(ScanPolicy.self, from: data), [UInt8](data)) } catch {
+        // The strict reader first: Foundation's decoder would keep one of two equal keys silently.
+        let json: JSONValue
+        do { json = try JSONParser.parse(data) } catch {
+            throw ScanError.invalidInput("\(url.path.terminalSafe): invalid policy: not valid JSON: \(error.description)")
+        }
+        if let dup = json.firstDuplicateKeyPath {
+            throw ScanError.invalidInput("\(url.path.terminalSafe): invalid policy: field '\(dup.terminalSafe)' appears more than once")
+        }
+        do { return (try JSONDecoder().decode(ScanPolicy.self, from: Data(data)), data) } catch {
             throw ScanError.invalidInput("\(url.path.terminalSafe): invalid policy: \(describe(error))")
         }
     }

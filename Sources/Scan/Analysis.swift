@@ -71,8 +71,25 @@ public struct ScanPolicy: Codable, Sendable, Equatable {
         baselineDriftMinJS = try c.decodeIfPresent(Double.self, forKey: .baselineDriftMinJS) ?? d.baselineDriftMinJS
         failOn = try c.decodeIfPresent([Severity].self, forKey: .failOn) ?? d.failOn
         warnOn = try c.decodeIfPresent([Severity].self, forKey: .warnOn) ?? d.warnOn
-        guard fdr > 0 && fdr < 1 else {
-            throw DecodingError.dataCorruptedError(forKey: .fdr, in: c, debugDescription: "must be in (0, 1)")
+        // Every threshold range-checked: a negative or non-finite one would silently turn a
+        // test off (or flag everything).
+        func check(_ v: Double, _ key: CodingKeys, _ ok: (Double) -> Bool, _ what: String) throws {
+            guard v.isFinite, ok(v) else {
+                throw DecodingError.dataCorruptedError(forKey: key, in: c, debugDescription: "\(v) is not \(what)")
+            }
+        }
+        try check(fdr, .fdr, { $0 > 0 && $0 < 1 }, "in (0, 1)")
+        try check(triggerMinRobustZ, .triggerMinRobustZ, { $0 >= 0 }, "a non-negative number")
+        try check(triggerMinEffect, .triggerMinEffect, { $0 >= 0 }, "a non-negative number")
+        try check(triggerCriticalDivergence, .triggerCriticalDivergence, { $0 >= 0 }, "a non-negative number")
+        try check(categoryMinCliffsDelta, .categoryMinCliffsDelta, { $0 >= 0 && $0 <= 1 }, "in [0, 1]")
+        try check(categoryMinRatio, .categoryMinRatio, { $0 > 0 }, "a positive number")
+        try check(globalShiftDivergence, .globalShiftDivergence, { $0 >= 0 }, "a non-negative number")
+        try check(inversionMinGain, .inversionMinGain, { $0 >= 0 }, "a non-negative number")
+        try check(inversionMinConfidence, .inversionMinConfidence, { $0 >= 0 && $0 <= 1 }, "a probability in [0, 1]")
+        try check(baselineDriftMinJS, .baselineDriftMinJS, { $0 >= 0 }, "a non-negative number")
+        if let s = Set(failOn).intersection(warnOn).sorted().first {
+            throw DecodingError.dataCorruptedError(forKey: .warnOn, in: c, debugDescription: "severity '\(s.rawValue)' is in both fail_on and warn_on")
         }
     }
 }
