@@ -44,16 +44,17 @@ public struct Inventory: Sendable, Equatable {
 
     public static func load(_ url: URL) throws(SweepError) -> Inventory {
         let path = url.path
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue else {
-            throw .invalidInventory(file: path, line: nil, message: "no such file")
+        let data: [UInt8]
+        do { data = try SafeFile.read(url, maxBytes: maxBytes) } catch {
+            throw .invalidInventory(file: path, line: nil, message: error.reasonOnly)
         }
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw .invalidInventory(file: path, line: nil, message: "cannot read the file")
+        if let bad = SafeFile.firstInvalidUTF8(data) {
+            throw .invalidInventory(file: path, line: nil, message: "not UTF-8 text (byte \(bad))")
         }
-        guard data.count <= maxBytes else { throw .invalidInventory(file: path, line: nil, message: "over \(maxBytes >> 20) MiB") }
-        guard let text = String(data: data, encoding: .utf8) else {
-            throw .invalidInventory(file: path, line: nil, message: "not UTF-8 text")
+        let text = String(decoding: data, as: UTF8.self)
+        // Yams composes recursively: bound the nesting before it sees the text.
+        if let (depth, line) = Self.nestingEstimate(text, limit: maxNesting) {
+            throw .invalidInventory(file: path, line: line, message: "nesting deeper than \(maxNesting) levels (\(depth) counting indentation and brackets)")
         }
         let root: Node?
         do { root = try Yams.compose(yaml: text) } catch let e as YamlError {
@@ -61,6 +62,7 @@ public struct Inventory: Sendable, Equatable {
         } catch {
             throw .invalidInventory(file: path, line: nil, message: "\(error)")
         }
+        if let root { try Self.checkStructure(root, file: path) }
         let dir = url.deletingLastPathComponent()
         guard let root, let top = root.mapping else {
             throw .invalidInventory(file: path, line: root?.mark?.line, message: "the top level must be a mapping with an `entries:` list")
@@ -143,6 +145,76 @@ public struct Inventory: Sendable, Equatable {
         }
         let sha = data.withUnsafeBytes { Inspector.sha256Hex($0) }
         return Inventory(file: url.standardizedFileURL, entries: entries, sha256: sha)
+    }
+
+    /// Deepest nesting an inventory may have. Real ones nest four levels; the bound keeps Yams'
+    /// recursive composer far from the stack's end.
+    public static let maxNesting = 200
+
+    /// A conservative upper bound on the YAML nesting depth of any line: its indentation, plus
+    /// the block indicators (`- `, `? `) and open flow brackets on it, plus brackets still open
+    /// from earlier lines. Quoted text is not parsed, so brackets inside strings count too (which
+    /// only over-estimates). Returns the first (depth, line) over `limit`.
+    static func nestingEstimate(_ text: String, limit: Int) -> (Int, Int)? {
+        var flow = 0
+        var line = 1
+        var column = 0, indent = 0, inIndent = true, inline = 0
+        var prev: UInt8 = 0x20
+        var inComment = false
+        for b in text.utf8 {
+            if b == 0x0A {
+                line += 1; column = 0; indent = 0; inIndent = true; inline = 0; prev = 0x20; inComment = false
+                continue
+            }
+            if inComment { continue }
+            if inIndent {
+                if b == 0x20 || b == 0x09 { indent += 1; continue }
+                inIndent = false
+            }
+            column += 1
+            switch b {
+            case UInt8(ascii: "#") where prev == 0x20 || prev == 0x09: inComment = true
+            case UInt8(ascii: "["), UInt8(ascii: "{"): flow += 1
+            case UInt8(ascii: "]"), UInt8(ascii: "}"): flow = max(0, flow - 1)
+            case UInt8(ascii: " ") where prev == UInt8(ascii: "-") || prev == UInt8(ascii: "?") || prev == UInt8(ascii: ":"): inline += 1
+            default: break
+            }
+            prev = b
+            let depth = indent + inline + flow
+            if depth > limit { return (depth, line) }
+        }
+        return nil
+    }
+
+    /// Refuses what two YAML readers could read differently: a key twice in one mapping (Yams
+    /// keeps both pairs, and lookups see only the first; PyYAML keeps the last), and anchors and
+    /// aliases (a few bytes that expand into an exponential tree: the "billion laughs").
+    static func checkStructure(_ root: Node, file: String) throws(SweepError) {
+        var stack: [Node] = [root]
+        var visited = 0
+        while let n = stack.popLast() {
+            visited += 1
+            guard visited <= 1_000_000 else { throw .invalidInventory(file: file, line: n.mark?.line, message: "more than 1,000,000 YAML nodes") }
+            if let a = n.anchor {
+                throw .invalidInventory(file: file, line: n.mark?.line,
+                                        message: "YAML anchors and aliases (&\(a.rawValue.terminalSafe) / *\(a.rawValue.terminalSafe)) are not allowed in an inventory")
+            }
+            if case .alias = n {
+                throw .invalidInventory(file: file, line: n.mark?.line, message: "YAML aliases are not allowed in an inventory")
+            }
+            if let m = n.mapping {
+                var seen = Set<String>()
+                for (k, v) in m {
+                    let key = k.scalar?.string ?? "\(k)"
+                    if !seen.insert(key).inserted {
+                        throw .invalidInventory(file: file, line: k.mark?.line, message: "key `\(key.terminalSafe)` appears twice in one mapping")
+                    }
+                    stack.append(k); stack.append(v)
+                }
+            } else if let s = n.sequence {
+                stack.append(contentsOf: s)
+            }
+        }
     }
 
     /// Yams' message without its multi-line snippet: "line L, column C: problem".
