@@ -29,6 +29,8 @@ let package = Package(
         .library(name: "Probes", targets: ["Probes"]),
         .library(name: "Stats", targets: ["Stats"]),
         .library(name: "Tokenizers", targets: ["Tokenizers"]),
+        // For the fuzz driver (Fuzz/), which builds it with sanitizers.
+        .library(name: "FuzzHarnesses", targets: ["FuzzHarnesses"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -66,6 +68,9 @@ let package = Package(
                                               .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
                                               .product(name: "Logging", package: "swift-log")],
                 swiftSettings: cpuFlags),
+        // The parser harnesses shared by the fuzz driver (Fuzz/) and the corpus replay tests.
+        .target(name: "FuzzHarnesses", dependencies: ["AssayCommon", "SafeTensors", "Tokenizers", "Provenance", "Probes", "Models", "Sweep"],
+                swiftSettings: cpuFlags),
         .executableTarget(name: "AssayCLI",
                           dependencies: ["AssayCommon", "TensorCore", "SafeTensors", "Tokenizers", "Models", "WeightDiff", "Provenance", "Probes", "Stats", "Scan", "Reports", "Pipeline", "Sweep",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
@@ -79,6 +84,7 @@ let package = Package(
         .testTarget(name: "ProbesTests", dependencies: ["Probes"], swiftSettings: cpuFlags),
         .testTarget(name: "StatsTests", dependencies: ["Stats"], swiftSettings: cpuFlags),
         .testTarget(name: "AssayCLITests", dependencies: ["AssayCLI", "SafeTensors", "Sweep"], swiftSettings: cpuFlags),
+        .testTarget(name: "FuzzHarnessesTests", dependencies: ["FuzzHarnesses"], swiftSettings: cpuFlags),
         .testTarget(name: "SweepTests", dependencies: ["Sweep", .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Yams", package: "Yams")], swiftSettings: cpuFlags),
     ]
 )

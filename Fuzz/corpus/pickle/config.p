@@ -1,0 +1,5 @@
+((S'touch'
+S'/tmp/x'
+lisubprocess
+Popen
+.

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Fuzzes Assay's parsers with libFuzzer + AddressSanitizer (FUZZING.md).
+#
+#   scripts/fuzz.sh [--runs N] [--time SECONDS] [--jobs J] [HARNESS...]
+#
+# Defaults: every harness, 10,000,000 executions or 1,800 s each, whichever comes first.
+# Seeds come from Fuzz/corpus/<harness>/ (committed); what the fuzzer adds goes to
+# .build-fuzz/corpus/<harness>/ (not committed: merge the interesting ones into Fuzz/corpus with
+# `-merge=1` by hand). A crash, leak, timeout or OOM lands in Fuzz/regressions/<harness>/, where
+# `swift test` (FuzzCorpusTests) replays it for ever after. One summary line per harness:
+#   HARNESS: N runs in S s (R exec/s), cov C, ft F, corpus K, status OK|CRASH
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=10000000
+time_limit=1800
+all=(safetensors json tokenizer regex template pickle zip suite inventory adapter)
+picked=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --runs) runs="$2"; shift 2 ;;
+    --time) time_limit="$2"; shift 2 ;;
+    -h|--help) sed -n 2,12p "$0"; exit 0 ;;
+    *) picked+=("$1"); shift ;;
+  esac
+done
+[ ${#picked[@]} -gt 0 ] || picked=("${all[@]}")
+
+scratch=.build-fuzz
+mkdir -p "$scratch"
+swift build --package-path Fuzz --scratch-path "$scratch" -c release \
+  --sanitize fuzzer --sanitize address >"$scratch/build.log" 2>&1 || { tail -40 "$scratch/build.log" >&2; exit 1; }
+bin="$(swift build --package-path Fuzz --scratch-path "$scratch" -c release --sanitize fuzzer --sanitize address --show-bin-path)/AssayFuzz"
+
+status=0
+for h in "${picked[@]}"; do
+  work="$scratch/corpus/$h"
+  crashes="Fuzz/regressions/$h"
+  mkdir -p "$work" "$crashes"
+  log="$scratch/$h.log"
+  # Each input gets 10 s and 2 GiB; leaks are errors (ASan's LeakSanitizer).
+  if ASSAY_FUZZ_TARGET="$h" ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 "$bin" \
+      -runs="$runs" -max_total_time="$time_limit" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=2048 \
+      -max_len=65536 -print_final_stats=1 -artifact_prefix="$crashes/" "$work" "Fuzz/corpus/$h" >"$log" 2>&1; then
+    result=OK
+  else
+    result=CRASH; status=1
+  fi
+  done_line="$(grep -E '^Done [0-9]+ runs' "$log" | tail -1 || true)"
+  n="$(echo "$done_line" | awk '{print $2}')"; s="$(echo "$done_line" | awk '{print $5}')"
+  last="$(grep -E '^#[0-9]+' "$log" | tail -1 || true)"
+  cov="$(echo "$last" | sed -n 's/.*cov: \([0-9]*\).*/\1/p')"; ft="$(echo "$last" | sed -n 's/.*ft: \([0-9]*\).*/\1/p')"
+  corp="$(echo "$last" | sed -n 's/.*corp: \([0-9]*\).*/\1/p')"
+  if [ -z "$n" ]; then n="$(echo "$last" | sed -n 's/^#\([0-9]*\).*/\1/p')"; s="?"; fi
+  rate="?"; [ -n "$n" ] && [ "$s" != "?" ] && [ "$s" -gt 0 ] 2>/dev/null && rate=$((n / s))
+  echo "$h: ${n:-0} runs in ${s} s (${rate} exec/s), cov ${cov:-?}, ft ${ft:-?}, corpus ${corp:-?}, status $result"
+  [ "$result" = OK ] || grep -E 'ERROR|SUMMARY|Test unit written' "$log" | head -5 >&2
+done
+exit $status
