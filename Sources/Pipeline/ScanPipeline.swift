@@ -290,6 +290,13 @@ public enum ScanPipeline {
         if let dup = json.firstDuplicateKeyPath {
             throw ScanError.invalidInput("\(url.path.terminalSafe): invalid policy: field '\(dup.terminalSafe)' appears more than once")
         }
+        // 1e999 is valid JSON text but no threshold: name the field instead of Foundation's
+        // "not valid JSON".
+        for m in json.members ?? [] {
+            if case .number = m.value, let d = m.value.double, !d.isFinite {
+                throw ScanError.invalidInput("\(url.path.terminalSafe): invalid policy: field '\(m.key.terminalSafe)': \(d) is not a finite number")
+            }
+        }
         do { return (try JSONDecoder().decode(ScanPolicy.self, from: Data(data)), data) } catch {
             throw ScanError.invalidInput("\(url.path.terminalSafe): invalid policy: \(describe(error))")
         }

@@ -140,8 +140,8 @@ public enum Inspector {
         }
     }
 
-    /// Regular files below `root`, relative and sorted; symlinks and special files are not
-    /// followed or read (the provenance audit reports them).
+    /// Regular files below `root`, relative and sorted, symlinks to them included. A FIFO, socket or device is refused, naming it: it is
+    /// never opened, and a directory that holds one is not a model to inspect.
     static func listFiles(_ root: URL) throws(InspectError) -> [String] {
         guard let e = FileManager.default.enumerator(at: root, includingPropertiesForKeys: [.isRegularFileKey, .isSymbolicLinkKey],
                                                      options: [], errorHandler: nil) else {
@@ -150,8 +150,14 @@ public enum Inspector {
         var out: [String] = []
         let base = root.standardizedFileURL.path
         for case let u as URL in e {
-            let v = try? u.resourceValues(forKeys: [.isRegularFileKey, .isSymbolicLinkKey])
-            guard v?.isSymbolicLink != true, v?.isRegularFile == true else { continue }
+            // Symlinks are followed as the loaders follow them (the audit says where they lead).
+            var st = stat()
+            guard stat(u.path, &st) == 0 else { continue }
+            let type = st.st_mode & S_IFMT
+            if type == S_IFDIR { continue }
+            guard type == S_IFREG else {
+                throw .io(file: u.path, reason: "is \(SafeFile.kind(ofMode: st.st_mode)), not a regular file; refusing to read it")
+            }
             var rel = u.standardizedFileURL.path
             if rel.hasPrefix(base + "/") { rel.removeFirst(base.count + 1) }
             out.append(rel)

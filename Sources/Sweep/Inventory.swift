@@ -56,6 +56,12 @@ public struct Inventory: Sendable, Equatable {
         if let (depth, line) = Self.nestingEstimate(text, limit: maxNesting) {
             throw .invalidInventory(file: path, line: line, message: "nesting deeper than \(maxNesting) levels (\(depth) counting indentation and brackets)")
         }
+        // Anchors, aliases and merge keys: a few bytes that expand into an exponential tree (the
+        // "billion laughs"), or fields an entry inherits from elsewhere. Yams keeps no trace of
+        // them once composed (its nodes hold anchors weakly), so they are refused in the text.
+        if let (what, line, column) = Self.firstAnchorOrAlias(text) {
+            throw .invalidInventory(file: path, line: line, message: "column \(column): YAML \(what) are not allowed in an inventory (anchors, aliases and merge keys)")
+        }
         let root: Node?
         do { root = try Yams.compose(yaml: text) } catch let e as YamlError {
             throw .invalidInventory(file: path, line: nil, message: Self.describe(e))
@@ -186,19 +192,60 @@ public struct Inventory: Sendable, Equatable {
         return nil
     }
 
+    /// The first anchor (`&a`), alias (`*a`) or merge key (`<<:`) outside quoted scalars and
+    /// comments, as (kind, line, column). `&` and `*` cannot start a plain scalar, so at the start
+    /// of a token they are always these indicators; inside a block scalar's text they would be
+    /// refused too (an over-estimate no real inventory meets).
+    static func firstAnchorOrAlias(_ text: String) -> (String, Int, Int)? {
+        let b = Array(text.utf8)
+        var line = 1, column = 0
+        var quote: UInt8 = 0          // 0, '"' or '\''
+        var tokenStart = true
+        var i = 0
+        while i < b.count {
+            let c = b[i]
+            column += 1
+            if c == 0x0A { line += 1; column = 0; tokenStart = true; i += 1; continue }
+            if quote != 0 {
+                if quote == UInt8(ascii: "\"") && c == UInt8(ascii: "\\") { i += 2; column += 1; continue }
+                if c == quote {
+                    if quote == UInt8(ascii: "'") && i + 1 < b.count && b[i + 1] == quote { i += 2; column += 1; continue }
+                    quote = 0
+                }
+                i += 1; continue
+            }
+            if tokenStart {
+                let next: UInt8 = i + 1 < b.count ? b[i + 1] : 0x0A
+                let spaceNext = next == 0x20 || next == 0x09 || next == 0x0A || next == 0x0D
+                switch c {
+                case UInt8(ascii: "#"):
+                    while i < b.count && b[i] != 0x0A { i += 1 }
+                    continue
+                case UInt8(ascii: "\""), UInt8(ascii: "'"): quote = c
+                case UInt8(ascii: "&") where !spaceNext: return ("anchors", line, column)
+                case UInt8(ascii: "*") where !spaceNext: return ("aliases", line, column)
+                case UInt8(ascii: "<") where next == UInt8(ascii: "<") && i + 2 < b.count && (b[i + 2] == UInt8(ascii: ":") || b[i + 2] == 0x20):
+                    return ("merge keys", line, column)
+                default: break
+                }
+            }
+            tokenStart = c == 0x20 || c == 0x09 || c == UInt8(ascii: "[") || c == UInt8(ascii: "{") || c == UInt8(ascii: ",")
+                || (c == UInt8(ascii: "-") && tokenStart) || (c == UInt8(ascii: "?") && tokenStart)
+            i += 1
+        }
+        return nil
+    }
+
     /// Refuses what two YAML readers could read differently: a key twice in one mapping (Yams
-    /// keeps both pairs, and lookups see only the first; PyYAML keeps the last), and anchors and
-    /// aliases (a few bytes that expand into an exponential tree: the "billion laughs").
+    /// refuses it while composing, PyYAML keeps the last; checked here too so the guarantee does
+    /// not rest on one library version), and bounds the tree walked (aliases, refused in the
+    /// text, would otherwise make it exponential).
     static func checkStructure(_ root: Node, file: String) throws(SweepError) {
         var stack: [Node] = [root]
         var visited = 0
         while let n = stack.popLast() {
             visited += 1
             guard visited <= 1_000_000 else { throw .invalidInventory(file: file, line: n.mark?.line, message: "more than 1,000,000 YAML nodes") }
-            if let a = n.anchor {
-                throw .invalidInventory(file: file, line: n.mark?.line,
-                                        message: "YAML anchors and aliases (&\(a.rawValue.terminalSafe) / *\(a.rawValue.terminalSafe)) are not allowed in an inventory")
-            }
             if case .alias = n {
                 throw .invalidInventory(file: file, line: n.mark?.line, message: "YAML aliases are not allowed in an inventory")
             }
