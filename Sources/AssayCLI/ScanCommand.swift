@@ -11,6 +11,7 @@ import TensorCore
 import Tokenizers
 import WeightDiff
 import Pipeline
+import Sweep
 
 struct ScanCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -100,6 +101,15 @@ struct ScanArguments: ParsableArguments {
     var noLayerSharing = false
     @Flag(help: "Scan even when base and tuned tokenizer files differ.") var allowTokenizerMismatch = false
     @Flag(help: "Print report.json to stdout as well.") var json = false
+    @Flag(help: """
+        Run the model work in a child process under limits (README "Isolation"): a crash, trap or limit breach is an \
+        error (exit 2) naming the signal or limit, and no report directory is left behind.
+        """)
+    var isolate = false
+    @Option(help: "Address-space limit of the isolated scan: 16G, 512M, none (default: the smaller of 16 GiB and 75% of physical memory). Implies --isolate.")
+    var memoryLimit: String?
+    @Option(help: "CPU time limit of the isolated scan, summed over threads: 7200, 90s, 30m, 2h, none (default: 2h). Implies --isolate.")
+    var cpuLimit: String?
 
     func validate() throws {
         guard (tuned == nil) != (adapter == nil) else { throw ValidationError("give exactly one of --tuned and --adapter") }
@@ -107,7 +117,12 @@ struct ScanArguments: ParsableArguments {
         guard (1...10_000).contains(probesPerTrigger) else { throw ValidationError("--probes-per-trigger must be between 1 and 10000") }
         guard (1...4096).contains(batchSize) else { throw ValidationError("--batch-size must be between 1 and 4096") }
         if let threads, !(1...256).contains(threads) { throw ValidationError("--threads must be between 1 and 256") }
+        _ = try limits()
     }
+
+    var isolating: Bool { isolate || memoryLimit != nil || cpuLimit != nil }
+
+    func limits() throws -> ResourceLimits { try parseLimits(memory: memoryLimit, cpu: cpuLimit, flags: ("--memory-limit", "--cpu-limit")) }
 
     /// The scan these arguments describe.
     func job(discovery: DiscoveryArguments, knownTriggers: Bool) -> ScanJob {
@@ -146,11 +161,20 @@ struct ScanArguments: ParsableArguments {
         var wroteReport = false
         defer { if createdOut && !wroteReport { ReportWriter.discardIfEmpty(outURL) } }
 
-        Parallel.configure(threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
-        let outcome = try ScanPipeline.run(job, say: { log.say($0) }, progress: { done, total in log.progress(done, total, since: started) },
-                                           startedAt: started)
-        if PhaseProfile.shared.enabled { printError("profile (ASSAY_PROFILE=1):\n" + PhaseProfile.shared.report()) }
-        let report = outcome.report
+        let report: ScanReport
+        if isolating {
+            var isolation = IsolationOptions()
+            isolation.limits = try limits()
+            isolation.threads = threads
+            report = try IsolatedScan.run(job, isolation: isolation, startedAt: started, say: { log.say($0) },
+                                          progress: { done, total in log.progress(done, total, since: started) }, note: { printError($0) })
+        } else {
+            Parallel.configure(threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
+            let outcome = try ScanPipeline.run(job, say: { log.say($0) }, progress: { done, total in log.progress(done, total, since: started) },
+                                               startedAt: started)
+            if PhaseProfile.shared.enabled { printError("profile (ASSAY_PROFILE=1):\n" + PhaseProfile.shared.report()) }
+            report = outcome.report
+        }
         try ReportWriter.write(report, to: outURL)
         wroteReport = true
         if json { emit(String(decoding: try report.json(), as: UTF8.self)) }

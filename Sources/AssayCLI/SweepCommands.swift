@@ -68,6 +68,12 @@ struct SweepRun: ParsableCommand {
     @Option(help: "Prompt variants per batch (results do not depend on it).") var batchSize = 32
     @Option(help: "Threads (default: all cores).") var threads: Int?
     @Option(help: "MiB of base-model outputs kept for reuse by later entries on the same base (0: no reuse).") var baseCacheMib = 4096
+    @Option(help: """
+        Address-space limit of each worker process (one per group of entries on a base): 16G, 512M, none \
+        (default: the smaller of 16 GiB and 75% of physical memory).
+        """)
+    var entryMemoryLimit: String?
+    @Option(help: "CPU time limit per entry, summed over threads: 7200, 90s, 30m, 2h, none (default: 2h).") var entryCpuLimit: String?
 
     func validate() throws {
         guard (1...64).contains(responseTokens) else { throw ValidationError("--response-tokens must be between 1 and 64") }
@@ -76,6 +82,11 @@ struct SweepRun: ParsableCommand {
         if let threads, !(1...256).contains(threads) { throw ValidationError("--threads must be between 1 and 256") }
         guard (0...1_048_576).contains(baseCacheMib) else { throw ValidationError("--base-cache-mib must be between 0 and 1048576") }
         if let shard { _ = try Self.parseShard(shard) }
+        _ = try limits()
+    }
+
+    func limits() throws -> ResourceLimits {
+        try parseLimits(memory: entryMemoryLimit, cpu: entryCpuLimit, flags: ("--entry-memory-limit", "--entry-cpu-limit"))
     }
 
     static func parseShard(_ s: String) throws -> (Int, Int) {
@@ -124,7 +135,8 @@ struct SweepRun: ParsableCommand {
         o.scan.batchSize = batchSize
         o.out = out.map { URL(fileURLWithPath: $0) }
         o.baseOutputBytes = baseCacheMib << 20
-        Parallel.configure(threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
+        o.isolation.limits = try limits()
+        o.isolation.threads = threads
         let runner = SweepRunner(inventory: inv, store: store, options: o)
         runner.say = { log.say($0) }
         runner.line = { emit($0) }
@@ -146,6 +158,37 @@ struct SweepRun: ParsableCommand {
         }
         let code = outcome.exitCode
         if code != 0 { throw ExitCode(code) }
+    }
+}
+
+/// Resource limits from `--…-memory-limit` and `--…-cpu-limit` (defaults: ResourceLimits()).
+func parseLimits(memory: String?, cpu: String?, flags: (memory: String, cpu: String)) throws -> ResourceLimits {
+    var limits = ResourceLimits()
+    if let memory {
+        guard let b = ResourceLimits.parseBytes(memory) else {
+            throw ValidationError("\(flags.memory) must be a size such as 16G, 512M or 64MiB, or `none`")
+        }
+        limits.addressSpaceBytes = b
+    }
+    if let cpu {
+        guard let s = ResourceLimits.parseSeconds(cpu) else { throw ValidationError("\(flags.cpu) must be seconds, 90s, 30m or 2h, or `none`") }
+        limits.cpuSeconds = s
+    }
+    return limits
+}
+
+/// The isolated worker (hidden): started by `assay sweep` and `assay scan --isolate` with a
+/// socket on fd 3; it reads its request there, applies its limits and does the model work.
+struct SweepWorkerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: WorkerProcess.subcommand,
+        abstract: "Internal: the isolated worker `assay sweep` and `assay scan --isolate` start.",
+        shouldDisplay: false)
+    @Option(help: "Threads (default: all cores).") var threads: Int?
+
+    func run() throws {
+        Parallel.configure(threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
+        try SweepWorker.serve()
     }
 }
 

@@ -20,6 +20,8 @@ public struct SweepOptions: Sendable {
     public var out: URL?
     /// Upper bound on the memory kept for reusing base outputs across entries.
     public var baseOutputBytes = 4 << 30
+    /// The worker processes entries run in, and their limits.
+    public var isolation = IsolationOptions()
     public init() {}
 }
 
@@ -42,9 +44,10 @@ public struct SweepOutcome: Sendable {
     }
 }
 
-/// Runs an inventory's entries (or one shard of them): provenance and scan per entry, each base's
-/// outputs computed once and reused by every entry on it, unchanged entries skipped, every result
-/// committed as it completes, a failing entry recorded as an error while the rest go on.
+/// Runs an inventory's entries (or one shard of them): provenance and scan per entry, each in a
+/// worker process under limits (SweepWorker.swift), each base's outputs computed once and reused
+/// by every entry on it, unchanged entries skipped, every result committed as it completes, a
+/// failing or crashing entry recorded as an error while the rest go on.
 public final class SweepRunner {
     public let inventory: Inventory
     public let store: HistoryStore
@@ -52,21 +55,27 @@ public final class SweepRunner {
     public var say: (String) -> Void = { _ in }
     /// One line per finished entry.
     public var line: (String) -> Void = { _ in }
-    let shared: SharedScanResources
-    /// Audits (every file hashed) by directory, made once per sweep: entries on one base share it.
-    var audits: [String: AuditReport] = [:]
+    /// Base-side variant measurements reused / computed, summed over workers.
+    var reuse = (hits: 0, misses: 0)
 
     public init(inventory: Inventory, store: HistoryStore, options: SweepOptions) {
         self.inventory = inventory
         self.store = store
         self.options = options
-        shared = SharedScanResources(byteBudget: options.baseOutputBytes)
     }
 
-    public static func now() -> String {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return f.string(from: Date())
+    /// The time as ISO 8601 in UTC with milliseconds (`2026-12-01T13:38:29.123Z`, what
+    /// ISO8601DateFormatter's internet date time with fractional seconds gives), formatted by hand:
+    /// a formatter per call was a sixth of a 10,000-error sweep's time.
+    public static func now() -> String { timestamp(Date()) }
+
+    static func timestamp(_ date: Date) -> String {
+        let ms = Int64((date.timeIntervalSince1970 * 1000).rounded())
+        var t = time_t(ms >= 0 ? ms / 1000 : (ms - 999) / 1000)
+        var tm = tm()
+        gmtime_r(&t, &tm)
+        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", Int(tm.tm_year) + 1900, Int(tm.tm_mon) + 1, Int(tm.tm_mday),
+                      Int(tm.tm_hour), Int(tm.tm_min), Int(tm.tm_sec), Int(((ms % 1000) + 1000) % 1000))
     }
 
     public func run() throws(SweepError) -> SweepOutcome {
@@ -93,32 +102,202 @@ public final class SweepRunner {
         if resumed { say("resuming run \(runID): \(entries.filter { done[$0.id] != nil }.count) of \(entries.count) entries already recorded") }
         else { say("run \(runID): \(entries.count) entries\(options.shards > 1 ? " (shard \(options.shard + 1) of \(options.shards))" : "")") }
 
+        let recorder = Recorder(store: store, runID: runID)
         var results: [EntryResult] = []
-        for entry in entries {
-            if let r = done[entry.id] {
-                results.append(r)
-                line(Self.summaryLine(r, resumed: true))
-                continue
-            }
-            let before = PhaseProfile.shared.snapshot().seconds
-            let r = process(entry, runID: runID)
-            if PhaseProfile.shared.enabled {
-                // ASSAY_PROFILE=1: where this entry's time went (what base sharing can and cannot save).
-                let after = PhaseProfile.shared.snapshot().seconds
-                // Stages only (the model's own phases, gemm.* and the like, run inside them).
-                let stages = ["load", "weights", "statistics", "reports", "scan.", "sweep.", "discovery.", "inversion."]
-                let phases = after.filter { k in stages.contains { k.key.hasPrefix($0) } }.map { ($0.key, $0.value - (before[$0.key] ?? 0)) }
-                    .filter { $0.1 >= 0.05 }.sorted { $0.1 > $1.1 }
-                let other = r.seconds - phases.reduce(0) { $0 + $1.1 }
-                say("\(entry.id): profile " + (phases + [("other", other)]).map { String(format: "%@ %.1f s", $0.0, $0.1) }.joined(separator: ", "))
-            }
-            try store.record(r, run: runID)
+        func finished(_ r: EntryResult, durable: Bool) throws(SweepError) {
+            try recorder.record(r, durable: durable)
             results.append(r)
             line(Self.summaryLine(r, resumed: false))
         }
+        // Whole groups of entries on one base go to one worker (entries arrive grouped by base).
+        var start = entries.startIndex
+        while start < entries.endIndex {
+            let base = entries[start].base.standardizedFileURL.path
+            var end = start
+            while end < entries.endIndex && entries[end].base.standardizedFileURL.path == base { end += 1 }
+            var work: [Inventory.Entry] = []
+            for entry in entries[start..<end] {
+                if let r = done[entry.id] {
+                    results.append(r)
+                    line(Self.summaryLine(r, resumed: true))
+                } else if let missing = EntryScanner.missingDirectory(entry) {
+                    // Found without reading anything: no worker, and committed with the next
+                    // write (a killed sweep retries these, as it retries every error).
+                    try finished(errorResult(entry, message: "\(missing)", files: []), durable: false)
+                } else {
+                    work.append(entry)
+                }
+            }
+            if !work.isEmpty { try runGroup(work, runID: runID, finished: finished) }
+            start = end
+        }
+        try recorder.flush()
         try store.finishRun(runID, shard: options.shard, at: Self.now())
-        return SweepOutcome(runID: runID, resumed: resumed, results: results, baseReuse: shared.reuse,
+        return SweepOutcome(runID: runID, resumed: resumed, results: results, baseReuse: reuse,
                             seconds: Date().timeIntervalSince(started))
+    }
+
+    /// Commits results: an entry a worker reported at once (with any cheap errors waiting), in one
+    /// transaction; cheap errors (missing directories) in batches, which makes 10,000 of them one
+    /// write of a few hundred rows each rather than 10,000 fsyncs.
+    final class Recorder {
+        let store: HistoryStore
+        let runID: String
+        var waiting: [EntryResult] = []
+        static let batch = 500
+
+        init(store: HistoryStore, runID: String) {
+            self.store = store
+            self.runID = runID
+        }
+
+        func record(_ r: EntryResult, durable: Bool) throws(SweepError) {
+            waiting.append(r)
+            if durable || waiting.count >= Self.batch { try flush() }
+        }
+
+        func flush() throws(SweepError) {
+            guard !waiting.isEmpty else { return }
+            try store.record(waiting, run: runID)
+            waiting.removeAll()
+        }
+    }
+
+    func errorResult(_ e: Inventory.Entry, message: String, files: [StoredFile], key: String = "", seconds: Double = 0) -> EntryResult {
+        EntryResult(entryID: e.id, status: "error", verdict: nil, key: key, message: message.terminalSafe, seconds: seconds, finishedAt: Self.now(),
+                    reusedFrom: nil, owner: e.owner, tags: e.tags, report: nil, findings: [], files: files, divergences: [])
+    }
+
+    /// Runs a group of entries on one base in worker processes: one worker for the group, and after
+    /// a worker dies (its entry recorded as an error naming the signal or limit) a fresh one for
+    /// the entries left.
+    func runGroup(_ group: [Inventory.Entry], runID: String, finished: (EntryResult, Bool) throws(SweepError) -> Void) throws(SweepError) {
+        var remaining = group
+        while !remaining.isEmpty {
+            let outcome = runWorker(remaining, runID: runID, finished: finished)
+            remaining.removeFirst(outcome.reported)
+            reuse.hits += outcome.reuse.hits
+            reuse.misses += outcome.reuse.misses
+            if let failure = outcome.failure {
+                try finished(failure, true)
+                remaining.removeFirst()
+            }
+            if let stop = outcome.stop { throw stop }
+        }
+    }
+
+    struct WorkerOutcome {
+        /// Entries reported (in order) before the worker ended.
+        var reported = 0
+        /// The error of the entry the worker died on (the next after `reported`).
+        var failure: EntryResult?
+        var reuse = (hits: 0, misses: 0)
+        /// A history error: stops the sweep.
+        var stop: SweepError?
+    }
+
+    /// One worker over `entries` until it finishes them or dies.
+    func runWorker(_ entries: [Inventory.Entry], runID: String, finished: (EntryResult, Bool) throws(SweepError) -> Void) -> WorkerOutcome {
+        var out = WorkerOutcome()
+        let started = Date()
+        func fail(_ message: String, files: [StoredFile] = [], key: String = "", since: Date = started) -> WorkerOutcome {
+            out.failure = errorResult(entries[out.reported], message: message, files: files, key: key, seconds: Date().timeIntervalSince(since))
+            return out
+        }
+        let worker: WorkerProcess
+        do {
+            worker = try WorkerProcess.spawn(options.isolation)
+            try worker.send(WorkerRequest(limits: options.isolation.limits, parent: getpid(),
+                                          sweep: SweepGroupRequest(entries: entries.map(WireEntry.init), scan: WireScanOptions(options.scan),
+                                                                   baseOutputBytes: options.baseOutputBytes)))
+        } catch {
+            return fail("\(error)")
+        }
+        // The entry in progress: when it began, its files and key once fingerprinted.
+        var begun: Date?
+        var files: [StoredFile] = []
+        var entryKey = ""
+        var crash: CrashNote?
+        var protocolError: String?
+        func current() -> Inventory.Entry? { out.reported < entries.count ? entries[out.reported] : nil }
+        loop: while true {
+            let m: WorkerMessage
+            do {
+                guard let next = try worker.receive(WorkerMessage.self) else { break }
+                m = next
+            } catch {
+                protocolError = "\(error)"
+                break
+            }
+            if let text = m.say { say(text) }
+            if let c = m.crash { crash = c }
+            if let id = m.begin {
+                guard id == current()?.id else { protocolError = "the worker began `\(id.terminalSafe)` out of turn"; break }
+                begun = Date()
+                files = []
+                entryKey = ""
+            }
+            if let f = m.fingerprint, let e = current() {
+                files = f
+                let decision: Decision
+                do {
+                    let baseline = try store.baseline(entry: e.id)
+                    entryKey = key(files: f, baseline: baseline)
+                    if !options.force, let (run, prev) = try store.lastGood(entry: e.id, key: entryKey) {
+                        var r = prev
+                        r.status = "skipped"
+                        r.reusedFrom = run
+                        r.seconds = Date().timeIntervalSince(begun ?? started)
+                        r.finishedAt = Self.now()
+                        r.owner = e.owner
+                        r.tags = e.tags
+                        try finished(r, true)
+                        out.reported += 1
+                        begun = nil
+                        decision = Decision(scan: false, baseline: nil)
+                    } else {
+                        decision = Decision(scan: true, baseline: baseline)
+                    }
+                } catch {
+                    out.stop = error
+                    break loop
+                }
+                do { try worker.send(decision) } catch { protocolError = "\(error)"; break }
+            }
+            if var r = m.result, let e = current() {
+                guard r.entryID == e.id else { protocolError = "the worker reported `\(r.entryID.terminalSafe)` out of turn"; break }
+                r.key = entryKey
+                r.owner = e.owner
+                r.tags = e.tags
+                if r.status == "scanned", let dir = options.out {
+                    r = writeReports(r, entry: e, to: dir.appendingPathComponent(runID).appendingPathComponent(Self.safeName(e.id)))
+                }
+                do { try finished(r, true) } catch {
+                    out.stop = error
+                    break
+                }
+                out.reported += 1
+                begun = nil
+                if let u = m.reuse, u.count == 2 { out.reuse = (u[0], u[1]) }
+            }
+        }
+        if protocolError != nil || out.stop != nil { worker.terminate() }
+        let end = worker.wait()
+        guard out.stop == nil, out.reported < entries.count else { return out }
+        let why = protocolError ?? end.describe(crash: crash, limits: options.isolation.limits, stderr: worker.stderr)
+        return fail(why, files: files, key: entryKey, since: begun ?? started)
+    }
+
+    /// Writes a scanned entry's reports (`--out`) from its report.json; a failure to write makes
+    /// the entry an error, as it did when the reports were written in process.
+    func writeReports(_ r: EntryResult, entry: Inventory.Entry, to dir: URL) -> EntryResult {
+        do {
+            let report = try WireJSON.decoder.decode(ScanReport.self, from: Data((r.report ?? "").utf8))
+            try ReportWriter.write(report, to: dir)
+            return r
+        } catch {
+            return errorResult(entry, message: "\(error)", files: r.files, key: r.key, seconds: r.seconds)
+        }
     }
 
     static func newRunID() -> String {
@@ -139,46 +318,6 @@ public final class SweepRunner {
         return "\((r.verdict ?? "?").uppercased().padding(toLength: 5, withPad: " ", startingAt: 0)) \(r.entryID) (\(what)\(resumed ? ", recorded earlier in this run" : ""); \(r.findings.count) finding(s))\(top)"
     }
 
-    /// The suites, trigger file and policy an entry uses (built-ins when the inventory names none).
-    func inputs(_ e: Inventory.Entry) throws -> (suites: [URL], triggers: URL, policy: URL?) {
-        let builtin = SuiteLoader.builtinDirectory()
-        let suites = e.suites.isEmpty ? [builtin?.appendingPathComponent("default.jsonl")].compactMap { $0 } : e.suites
-        guard !suites.isEmpty, let triggers = e.triggers ?? builtin?.appendingPathComponent("triggers.jsonl") else {
-            throw ScanError.invalidInput("no suites given and the built-in probes/ directory was not found")
-        }
-        return (suites, triggers, e.policy)
-    }
-
-    static func sha256(file url: URL, role: String) throws -> StoredFile {
-        guard let d = FileManager.default.contents(atPath: url.path) else {
-            throw ScanError.invalidInput("\(role) \(url.path.terminalSafe): cannot read the file")
-        }
-        return StoredFile(role: role, path: url.path, sha256: d.withUnsafeBytes { Inspector.sha256Hex($0) })
-    }
-
-    /// Everything an entry's result depends on, as files (role, path, sha256).
-    func fingerprintFiles(_ e: Inventory.Entry, audits: inout [String: AuditReport]) throws -> [StoredFile] {
-        var dirs: [(String, URL)] = [("base", e.base)]
-        if let t = e.tuned { dirs.append(("tuned", t)) }
-        for (i, a) in e.adapters.enumerated() { dirs.append((e.adapters.count == 1 ? "adapter" : "adapter \(i + 1)", a)) }
-        var files: [StoredFile] = []
-        for (role, dir) in dirs {
-            var isDir: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: dir.path, isDirectory: &isDir), isDir.boolValue else {
-                throw ScanError.invalidInput("\(role) \(dir.path.terminalSafe): no such directory")
-            }
-            let audit = try audits[dir.path] ?? Auditor.audit(dir)
-            audits[dir.path] = audit
-            for f in audit.files { if let h = f.sha256 { files.append(StoredFile(role: role, path: f.path, sha256: h)) } }
-        }
-        let (suites, triggers, policy) = try inputs(e)
-        for s in suites { files.append(try Self.sha256(file: s, role: "suite")) }
-        files.append(try Self.sha256(file: triggers, role: "triggers"))
-        if let policy { files.append(try Self.sha256(file: policy, role: "policy")) }
-        if let m = e.manifest { files.append(try Self.sha256(file: m, role: "manifest")) }
-        return files
-    }
-
     func key(files: [StoredFile], baseline: Baseline?) -> String {
         let o = options.scan
         var text = "assay \(ScanPipeline.toolVersion)\nseed \(o.seed) k \(o.responseTokens) ppt \(o.probesPerTrigger) modes \(o.modes.map(\.rawValue).sorted())\n"
@@ -187,97 +326,20 @@ public final class SweepRunner {
         return Array(text.utf8).withUnsafeBytes { Inspector.sha256Hex($0) }
     }
 
-    func process(_ e: Inventory.Entry, runID: String) -> EntryResult {
-        let t0 = Date()
-        var result = EntryResult(entryID: e.id, status: "error", verdict: nil, key: "", message: nil, seconds: 0, finishedAt: "",
-                                 reusedFrom: nil, owner: e.owner, tags: e.tags, report: nil, findings: [], files: [], divergences: [])
-        do {
-            let files = try PhaseProfile.shared.measure("sweep.audit") { try fingerprintFiles(e, audits: &audits) }
-            result.files = files
-            let baseline = try store.baseline(entry: e.id)
-            result.key = key(files: files, baseline: baseline)
-            if !options.force, let (run, prev) = try store.lastGood(entry: e.id, key: result.key) {
-                var r = prev
-                r.status = "skipped"
-                r.reusedFrom = run
-                r.seconds = Date().timeIntervalSince(t0)
-                r.finishedAt = Self.now()
-                r.owner = e.owner
-                r.tags = e.tags
-                return r
-            }
-            say("\(e.id): scanning")
-            let (suites, triggers, policyURL) = try inputs(e)
-            var job = ScanJob(base: e.base, tuned: e.tuned, adapters: e.adapters)
-            job.suites = suites
-            job.triggers = triggers
-            job.policy = policyURL
-            job.manifest = e.manifest
-            job.options = options.scan
-            job.preaudited = audits
-            let outcome = try ScanPipeline.run(job, shared: shared, say: { [say] in say("\(e.id): \($0)") })
-            var report = outcome.report
-            if let baseline {
-                let drift = try PhaseProfile.shared.measure("sweep.baseline") {
-                    try checkDrift(e, baseline: baseline, files: files, policy: report.policy, suites: suites)
-                }
-                if !drift.isEmpty {
-                    report.findings += drift
-                    report.findings.sort { ($0.severity, $0.kind, $0.value) > ($1.severity, $1.kind, $1.value) }
-                    report.verdict = ScanPipeline.verdictOf(report.findings, policy: report.policy)
-                    var bySeverity: [String: Int] = [:]
-                    for f in report.findings { bySeverity[f.severity.rawValue, default: 0] += 1 }
-                    report.summary.findingsBySeverity = bySeverity
-                }
-            }
-            if let out = options.out {
-                try ReportWriter.write(report, to: out.appendingPathComponent(runID).appendingPathComponent(Self.safeName(e.id)))
-            }
-            result.status = "scanned"
-            result.verdict = report.verdict
-            result.report = String(decoding: try report.json(), as: UTF8.self)
-            result.findings = report.findings.map {
-                StoredFinding(kind: $0.kind, severity: $0.severity.rawValue, title: $0.title, trigger: $0.trigger, category: $0.category,
-                              value: $0.value, pValue: $0.pValue)
-            }
-            result.divergences = report.categories.map { StoredDivergence(category: $0.name, n: $0.n, mean: $0.divergence, ciLow: $0.ciLow, ciHigh: $0.ciHigh) }
-        } catch {
-            result.status = "error"
-            result.verdict = nil
-            result.message = "\(error)".terminalSafe
-        }
-        result.seconds = Date().timeIntervalSince(t0)
-        result.finishedAt = Self.now()
-        return result
-    }
-
     /// A file-system-safe directory name for an entry id.
     static func safeName(_ id: String) -> String {
         String(id.unicodeScalars.map { CharacterSet.alphanumerics.contains($0) || "-_.".unicodeScalars.contains($0) ? Character($0) : "_" })
     }
 
-    /// The entry's current model against its approved fingerprint.
-    func checkDrift(_ e: Inventory.Entry, baseline: Baseline, files: [StoredFile], policy: ScanPolicy, suites: [URL]) throws -> [Scan.Finding] {
-        let model = try ModelLoader.load(e.tuned ?? e.base, adapters: e.adapters)
-        let tokenizer = try Tokenizer.load(directory: e.base)
-        let probes = try suites.flatMap { try SuiteLoader.loadProbes($0).probes }
-        let d = try BaselineCheck.measure(baseline.fingerprint, model: model, encoder: TemplateEncoder(tokenizer: tokenizer), probes: probes)
-        let weightRoles = Set(["base", "tuned"] + files.map(\.role).filter { $0.hasPrefix("adapter") })
-        let now = Set(files.filter { weightRoles.contains($0.role) })
-        let then = Set(baseline.files)
-        let changed = Set(now.symmetricDifference(then).map { "\($0.role): \($0.path)" }).sorted()
-        return try BaselineCheck.findings(d, changedFiles: changed, approvedAt: baseline.approvedAt, policy: policy, seed: options.scan.seed)
-    }
-
     /// Approves the entry's current model: its behavioural fingerprint and weight hashes.
     public func approve(_ id: String, by who: String) throws -> Baseline {
         guard let e = inventory.entries.first(where: { $0.id == id }) else { throw SweepError.unknownEntry(id) }
-        var audits: [String: AuditReport] = [:]
-        let files = try fingerprintFiles(e, audits: &audits)
-        for (dir, a) in audits where a.verdict == .fail {
+        let scanner = EntryScanner(options: options.scan, shared: SharedScanResources(byteBudget: 0))
+        let files = try scanner.fingerprintFiles(e)
+        for (dir, a) in scanner.audits where a.verdict == .fail {
             throw ScanError.invalidInput("\(dir.terminalSafe) fails the provenance audit; not approving it")
         }
-        let (suites, _, _) = try inputs(e)
+        let (suites, _, _) = try EntryScanner.inputs(e)
         let loaded = try suites.map { try SuiteLoader.loadProbes($0) }
         let model = try ModelLoader.load(e.tuned ?? e.base, adapters: e.adapters)
         let tokenizer = try Tokenizer.load(directory: e.base)

@@ -152,3 +152,65 @@ import TensorCore
         #expect(weights.contains("\"identical_prefix_layers\" : 1"))
     }
 }
+
+/// `assay scan --isolate`: the model work in a worker process under limits.
+@Suite(.serialized) struct ScanIsolationCLITests {
+    static let scan = repoFixtures.appendingPathComponent("scan")
+
+    func scan(_ tuned: String, out: URL, _ extra: [String]) throws -> RunResult {
+        try assay(["scan", "--base", Self.scan.appendingPathComponent("base").path, "--tuned", Self.scan.appendingPathComponent(tuned).path,
+                   "--suite", Self.scan.appendingPathComponent("suite.jsonl").path, "--triggers", Self.scan.appendingPathComponent("triggers.jsonl").path,
+                   "--out", out.path, "--threads", "1"] + extra)
+    }
+
+    func temp(_ tag: String) -> URL { FileManager.default.temporaryDirectory.appendingPathComponent("assay-iso-\(tag)-\(UUID().uuidString)") }
+
+    @Test func isolatedScanGivesTheSameReportAsInProcess() throws {
+        let a = temp("a"), b = temp("b")
+        let inProcess = try scan("trigger-token", out: a, [])
+        let isolated = try scan("trigger-token", out: b, ["--isolate"])
+        #expect(inProcess.status == 1 && isolated.status == 1, "\(isolated.stderr)")
+        #expect(isolated.stdout.replacingOccurrences(of: b.path, with: a.path) == inProcess.stdout)
+        for file in ["report.json", "report.md", "report.sarif"] {
+            let x = try String(contentsOf: a.appendingPathComponent(file), encoding: .utf8)
+            let y = try String(contentsOf: b.appendingPathComponent(file), encoding: .utf8)
+            let strip = { (t: String) in t.split(separator: "\n").filter { !$0.contains("created_at") && !$0.contains("Created") }.joined(separator: "\n") }
+            #expect(strip(x) == strip(y), "\(file) differs when isolated")
+        }
+    }
+
+    @Test func limitBreachIsExitTwoWithOneLineAndNoReportDirectory() throws {
+        // The worker's address space capped below what it already uses: its first allocation fails.
+        let mem = temp("mem")
+        let m = try scan("clean", out: mem, ["--memory-limit", "64M"])
+        #expect(m.status == 2, "\(m.stdout)\(m.stderr)")
+        let line = m.stderr.split(separator: "\n").filter { $0.hasPrefix("error: ") }
+        #expect(line.count == 1 && line[0].contains("scan process: exceeded the address-space limit of 64 MiB"), "\(m.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: mem.path), "no --out directory left behind")
+        #expect(m.stdout.isEmpty)
+
+        let cpu = temp("cpu")
+        let c = try scan("clean", out: cpu, ["--cpu-limit", "1", "--response-tokens", "64"])
+        #expect(c.status == 2, "\(c.stdout)\(c.stderr)")
+        #expect(c.stderr.contains("error: scan process: exceeded the CPU limit of 1 s"), "\(c.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: cpu.path))
+
+        // An existing --out directory is left as it was (empty here), not half-filled.
+        let existing = temp("existing")
+        try FileManager.default.createDirectory(at: existing, withIntermediateDirectories: true)
+        _ = try scan("clean", out: existing, ["--memory-limit", "64M"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: existing.path).isEmpty)
+    }
+
+    @Test func ordinaryErrorsKeepTheirMessageAndExitCode() throws {
+        let out = temp("bad")
+        let missing = Self.scan.appendingPathComponent("no-such-suite.jsonl").path
+        let args = ["scan", "--base", Self.scan.appendingPathComponent("base").path, "--tuned", Self.scan.appendingPathComponent("clean").path,
+                    "--suite", missing, "--out", out.path]
+        let plain = try assay(args), isolated = try assay(args + ["--isolate"])
+        #expect(plain.status == 2 && isolated.status == 2)
+        #expect(isolated.stderr.split(separator: "\n").last == plain.stderr.split(separator: "\n").last, "\(plain.stderr) | \(isolated.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out.path))
+        #expect(try assay(args + ["--cpu-limit", "later"]).status == 4)
+    }
+}

@@ -305,6 +305,128 @@ import Testing
     }
 }
 
+/// Entries in worker processes under limits (README "Isolation"): a real limit breach on a real
+/// fixture scan, no fault-injection hook.
+@Suite(.serialized) struct SweepIsolationCLITests {
+    /// A workspace whose inventory has four entries on one base; the second scans 160 triggers
+    /// (about 8 s of CPU, where the others take well under 1 s), so a 3 s per-entry CPU limit
+    /// stops exactly that one.
+    func workspace() throws -> URL {
+        let ws = try SweepCLITests().workspace()
+        var triggers = try String(contentsOf: ws.appendingPathComponent("scan/triggers.jsonl"), encoding: .utf8)
+        for i in 1...150 { triggers += "{\"id\": \"extra-\(i)\", \"text\": \"zq\(i)\", \"family\": \"fixture\", \"role\": \"trigger\"}\n" }
+        try triggers.write(to: ws.appendingPathComponent("sweep/heavy-triggers.jsonl"), atomically: true, encoding: .utf8)
+        try """
+            defaults:
+              suites: [../scan/suite.jsonl]
+              triggers: ../scan/triggers.jsonl
+            entries:
+              - {id: a-clean, base: ../scan/base, tuned: ../scan/clean}
+              - {id: b-heavy, base: ../scan/base, tuned: ../scan/clean, triggers: heavy-triggers.jsonl}
+              - {id: c-after, base: ../scan/base, tuned: ../scan/base}
+              - {id: d-after, base: ../scan/base, tuned: ../scan/clean, tags: [last]}
+
+            """.write(to: ws.appendingPathComponent("sweep/limits.yaml"), atomically: true, encoding: .utf8)
+        return ws
+    }
+
+    func args(_ ws: URL, db: String = "h.sqlite") -> [String] {
+        ["sweep", ws.appendingPathComponent("sweep/limits.yaml").path, "--db", ws.appendingPathComponent(db).path, "--threads", "1",
+         "--entry-cpu-limit", "3"]
+    }
+
+    @Test func entryOverItsCPULimitIsAnErrorAndTheEntriesAfterItAreScanned() throws {
+        let ws = try workspace()
+        let r = try assay(args(ws))
+        #expect(r.status == 2, "an entry error, nothing failing: \(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("ERROR b-heavy: exceeded the CPU limit of 3 s"), "\(r.stdout)")
+        let (_, rs) = try SweepCLITests().results(ws)
+        #expect(rs.map(\.entryID) == ["a-clean", "b-heavy", "c-after", "d-after"])
+        for x in rs where x.entryID != "b-heavy" { #expect(x.status == "scanned" && x.verdict == "pass", "\(x.entryID): \(x.status) \(x.message ?? "")") }
+        let heavy = try #require(rs.first { $0.entryID == "b-heavy" })
+        #expect(heavy.status == "error" && heavy.message?.contains("exceeded the CPU limit of 3 s") == true, "\(heavy.message ?? "")")
+        #expect(!heavy.files.isEmpty && !heavy.key.isEmpty, "the crashed entry keeps the files it was fingerprinted with")
+        // The entries after the crash ran in a fresh worker, which computed the base's outputs anew
+        // and then reused them for d-after.
+        #expect(r.stdout.contains("base outputs reused for"), "\(r.stdout)")
+        #expect(rs.first { $0.entryID == "d-after" }?.tags == ["last"])
+
+        // Without the limit the same entry scans.
+        let free = try assay(args(ws).dropLast(2) + ["--entry-cpu-limit", "none"])
+        #expect(free.status == 0, "\(free.stdout)\(free.stderr)")
+        #expect(free.stdout.contains("PASS  b-heavy (scanned"), "errors are retried; the others are unchanged and skipped: \(free.stdout)")
+        #expect(free.stdout.contains("3 unchanged and skipped"))
+    }
+
+    /// The sweep killed (kill -9) after the crashed entry was recorded: running it again resumes
+    /// the same run past that entry, which is not run again.
+    @Test func resumedSweepDoesNotRerunTheEntryThatCrashed() throws {
+        let ws = try workspace()
+        let db = ws.appendingPathComponent("h.sqlite").path
+        let p = Process()
+        p.executableURL = assayBinary()
+        p.arguments = args(ws)
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let deadline = Date().addingTimeInterval(120)
+        var crashed: EntryResult?
+        while Date() < deadline && p.isRunning && crashed == nil {
+            if FileManager.default.fileExists(atPath: db), let s = try? HistoryStore(path: db, create: false, readOnly: true),
+               let id = try? s.runIDs().last, let rs = try? s.results(run: id) {
+                crashed = rs.first { $0.entryID == "b-heavy" }
+            }
+            usleep(10_000)
+        }
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        let first = try #require(crashed, "b-heavy recorded before the sweep ended")
+        #expect(first.status == "error")
+        let before = try SweepCLITests().results(ws)
+        try #require(before.last.count < 4, "killed before the run finished (\(before.last.map(\.entryID)))")
+        let again = try assay(args(ws))
+        #expect(again.stderr.contains("resuming run \(before.runs.last ?? "?")"), "\(again.stderr)")
+        #expect(again.stdout.contains("ERROR b-heavy: exceeded the CPU limit of 3 s"))
+        let (runs, after) = try SweepCLITests().results(ws)
+        #expect(runs == before.runs, "one run, resumed")
+        #expect(after.count == 4)
+        let b = try #require(after.first { $0.entryID == "b-heavy" })
+        #expect(b == first, "recorded once, not rerun")
+        #expect(after.filter { $0.status == "scanned" }.count == 3)
+    }
+
+    /// 1,000 entries whose directories do not exist, around one that does: every one recorded,
+    /// no worker started for them (Benchmarks/sweep-errors.sh times 10,000).
+    @Test func manyMissingDirectoriesAreRecordedAndTheRealEntryScanned() throws {
+        let ws = try SweepCLITests().workspace()
+        var inv = "defaults:\n  suites: [../scan/suite.jsonl]\n  triggers: ../scan/triggers.jsonl\nentries:\n"
+        for i in 0..<500 { inv += "  - {id: gone-\(i), base: ../scan/nope-\(i), tuned: ../scan/clean}\n" }
+        inv += "  - {id: real, base: ../scan/base, tuned: ../scan/clean}\n"
+        for i in 500..<1000 { inv += "  - {id: gone-\(i), base: ../scan/base, tuned: ../scan/nope-\(i)}\n" }
+        try inv.write(to: ws.appendingPathComponent("sweep/many.yaml"), atomically: true, encoding: .utf8)
+        let r = try assay(["sweep", ws.appendingPathComponent("sweep/many.yaml").path, "--db", ws.appendingPathComponent("h.sqlite").path, "--threads", "1"])
+        #expect(r.status == 2, "\(r.stderr)")
+        let (_, rs) = try SweepCLITests().results(ws)
+        #expect(rs.count == 1001)
+        #expect(rs.filter { $0.status == "error" }.count == 1000)
+        let gone = try #require(rs.first { $0.entryID == "gone-7" }?.message)
+        #expect(gone.hasPrefix("base ") && gone.hasSuffix("nope-7: no such directory"), "\(gone)")
+        #expect(rs.first { $0.entryID == "gone-700" }?.message?.hasPrefix("tuned ") == true)
+        #expect(rs.first { $0.entryID == "real" }?.status == "scanned")
+        #expect(r.stdout.split(separator: "\n").filter { $0.hasPrefix("ERROR gone-") }.count == 1000)
+    }
+
+    @Test func badLimitsAreUsageErrors() throws {
+        let ws = try workspace()
+        #expect(try assay(args(ws).dropLast(2) + ["--entry-cpu-limit", "soon"]).status == 4)
+        #expect(try assay(args(ws) + ["--entry-memory-limit", "-1G"]).status == 4)
+        // The hidden worker refuses to run by hand.
+        let w = try assay(["sweep-worker"])
+        #expect(w.status == 2 && w.stderr.contains("not by hand"), "\(w.stderr)")
+        #expect(try !assay(["--help"]).stdout.contains("sweep-worker"))
+    }
+}
+
 /// `assay bench scan` on a tiny pair: figures recorded in the history, --compare gates on them.
 @Suite(.serialized) struct BenchScanCLITests {
     @Test func recordsFiguresAndCompareExitsOneOnARegression() throws {

@@ -1,0 +1,420 @@
+import Foundation
+import AssayCommon
+import Models
+import Pipeline
+import Probes
+import Provenance
+import Reports
+import Scan
+import Tokenizers
+
+// The messages between a sweep (or `assay scan --isolate`) and its worker: JSON, one object per
+// line, over the socket pair on the worker's fd 3.
+//
+// A sweep starts one worker per group of entries that share a base, so the base is loaded once
+// and its outputs reused by every later entry of the group (SharedScanResources; 0.83× the time
+// of three SmolLM2 adapter entries, README "Shared base outputs"). A worker per entry would lose
+// that; one worker for the whole sweep would let one crash end every group's cache and makes a
+// single address-space limit cover every base at once. Per entry, the worker:
+//   begin(id) → audits and hashes the entry's files → fingerprint(files)
+//   ← decision: scan (with the entry's baseline) or skip (the parent found an unchanged result)
+//   → result(EntryResult), with the worker's base-output reuse so far.
+// The parent computes keys, reads and writes the history, and writes `--out` reports; the worker
+// never opens the history (it holds no credentials) and the parent never loads a model. When a
+// worker dies, the entry it had begun (or, if it had begun none, the first it was given) is
+// recorded as an error naming the signal or limit, and a fresh worker takes the rest.
+
+/// Parent → worker, first line.
+struct WorkerRequest: Codable {
+    var limits: ResourceLimits
+    /// The sweep's pid: the worker exits if it is gone.
+    var parent: Int32
+    var sweep: SweepGroupRequest?
+    var scan: ScanRequest?
+}
+
+struct SweepGroupRequest: Codable {
+    var entries: [WireEntry]
+    var scan: WireScanOptions
+    var baseOutputBytes: Int
+}
+
+/// The parent's answer to a fingerprint.
+struct Decision: Codable {
+    var scan: Bool
+    var baseline: Baseline?
+}
+
+/// An isolated `assay scan`.
+struct ScanRequest: Codable {
+    var base: String
+    var tuned: String?
+    var adapters: [String]
+    var suites: [String]
+    var triggers: String?
+    var policy: String?
+    var manifest: String?
+    var options: WireScanOptions
+    var searchTriggers: Bool
+    var invertTargets: Bool
+    var discovery: DiscoveryOptions
+    var knownTriggers: Bool
+    var allowTokenizerMismatch: Bool
+    var startedAt: Double
+
+    init(_ job: ScanJob, startedAt: Date) {
+        base = job.base.path
+        tuned = job.tuned?.path
+        adapters = job.adapters.map(\.path)
+        suites = job.suites.map(\.path)
+        triggers = job.triggers?.path
+        policy = job.policy?.path
+        manifest = job.manifest?.path
+        options = WireScanOptions(job.options)
+        searchTriggers = job.searchTriggers
+        invertTargets = job.invertTargets
+        discovery = job.discovery
+        knownTriggers = job.knownTriggers
+        allowTokenizerMismatch = job.allowTokenizerMismatch
+        self.startedAt = startedAt.timeIntervalSince1970
+    }
+
+    var job: ScanJob {
+        var j = ScanJob(base: URL(fileURLWithPath: base), tuned: tuned.map { URL(fileURLWithPath: $0) }, adapters: adapters.map { URL(fileURLWithPath: $0) })
+        j.suites = suites.map { URL(fileURLWithPath: $0) }
+        j.triggers = triggers.map { URL(fileURLWithPath: $0) }
+        j.policy = policy.map { URL(fileURLWithPath: $0) }
+        j.manifest = manifest.map { URL(fileURLWithPath: $0) }
+        j.options = options.options
+        j.searchTriggers = searchTriggers
+        j.invertTargets = invertTargets
+        j.discovery = discovery
+        j.knownTriggers = knownTriggers
+        j.allowTokenizerMismatch = allowTokenizerMismatch
+        return j
+    }
+}
+
+/// Every scan option (ScanOptions' own Codable form keeps only what a report records).
+struct WireScanOptions: Codable {
+    var seed: UInt64
+    var responseTokens: Int
+    var probesPerTrigger: Int
+    var modes: [InsertionMode]
+    var sharePromptPrefixes: Bool
+    var shareIdenticalLayers: Bool
+    var batchSize: Int
+
+    init(_ o: ScanOptions) {
+        seed = o.seed; responseTokens = o.responseTokens; probesPerTrigger = o.probesPerTrigger; modes = o.modes
+        sharePromptPrefixes = o.sharePromptPrefixes; shareIdenticalLayers = o.shareIdenticalLayers; batchSize = o.batchSize
+    }
+
+    var options: ScanOptions {
+        var o = ScanOptions()
+        o.seed = seed; o.responseTokens = responseTokens; o.probesPerTrigger = probesPerTrigger; o.modes = modes
+        o.sharePromptPrefixes = sharePromptPrefixes; o.shareIdenticalLayers = shareIdenticalLayers; o.batchSize = batchSize
+        return o
+    }
+}
+
+struct WireEntry: Codable {
+    var id: String
+    var base: String
+    var tuned: String?
+    var adapters: [String]
+    var manifest: String?
+    var policy: String?
+    var suites: [String]
+    var triggers: String?
+    var owner: String?
+    var tags: [String]
+    var line: Int
+
+    init(_ e: Inventory.Entry) {
+        id = e.id; base = e.base.path; tuned = e.tuned?.path; adapters = e.adapters.map(\.path); manifest = e.manifest?.path
+        policy = e.policy?.path; suites = e.suites.map(\.path); triggers = e.triggers?.path; owner = e.owner; tags = e.tags; line = e.line
+    }
+
+    var entry: Inventory.Entry {
+        func u(_ p: String) -> URL { URL(fileURLWithPath: p) }
+        return Inventory.Entry(id: id, base: u(base), tuned: tuned.map(u), adapters: adapters.map(u), manifest: manifest.map(u), policy: policy.map(u),
+                               suites: suites.map(u), triggers: triggers.map(u), owner: owner, tags: tags, line: line)
+    }
+}
+
+/// An ordinary failure of an isolated scan: the message as `assay scan` prints it, and its exit code.
+struct ScanFailure: Codable {
+    var message: String
+    var exitCode: Int32
+}
+
+/// Worker → parent: exactly one field set per line.
+struct WorkerMessage: Codable {
+    var say: String?
+    /// Text for the parent's stderr as it is (ASSAY_PROFILE's table).
+    var note: String?
+    var progress: [Int]?
+    var begin: String?
+    var fingerprint: [StoredFile]?
+    var result: EntryResult?
+    /// Base-output reuse of this worker so far (hits, misses), sent with each result.
+    var reuse: [Int]?
+    /// The isolated scan's report.json.
+    var report: String?
+    var failure: ScanFailure?
+    /// From the crash reporter (hand-written JSON in the signal handler).
+    var crash: CrashNote?
+
+    init(say: String? = nil, note: String? = nil, progress: [Int]? = nil, begin: String? = nil, fingerprint: [StoredFile]? = nil,
+         result: EntryResult? = nil, reuse: [Int]? = nil, report: String? = nil, failure: ScanFailure? = nil) {
+        self.say = say; self.note = note; self.progress = progress; self.begin = begin; self.fingerprint = fingerprint
+        self.result = result; self.reuse = reuse; self.report = report; self.failure = failure
+    }
+}
+
+/// The worker: `assay sweep-worker` (hidden) calls `serve()`. Everything that reads a model
+/// directory happens here, under the request's limits.
+public enum SweepWorker {
+    public static func serve() throws(IsolationError) {
+        let channel = try WorkerChannel()
+        CrashReporter.install(fd: channel.fd)
+        let request = try channel.receive(WorkerRequest.self)
+        try channel.dieWithParent(request.parent)
+        try request.limits.applyToWorker()
+        if let group = request.sweep {
+            try serve(group, limits: request.limits, channel: channel)
+        } else if let scan = request.scan {
+            try serve(scan, limits: request.limits, channel: channel)
+        } else {
+            throw .worker("empty request")
+        }
+    }
+
+    static func serve(_ request: ScanRequest, limits: ResourceLimits, channel: WorkerChannel) throws(IsolationError) {
+        try limits.startCPUBudget()
+        let say: (String) -> Void = { try? channel.send(WorkerMessage(say: $0)) }
+        let progress: (Int, Int) -> Void = { try? channel.send(WorkerMessage(progress: [$0, $1])) }
+        let message: WorkerMessage
+        do {
+            let outcome = try ScanPipeline.run(request.job, say: say, progress: progress, startedAt: Date(timeIntervalSince1970: request.startedAt))
+            if PhaseProfile.shared.enabled { try channel.send(WorkerMessage(note: "profile (ASSAY_PROFILE=1):\n" + PhaseProfile.shared.report())) }
+            message = WorkerMessage(report: String(decoding: try outcome.report.json(), as: UTF8.self))
+        } catch let e as IsolationError {
+            throw e
+        } catch {
+            let code: Int32 = if case ScanError.nothingToScan = error { 3 } else { 2 }
+            message = WorkerMessage(failure: ScanFailure(message: "\(error)", exitCode: code))
+        }
+        try channel.send(message)
+    }
+
+    static func serve(_ request: SweepGroupRequest, limits: ResourceLimits, channel: WorkerChannel) throws(IsolationError) {
+        let scanner = EntryScanner(options: request.scan.options, shared: SharedScanResources(byteBudget: request.baseOutputBytes))
+        scanner.say = { try? channel.send(WorkerMessage(say: $0)) }
+        for wire in request.entries {
+            let e = wire.entry
+            try limits.startCPUBudget()
+            try channel.send(WorkerMessage(begin: e.id))
+            let before = PhaseProfile.shared.snapshot().seconds
+            let t0 = Date()
+            var result = EntryResult(entryID: e.id, status: "error", verdict: nil, key: "", message: nil, seconds: 0, finishedAt: "",
+                                     reusedFrom: nil, owner: e.owner, tags: e.tags, report: nil, findings: [], files: [], divergences: [])
+            do {
+                let files = try PhaseProfile.shared.measure("sweep.audit") { try scanner.fingerprintFiles(e) }
+                result.files = files
+                try channel.send(WorkerMessage(fingerprint: files))
+                let decision = try channel.receive(Decision.self)
+                guard decision.scan else { continue }
+                scanner.say("\(e.id): scanning")
+                try scanner.scan(e, files: files, baseline: decision.baseline, into: &result)
+            } catch let error as IsolationError {
+                throw error
+            } catch {
+                result.status = "error"
+                result.verdict = nil
+                result.message = "\(error)".terminalSafe
+            }
+            result.seconds = Date().timeIntervalSince(t0)
+            result.finishedAt = SweepRunner.now()
+            if PhaseProfile.shared.enabled { scanner.say(profileLine(e.id, since: before, total: result.seconds)) }
+            let reuse = scanner.shared.reuse
+            try channel.send(WorkerMessage(result: result, reuse: [reuse.hits, reuse.misses]))
+        }
+    }
+
+    /// ASSAY_PROFILE=1: where this entry's time went (what base sharing can and cannot save).
+    static func profileLine(_ id: String, since before: [String: Double], total: Double) -> String {
+        let after = PhaseProfile.shared.snapshot().seconds
+        // Stages only (the model's own phases, gemm.* and the like, run inside them).
+        let stages = ["load", "weights", "statistics", "reports", "scan.", "sweep.", "discovery.", "inversion."]
+        let phases = after.filter { k in stages.contains { k.key.hasPrefix($0) } }.map { ($0.key, $0.value - (before[$0.key] ?? 0)) }
+            .filter { $0.1 >= 0.05 }.sorted { $0.1 > $1.1 }
+        let other = total - phases.reduce(0) { $0 + $1.1 }
+        return "\(id): profile " + (phases + [("other", other)]).map { String(format: "%@ %.1f s", $0.0, $0.1) }.joined(separator: ", ")
+    }
+}
+
+/// One entry's model work: fingerprint (audit and hashes), scan, baseline drift. Runs in the
+/// worker (and for `assay baseline approve`, which is not isolated).
+final class EntryScanner {
+    let options: ScanOptions
+    let shared: SharedScanResources
+    var say: (String) -> Void = { _ in }
+    /// Audits (every file hashed) by directory, made once per worker: entries on one base share it.
+    var audits: [String: AuditReport] = [:]
+
+    init(options: ScanOptions, shared: SharedScanResources) {
+        self.options = options
+        self.shared = shared
+    }
+
+    /// The suites, trigger file and policy an entry uses (built-ins when the inventory names none).
+    static func inputs(_ e: Inventory.Entry) throws -> (suites: [URL], triggers: URL, policy: URL?) {
+        let builtin = SuiteLoader.builtinDirectory()
+        let suites = e.suites.isEmpty ? [builtin?.appendingPathComponent("default.jsonl")].compactMap { $0 } : e.suites
+        guard !suites.isEmpty, let triggers = e.triggers ?? builtin?.appendingPathComponent("triggers.jsonl") else {
+            throw ScanError.invalidInput("no suites given and the built-in probes/ directory was not found")
+        }
+        return (suites, triggers, e.policy)
+    }
+
+    /// Bound on a suite, trigger, policy or manifest file the sweep hashes itself.
+    static let maxInputBytes = SafeFile.defaultMaxBytes
+
+    static func sha256(file url: URL, role: String) throws -> StoredFile {
+        let bytes: [UInt8]
+        do { bytes = try SafeFile.read(url, maxBytes: maxInputBytes) } catch {
+            throw ScanError.invalidInput("\(role) \(error)")
+        }
+        return StoredFile(role: role, path: url.path, sha256: bytes.withUnsafeBytes { Inspector.sha256Hex($0) })
+    }
+
+    /// The entry's model directories by role ("base", "tuned", "adapter", "adapter 2", …).
+    static func directories(_ e: Inventory.Entry) -> [(role: String, url: URL)] {
+        var dirs: [(String, URL)] = [("base", e.base)]
+        if let t = e.tuned { dirs.append(("tuned", t)) }
+        for (i, a) in e.adapters.enumerated() { dirs.append((e.adapters.count == 1 ? "adapter" : "adapter \(i + 1)", a)) }
+        return dirs
+    }
+
+    /// The error of an entry whose directory is missing (nil: every directory exists). Cheap and
+    /// reads nothing: the sweep checks it before starting a worker.
+    static func missingDirectory(_ e: Inventory.Entry) -> ScanError? {
+        for (role, dir) in directories(e) {
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: dir.path, isDirectory: &isDir), isDir.boolValue else {
+                return ScanError.invalidInput("\(role) \(dir.path.terminalSafe): no such directory")
+            }
+        }
+        return nil
+    }
+
+    /// Everything an entry's result depends on, as files (role, path, sha256).
+    func fingerprintFiles(_ e: Inventory.Entry) throws -> [StoredFile] {
+        if let missing = Self.missingDirectory(e) { throw missing }
+        var files: [StoredFile] = []
+        for (role, dir) in Self.directories(e) {
+            let audit = try audits[dir.path] ?? Auditor.audit(dir)
+            audits[dir.path] = audit
+            for f in audit.files { if let h = f.sha256 { files.append(StoredFile(role: role, path: f.path, sha256: h)) } }
+        }
+        let (suites, triggers, policy) = try Self.inputs(e)
+        for s in suites { files.append(try Self.sha256(file: s, role: "suite")) }
+        files.append(try Self.sha256(file: triggers, role: "triggers"))
+        if let policy { files.append(try Self.sha256(file: policy, role: "policy")) }
+        if let m = e.manifest { files.append(try Self.sha256(file: m, role: "manifest")) }
+        return files
+    }
+
+    /// Scans the entry and checks it against its baseline; fills `result` (status scanned).
+    func scan(_ e: Inventory.Entry, files: [StoredFile], baseline: Baseline?, into result: inout EntryResult) throws {
+        let (suites, triggers, policyURL) = try Self.inputs(e)
+        var job = ScanJob(base: e.base, tuned: e.tuned, adapters: e.adapters)
+        job.suites = suites
+        job.triggers = triggers
+        job.policy = policyURL
+        job.manifest = e.manifest
+        job.options = options
+        job.preaudited = audits
+        let outcome = try ScanPipeline.run(job, shared: shared, say: { [say] in say("\(e.id): \($0)") })
+        var report = outcome.report
+        if let baseline {
+            let drift = try PhaseProfile.shared.measure("sweep.baseline") {
+                try checkDrift(e, baseline: baseline, files: files, policy: report.policy, suites: suites)
+            }
+            if !drift.isEmpty {
+                report.findings += drift
+                report.findings.sort { ($0.severity, $0.kind, $0.value) > ($1.severity, $1.kind, $1.value) }
+                report.verdict = ScanPipeline.verdictOf(report.findings, policy: report.policy)
+                var bySeverity: [String: Int] = [:]
+                for f in report.findings { bySeverity[f.severity.rawValue, default: 0] += 1 }
+                report.summary.findingsBySeverity = bySeverity
+            }
+        }
+        result.status = "scanned"
+        result.verdict = report.verdict
+        result.report = String(decoding: try report.json(), as: UTF8.self)
+        result.findings = report.findings.map {
+            StoredFinding(kind: $0.kind, severity: $0.severity.rawValue, title: $0.title, trigger: $0.trigger, category: $0.category,
+                          value: $0.value, pValue: $0.pValue)
+        }
+        result.divergences = report.categories.map { StoredDivergence(category: $0.name, n: $0.n, mean: $0.divergence, ciLow: $0.ciLow, ciHigh: $0.ciHigh) }
+    }
+
+    /// The entry's current model against its approved fingerprint.
+    func checkDrift(_ e: Inventory.Entry, baseline: Baseline, files: [StoredFile], policy: ScanPolicy, suites: [URL]) throws -> [Scan.Finding] {
+        let model = try ModelLoader.load(e.tuned ?? e.base, adapters: e.adapters)
+        let tokenizer = try Tokenizer.load(directory: e.base)
+        let probes = try suites.flatMap { try SuiteLoader.loadProbes($0).probes }
+        let d = try BaselineCheck.measure(baseline.fingerprint, model: model, encoder: TemplateEncoder(tokenizer: tokenizer), probes: probes)
+        let weightRoles = Set(["base", "tuned"] + files.map(\.role).filter { $0.hasPrefix("adapter") })
+        let now = Set(files.filter { weightRoles.contains($0.role) })
+        let then = Set(baseline.files)
+        let changed = Set(now.symmetricDifference(then).map { "\($0.role): \($0.path)" }).sorted()
+        return try BaselineCheck.findings(d, changedFiles: changed, approvedAt: baseline.approvedAt, policy: policy, seed: options.seed)
+    }
+}
+
+/// `assay scan --isolate`: the scan's model work in a worker process under limits. The report
+/// comes back as report.json and is returned to the caller, which writes `--out` only then, so
+/// a crashed scan leaves no half-written report directory.
+public enum IsolatedScan {
+    /// Throws ScanError.nothingToScan (exit 3) or IsolationError.failed with the scan's own
+    /// message (exit 2) when the scan fails, and IsolationError.crashed naming the signal or limit
+    /// when the worker dies.
+    public static func run(_ job: ScanJob, isolation: IsolationOptions, startedAt: Date, say: @escaping (String) -> Void,
+                           progress: @escaping (Int, Int) -> Void, note: @escaping (String) -> Void) throws -> ScanReport {
+        let worker = try WorkerProcess.spawn(isolation)
+        var crash: CrashNote?
+        var reportText: String?
+        var failure: ScanFailure?
+        var protocolError: IsolationError?
+        do {
+            try worker.send(WorkerRequest(limits: isolation.limits, parent: getpid(), sweep: nil, scan: ScanRequest(job, startedAt: startedAt)))
+            while let m = try worker.receive(WorkerMessage.self) {
+                if let s = m.say { say(s) }
+                if let p = m.progress, p.count == 2 { progress(p[0], p[1]) }
+                if let n = m.note { note(n) }
+                if let c = m.crash { crash = c }
+                if let r = m.report { reportText = r }
+                if let f = m.failure { failure = f }
+            }
+        } catch {
+            protocolError = error
+            worker.terminate()
+        }
+        let end = worker.wait()
+        if let failure {
+            if failure.exitCode == 3 { throw ScanError.nothingToScan(failure.message) }
+            throw IsolationError.failed(failure.message)
+        }
+        if let reportText, end == .exited(0) {
+            do { return try WireJSON.decoder.decode(ScanReport.self, from: Data(reportText.utf8)) } catch {
+                throw IsolationError.worker("unreadable report from the worker: \(error)")
+            }
+        }
+        if let protocolError { throw protocolError }
+        throw IsolationError.crashed("scan process: " + end.describe(crash: crash, limits: isolation.limits, stderr: worker.stderr))
+    }
+}
