@@ -11,7 +11,7 @@ indirect enum Decoder: Sendable {
     case bpe(suffix: String)
     case sequence([Decoder])
 
-    static func load(_ n: Node) throws(TokenizerError) -> Decoder {
+    static func load(_ n: Node, depth: Int = 0) throws(TokenizerError) -> Decoder {
         let type = try n.string("type")
         switch type {
         case "ByteLevel": return .byteLevel
@@ -31,7 +31,8 @@ indirect enum Decoder: Sendable {
         case "WordPiece": return .wordPiece(prefix: try n.string("prefix", default: "##"), cleanup: try n.bool("cleanup", default: true))
         case "BPEDecoder": return .bpe(suffix: try n.string("suffix", default: "</w>"))
         case "Sequence":
-            return .sequence(try n.require("decoders").items().map { (x) throws(TokenizerError) in try Decoder.load(x) })
+            try checkSequenceDepth(n, depth, "decoder")
+            return .sequence(try n.require("decoders").items().map { (x) throws(TokenizerError) in try Decoder.load(x, depth: depth + 1) })
         default:
             throw TokenizerError.unsupportedComponent(file: n.file, path: n.path + ".type", kind: "decoder", type: type)
         }
@@ -143,20 +144,30 @@ indirect enum PostProcessor: Sendable {
 
     enum TemplateItem: Sendable { case special([Int]), sequence }
 
-    static func load(_ n: Node, vocab: (String) -> Int?) throws(TokenizerError) -> PostProcessor {
+    /// `check(token, id, node)` vets every special id against the vocabulary.
+    static func load(_ n: Node, depth: Int = 0, check: (String, Int, Node) throws(TokenizerError) -> Void) throws(TokenizerError) -> PostProcessor {
         let type = try n.string("type")
         func pair(_ key: String) throws(TokenizerError) -> Int {
             let node = try n.require(key)
             let items = try node.items()
             guard items.count == 2 else { throw node.fail("expected [token, id]") }
-            return try items[1].int()
+            let id = try items[1].int()
+            try check(try items[0].string(), id, items[1])
+            return id
         }
         switch type {
         case "TemplateProcessing":
             var specials: [String: [Int]] = [:]
             if let st = n.child("special_tokens") {
                 for (k, v) in try st.members() {
-                    specials[k] = try v.require("ids").items().map { (x) throws(TokenizerError) in try x.int() }
+                    let tokens = try v.child("tokens")?.items() ?? []
+                    var ids: [Int] = []
+                    for (i, x) in try v.require("ids").items().enumerated() {
+                        let id = try x.int()
+                        try check(i < tokens.count ? try tokens[i].string() : k, id, x)
+                        ids.append(id)
+                    }
+                    specials[k] = ids
                 }
             }
             var items: [TemplateItem] = []
@@ -174,7 +185,8 @@ indirect enum PostProcessor: Sendable {
             return .template(single: [.special([try pair("cls")]), .sequence, .special([try pair("sep")])])
         case "ByteLevel": return .byteLevel
         case "Sequence":
-            return .sequence(try n.require("processors").items().map { (x) throws(TokenizerError) in try PostProcessor.load(x, vocab: vocab) })
+            try checkSequenceDepth(n, depth, "post-processor")
+            return .sequence(try n.require("processors").items().map { (x) throws(TokenizerError) in try PostProcessor.load(x, depth: depth + 1, check: check) })
         default:
             throw TokenizerError.unsupportedComponent(file: n.file, path: n.path + ".type", kind: "post-processor", type: type)
         }

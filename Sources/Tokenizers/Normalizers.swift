@@ -14,7 +14,7 @@ indirect enum Normalizer: Sendable {
     case byteLevel
     case sequence([Normalizer])
 
-    static func load(_ n: Node) throws(TokenizerError) -> Normalizer {
+    static func load(_ n: Node, depth: Int = 0) throws(TokenizerError) -> Normalizer {
         let type = try n.string("type")
         switch type {
         case "NFC": return .nfc
@@ -32,7 +32,8 @@ indirect enum Normalizer: Sendable {
             return .bert(cleanText: try n.bool("clean_text", default: true), chineseChars: try n.bool("handle_chinese_chars", default: true),
                          stripAccents: try n.child("strip_accents")?.bool() ?? lower, lowercase: lower)
         case "Sequence":
-            return .sequence(try n.require("normalizers").items().map { (x) throws(TokenizerError) in try Normalizer.load(x) })
+            try checkSequenceDepth(n, depth, "normalizer")
+            return .sequence(try n.require("normalizers").items().map { (x) throws(TokenizerError) in try Normalizer.load(x, depth: depth + 1) })
         default:
             throw TokenizerError.unsupportedComponent(file: n.file, path: n.path + ".type", kind: "normalizer", type: type)
         }

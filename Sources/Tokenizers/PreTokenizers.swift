@@ -56,7 +56,7 @@ indirect enum PreTokenizer: Sendable {
     case charDelimiter(Unicode.Scalar)
     case sequence([PreTokenizer])
 
-    static func load(_ n: Node) throws(TokenizerError) -> PreTokenizer {
+    static func load(_ n: Node, depth: Int = 0) throws(TokenizerError) -> PreTokenizer {
         let type = try n.string("type")
         func behavior(_ d: String) throws(TokenizerError) -> SplitBehavior {
             let b = try n.string("behavior", default: d)
@@ -85,7 +85,8 @@ indirect enum PreTokenizer: Sendable {
             guard d.unicodeScalars.count == 1 else { throw try n.require("delimiter").fail("expected one character") }
             return .charDelimiter(d.unicodeScalars.first!)
         case "Sequence":
-            return .sequence(try n.require("pretokenizers").items().map { (x) throws(TokenizerError) in try PreTokenizer.load(x) })
+            try checkSequenceDepth(n, depth, "pre-tokenizer")
+            return .sequence(try n.require("pretokenizers").items().map { (x) throws(TokenizerError) in try PreTokenizer.load(x, depth: depth + 1) })
         default:
             throw TokenizerError.unsupportedComponent(file: n.file, path: n.path + ".type", kind: "pre-tokenizer", type: type)
         }

@@ -20,8 +20,15 @@ final class BoundedRegex: @unchecked Sendable {
     struct Refusal: Error { let reason: String }
     struct BudgetExceeded: Error { let position: Int }
 
+    /// Longest pattern accepted, in scalars (GPT-4o's Split pattern, among the longest real ones, is ~600).
+    static let maxPatternLength = 16_384
+    /// Quantifiers stacked on one atom (`a{2}{3}`); each wraps the atom once more.
+    static let maxStackedQuantifiers = 3
+
     init(_ pattern: String) throws(Refusal) {
         self.pattern = pattern
+        let n = pattern.unicodeScalars.count
+        guard n <= Self.maxPatternLength else { throw Refusal(reason: "pattern of \(n) characters, over the \(Self.maxPatternLength)-character limit") }
         var p = RegexParser(Array(pattern.unicodeScalars).map(\.value))
         let ast = try p.parseAll()
         try Self.checkSafe(ast, insideLoop: false)
@@ -194,6 +201,9 @@ private struct RegexParser {
     let s: [UInt32]
     var i = 0
     var caseInsensitive = false
+    /// Groups open around the current position; bounded so that parsing, the safety check, the
+    /// compiler and lookahead matching (all recursive over the tree) stay shallow.
+    var depth = 0
     init(_ s: [UInt32]) { self.s = s }
 
     func refuse(_ m: String) -> BoundedRegex.Refusal { .init(reason: "\(m) at character \(i)") }
@@ -221,6 +231,7 @@ private struct RegexParser {
     }
     mutating func parseQuantifier(_ a: RNode) throws(BoundedRegex.Refusal) -> RNode {
         var node = a
+        var stacked = 0
         while let c = peek {
             var lo = 0, hi: Int? = nil
             switch c {
@@ -235,6 +246,8 @@ private struct RegexParser {
             var greedy = true
             if peek == 0x3F { greedy = false; i += 1 } else if peek == 0x2B { throw refuse("possessive quantifier") }
             if case .start = node { throw refuse("quantified anchor") }
+            stacked += 1
+            if stacked > BoundedRegex.maxStackedQuantifiers { throw refuse("more than \(BoundedRegex.maxStackedQuantifiers) quantifiers stacked on one item") }
             node = .repeatN(node, min: lo, max: hi, greedy: greedy)
         }
         return node
@@ -272,13 +285,14 @@ private struct RegexParser {
         let c = s[i]
         switch c {
         case 0x28: // (
+            let open = i
             i += 1
             if peek == 0x3F { // (?
                 i += 1
                 guard let k = peek else { throw refuse("truncated group") }
                 switch k {
-                case 0x3A: i += 1; return try group()
-                case 0x3D, 0x21: i += 1; let body = try group(); return .look(negated: k == 0x21, body)
+                case 0x3A: i += 1; return try group(open)
+                case 0x3D, 0x21: i += 1; let body = try group(open); return .look(negated: k == 0x21, body)
                 case 0x69: // (?i: or (?i)
                     i += 1
                     if peek == 0x29 { i += 1; caseInsensitive = true; return nil }
@@ -286,14 +300,14 @@ private struct RegexParser {
                     i += 1
                     let saved = caseInsensitive
                     caseInsensitive = true
-                    let g = try group()
+                    let g = try group(open)
                     caseInsensitive = saved
                     return g
                 case 0x3C: throw refuse("lookbehind or named group is not supported")
                 default: throw refuse("unsupported group syntax (?\(Character(Unicode.Scalar(k)!))")
                 }
             }
-            return try group()
+            return try group(open)
         case 0x29: throw refuse("unbalanced ')'")
         case 0x5B: return try parseClass()
         case 0x2E:
@@ -319,7 +333,13 @@ private struct RegexParser {
             return literal(c)
         }
     }
-    mutating func group() throws(BoundedRegex.Refusal) -> RNode {
+    /// The group whose `(` is at `open`.
+    mutating func group(_ open: Int) throws(BoundedRegex.Refusal) -> RNode {
+        depth += 1
+        defer { depth -= 1 }
+        guard depth <= TokenizerLimits.maxRegexNesting else {
+            throw .init(reason: "groups nested deeper than \(TokenizerLimits.maxRegexNesting) at character \(open)")
+        }
         let saved = caseInsensitive
         let n = try parseAlt()
         caseInsensitive = saved
@@ -453,7 +473,9 @@ private struct Compiler {
     var code: [Inst] = []
     mutating func emit(_ n: RNode) throws(BoundedRegex.Refusal) {
         switch n {
-        case let .set(s, _): code.append(.set(s))
+        case let .set(s, _):
+            if code.count > 50_000 { throw .init(reason: "pattern too large after expanding repetitions") }
+            code.append(.set(s))
         case .start: code.append(.start)
         case .end: code.append(.end)
         case let .concat(xs): for x in xs { try emit(x) }

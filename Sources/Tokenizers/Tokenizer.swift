@@ -22,7 +22,13 @@ public final class Tokenizer: Sendable {
     let rawTrie: TokenTrie
     let normalizedTrie: TokenTrie
     let chatTemplateSource: String?
+    /// The file the chat template came from (chat_template.jinja or tokenizer_config.json), for errors.
+    let chatTemplateFile: String
     let configTokens: [String: String]
+    /// The tokenizer.json path, and every explicitly numbered token it names (added tokens,
+    /// post-processor specials) with its JSON path, for `checkIDs(embeddingRows:configFile:)`.
+    let file: String
+    let namedIDs: [(path: String, token: String, id: Int)]
 
     public let specialTokenIDs: Set<Int>
     public let vocabularySize: Int
@@ -31,17 +37,18 @@ public final class Tokenizer: Sendable {
     public let padTokenID: Int?
 
     /// Loads `tokenizer.json` and, when present, `tokenizer_config.json` and `chat_template.jinja`.
+    /// Every file is read with `SafeFile` (regular files only, never blocking on a FIFO, size-bounded).
     public static func load(directory: URL) throws -> Tokenizer {
         let config = directory.appendingPathComponent("tokenizer_config.json")
         let jinja = directory.appendingPathComponent("chat_template.jinja")
-        var template: String? = nil
-        if FileManager.default.fileExists(atPath: jinja.path) {
-            do { template = try String(contentsOf: jinja, encoding: .utf8) } catch {
-                throw TokenizerError.unreadable(file: jinja.path, reason: "not UTF-8 or unreadable")
+        var template: (String, String)? = nil
+        if SafeFile.exists(jinja) {
+            do { template = (try SafeFile.readText(jinja, maxBytes: ChatTemplate.Limits.maxSourceBytes), jinja.path) } catch {
+                throw TokenizerError(error)
             }
         }
         return try load(tokenizerJSON: directory.appendingPathComponent("tokenizer.json"),
-                        config: FileManager.default.fileExists(atPath: config.path) ? config : nil, chatTemplate: template)
+                        config: SafeFile.exists(config) ? config : nil, chatTemplate: template)
     }
 
     public static func load(tokenizerJSON: URL, config: URL?) throws -> Tokenizer {
@@ -50,13 +57,12 @@ public final class Tokenizer: Sendable {
 
     static func readJSON(_ url: URL) throws(TokenizerError) -> JSONValue {
         let bytes: [UInt8]
-        do { bytes = [UInt8](try Data(contentsOf: url)) } catch {
-            throw .unreadable(file: url.path, reason: (error as NSError).localizedDescription)
-        }
+        do { bytes = try SafeFile.read(url) } catch { throw TokenizerError(error) }
         do { return try JSONParser.parse(bytes) } catch { throw .invalidJSON(file: url.path, offset: error.offset, message: error.message) }
     }
 
-    static func load(tokenizerJSON: URL, config: URL?, chatTemplate: String?) throws(TokenizerError) -> Tokenizer {
+    /// `chatTemplate`: the text of chat_template.jinja and its path.
+    static func load(tokenizerJSON: URL, config: URL?, chatTemplate: (String, String)?) throws(TokenizerError) -> Tokenizer {
         let root = Node(value: try readJSON(tokenizerJSON), path: "", file: tokenizerJSON.path)
         var cfg: Node? = nil
         if let config { cfg = Node(value: try readJSON(config), path: "", file: config.path) }
@@ -72,10 +78,10 @@ public final class Tokenizer: Sendable {
         }
         return try Tokenizer(root: try node(tokenizerJSON, "tokenizer.json"),
                              config: try configJSON.map { (s) throws(TokenizerError) in try node(s, "tokenizer_config.json") },
-                             chatTemplate: chatTemplate)
+                             chatTemplate: chatTemplate.map { ($0, "chat_template.jinja") })
     }
 
-    init(root: Node, config: Node?, chatTemplate: String?) throws(TokenizerError) {
+    init(root: Node, config: Node?, chatTemplate: (String, String)?) throws(TokenizerError) {
         guard root.value.members != nil else { throw root.fail("expected an object, found \(root.value.typeName)") }
         model = try Model.load(try root.require("model"))
         normalizer = try root.child("normalizer").map { (n) throws(TokenizerError) in try Normalizer.load(n) }
@@ -85,12 +91,32 @@ public final class Tokenizer: Sendable {
         var added: [AddedToken] = []
         var byID: [Int: AddedToken] = [:]
         var byContent: [TokenKey: Int] = [:]
+        var named: [(path: String, token: String, id: Int)] = []
+        var maxAdded: Int? = nil
         for n in try root.child("added_tokens")?.items() ?? [] {
             let t = try AddedToken.load(n)
-            if let other = byID[t.id], other.content != t.content {
-                throw TokenizerError.duplicateID(file: n.file, path: n.path + ".id", id: t.id, first: other.content, second: t.content)
+            let idPath = n.path + ".id"
+            // Hugging Face tokenizers ignores the stored id: an added token takes its content's id
+            // (an earlier added token's, or the vocabulary's), else the next free id after the
+            // vocabulary (tokenizers/src/tokenizer/added_vocabulary.rs, add_tokens). A stored id that
+            // differs would make Assay read ids PyTorch never sees, so it is refused.
+            guard t.id >= 0, t.id <= Int(UInt32.max) else {
+                throw TokenizerError.tokenIDOutOfRange(file: n.file, path: idPath, token: t.content, id: t.id, limit: Int(UInt32.max) + 1,
+                                                       what: "the 32-bit ids Hugging Face tokenizers accepts")
             }
-            added.append(t); byID[t.id] = t; byContent[TokenKey(t.content)] = t.id
+            guard !t.content.isEmpty else { throw n.fail("added token with empty content (Hugging Face tokenizers skips it)") }
+            let v = vocab.toID.count
+            let next = maxAdded.map { $0 >= v || v == 0 ? $0 + 1 : v } ?? v
+            let expected = byContent[TokenKey(t.content)] ?? vocab.id(t.content) ?? next
+            guard t.id == expected else {
+                throw TokenizerError.invalidField(file: n.file, path: idPath,
+                    message: "token '\(t.content)' has id \(t.id), but Hugging Face tokenizers gives it id \(expected) (its vocabulary id or the next free one)")
+            }
+            if byContent[TokenKey(t.content)] == nil {
+                added.append(t); byID[t.id] = t; byContent[TokenKey(t.content)] = t.id
+                maxAdded = max(maxAdded ?? t.id, t.id)
+            }
+            named.append((idPath, t.content, t.id))
         }
         self.added = added
         addedByID = byID
@@ -98,9 +124,19 @@ public final class Tokenizer: Sendable {
         let norm = normalizer
         rawTrie = TokenTrie(added.filter { !$0.normalized }) { $0.content }
         normalizedTrie = TokenTrie(added.filter { $0.normalized }) { norm?.normalize($0.content) ?? $0.content }
+        // Post-processor ids are used as written (by tokenizers too), so each must name a token.
+        func known(_ id: Int) -> Bool { byID[id] != nil || vocab.token(id) != nil }
         postProcessor = try root.child("post_processor").map { (n) throws(TokenizerError) in
-            try PostProcessor.load(n) { vocab.id($0) }
+            try PostProcessor.load(n) { (token, id, at) throws(TokenizerError) in
+                guard known(id) else {
+                    throw TokenizerError.tokenIDOutOfRange(file: at.file, path: at.path, token: token, id: id,
+                                                           limit: max(vocab.toToken.count, (maxAdded ?? -1) + 1), what: "the vocabulary")
+                }
+                named.append((at.path, token, id))
+            }
         }
+        namedIDs = named
+        file = root.file
         specialTokenIDs = Set(added.filter(\.special).map(\.id))
         var all = Set(vocab.toID.keys)
         for t in added { all.insert(TokenKey(t.content)) }
@@ -108,13 +144,15 @@ public final class Tokenizer: Sendable {
 
         // tokenizer_config.json: special token strings and the chat template.
         var tokens: [String: String] = [:]
-        var template = chatTemplate
+        var template = chatTemplate?.0
+        var templateFile = chatTemplate?.1 ?? ""
         if let config {
             for key in ["bos_token", "eos_token", "pad_token", "unk_token"] {
                 guard let v = config.child(key) else { continue }
                 if let s = v.value.string { tokens[key] = s } else { tokens[key] = try v.string("content") }
             }
             if template == nil, let t = config.child("chat_template") {
+                templateFile = config.file
                 if let s = t.value.string { template = s } else {
                     for item in try t.items() where try item.string("name") == "default" { template = try item.string("template") }
                     if template == nil { throw t.fail("no template named 'default'") }
@@ -123,6 +161,7 @@ public final class Tokenizer: Sendable {
         }
         configTokens = tokens
         chatTemplateSource = template
+        chatTemplateFile = templateFile
         func id(_ key: String) -> Int? { tokens[key].flatMap { byContent[TokenKey($0)] ?? vocab.id($0) } }
         bosTokenID = id("bos_token")
         eosTokenIDs = id("eos_token").map { [$0] } ?? []
@@ -216,11 +255,37 @@ public final class Tokenizer: Sendable {
     public var hasChatTemplate: Bool { chatTemplateSource != nil }
 
     /// Renders the tokenizer's chat template as transformers' `apply_chat_template(tokenize=False)`.
-    public func applyChatTemplate(_ messages: [ChatMessage], addGenerationPrompt: Bool) throws -> String {
+    public func applyChatTemplate(_ messages: [ChatMessage], addGenerationPrompt: Bool) throws(TokenizerError) -> String {
         guard let src = chatTemplateSource else { throw TokenizerError.noChatTemplate(file: "tokenizer_config.json") }
-        let t = try ChatTemplate(src)
+        let t = try ChatTemplate(src, file: chatTemplateFile)
         return try t.render(messages: messages, addGenerationPrompt: addGenerationPrompt,
                             bosToken: configTokens["bos_token"], eosToken: configTokens["eos_token"],
                             extra: ["pad_token": configTokens["pad_token"], "unk_token": configTokens["unk_token"]].compactMapValues { $0 })
+    }
+}
+
+extension Tokenizer {
+    /// Checks every id the tokenizer can emit or names against a model's embedding matrix
+    /// (`vocab_size` rows in `configFile`): the vocabulary, the added tokens, the post-processor's
+    /// special tokens. The first offending token (the one with the largest id) is named.
+    public func checkIDs(embeddingRows: Int, configFile: String) throws(TokenizerError) {
+        var worst: (path: String, token: String, id: Int)? = nil
+        if let maxID = model.vocab.toToken.indices.last, let t = model.vocab.toToken[maxID] { worst = ("model.vocab", t, maxID) }
+        for n in namedIDs where n.id > (worst?.id ?? -1) { worst = n }
+        guard let w = worst, w.id >= embeddingRows else { return }
+        throw .tokenIDOutOfRange(file: file, path: w.path, token: w.token, id: w.id, limit: embeddingRows,
+                                 what: "the model's embedding matrix (vocab_size in \(configFile))")
+    }
+}
+
+extension TokenizerError {
+    /// A file the tokenizer could not read safely, keeping the path.
+    init(_ e: SafeFileError) {
+        switch e {
+        case let .notFound(p): self = .unreadable(file: p, reason: "no such file")
+        case let .notRegular(p, kind): self = .unreadable(file: p, reason: "is \(kind), not a regular file; refusing to read it")
+        case let .tooLarge(p, size, limit): self = .unreadable(file: p, reason: "\(size) bytes, over the \(limit)-byte limit for this file")
+        case let .unreadable(p, reason): self = .unreadable(file: p, reason: reason)
+        }
     }
 }

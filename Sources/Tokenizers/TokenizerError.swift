@@ -25,10 +25,19 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable, Sendable 
     case invalidUTF8(file: String, offset: Int)
     /// The tokenizer has no chat template.
     case noChatTemplate(file: String)
-    /// The chat template has a syntax error or a construct the interpreter does not implement.
-    case templateError(position: Int, message: String)
+    /// The chat template has a syntax error, a construct the interpreter does not implement, or a
+    /// runtime error (integer overflow, division by zero, bad argument…); `line` and `column`
+    /// (1-based, in Unicode scalars) are within the template text, which `file` holds.
+    case templateError(file: String, line: Int, column: Int, message: String)
+    /// The chat template broke one of `ChatTemplate.Limits` (nesting, work, output or value size).
+    case templateLimit(file: String, line: Int, column: Int, limit: ChatTemplate.Limit, message: String)
     /// The template called `raise_exception(message)`.
-    case templateRaised(message: String)
+    case templateRaised(file: String, message: String)
+    /// A token id (added token, special token, post-processor id) outside the vocabulary or the
+    /// model's embedding matrix; `path` is the JSON path or field naming it.
+    case tokenIDOutOfRange(file: String, path: String, token: String, id: Int, limit: Int, what: String)
+    /// A construct nested deeper than its limit (regex groups, Sequence components).
+    case nestingTooDeep(file: String, path: String, what: String, limit: Int, position: Int?)
 
     public var description: String {
         switch self {
@@ -42,14 +51,46 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable, Sendable 
         case let .duplicateID(file, path, id, first, second):
             return "\(file.terminalSafe): \(path.terminalSafe): id \(id) is used by both '\(first.terminalSafe)' and '\(second.terminalSafe)'"
         case let .unsupportedRegex(file, path, pattern, reason):
-            return "\(file.terminalSafe): \(path.terminalSafe): regex '\(pattern.terminalSafe)' refused: \(reason.terminalSafe)"
+            return "\(file.terminalSafe): \(path.terminalSafe): regex '\(pattern.shortened.terminalSafe)' refused: \(reason.terminalSafe)"
         case let .regexBudgetExceeded(pattern, position):
-            return "regex '\(pattern.terminalSafe)' exceeded its work bound at input character \(position)"
+            return "regex '\(pattern.shortened.terminalSafe)' exceeded its work bound at input character \(position)"
         case let .invalidUTF8(file, offset): return "\(file.terminalSafe): invalid UTF-8 at byte \(offset)"
         case let .noChatTemplate(file): return "\(file.terminalSafe): the tokenizer has no chat template"
-        case let .templateError(position, message): return "chat template: \(message.terminalSafe) at character \(position)"
-        case let .templateRaised(message): return "chat template raised an exception: \(message.terminalSafe)"
+        case let .templateError(file, line, column, message):
+            return "\(file.terminalSafe): chat template line \(line), column \(column): \(message.terminalSafe)"
+        case let .templateLimit(file, line, column, limit, message):
+            return "\(file.terminalSafe): chat template line \(line), column \(column): \(limit.rawValue) limit: \(message.terminalSafe)"
+        case let .templateRaised(file, message): return "\(file.terminalSafe): chat template raised an exception: \(message.terminalSafe)"
+        case let .tokenIDOutOfRange(file, path, token, id, limit, what):
+            return "\(file.terminalSafe): \(path.terminalSafe): token '\(token.terminalSafe)' has id \(id), outside \(what) (0..<\(limit))"
+        case let .nestingTooDeep(file, path, what, limit, position):
+            return "\(file.terminalSafe): \(path.terminalSafe): \(what) nested deeper than \(limit)\(position.map { " at character \($0)" } ?? "")"
         }
+    }
+}
+
+extension String {
+    /// At most 80 scalars, for quoting hostile patterns in a one-line message.
+    var shortened: String {
+        let u = unicodeScalars
+        return u.count <= 80 ? self : String(String.UnicodeScalarView(u.prefix(80))) + "… (\(u.count) characters)"
+    }
+}
+
+/// Bounds on tokenizer.json structures whose handling recurses. (AssayCommon's JSON reader
+/// already stops at 128 levels; these name the construct and keep the recursion far shallower.)
+public enum TokenizerLimits {
+    /// `Sequence` normalizers/pre-tokenizers/decoders/post-processors inside one another; real
+    /// tokenizers nest one level.
+    public static let maxSequenceNesting = 16
+    /// Groups and lookaheads nested inside one another in a Split/Replace regex; real patterns
+    /// (GPT-2, Llama 3, Qwen2) nest at most 3.
+    public static let maxRegexNesting = 64
+}
+
+func checkSequenceDepth(_ n: Node, _ depth: Int, _ kind: String) throws(TokenizerError) {
+    guard depth < TokenizerLimits.maxSequenceNesting else {
+        throw .nestingTooDeep(file: n.file, path: n.path, what: "\(kind) Sequence", limit: TokenizerLimits.maxSequenceNesting, position: nil)
     }
 }
 

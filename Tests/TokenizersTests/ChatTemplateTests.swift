@@ -39,7 +39,7 @@ struct ChatGoldens: Decodable {
                 #expect(c.error == nil, "\(label): expected error \(c.error ?? "")")
                 #expect(out == c.output, "\(label)\n got \(out.debugDescription)\nwant \((c.output ?? "").debugDescription)")
             case let .failure(e):
-                #expect(e == .templateRaised(message: c.error ?? ""), "\(label): \(e)")
+                #expect(e == .templateRaised(file: "chat template", message: c.error ?? ""), "\(label): \(e)")
             }
         }
     }

@@ -70,20 +70,22 @@ func jsonEscape(_ s: String) -> String { s.replacingOccurrences(of: "\\", with: 
     }
 
     @Test func addedTokenFlags() throws {
+        // New added tokens take the ids after the vocabulary, as Hugging Face tokenizers assigns them.
+        let (l, r, ab, up) = (letters.count, letters.count + 1, letters.count + 2, letters.count + 3)
         let added = """
-        [{"id": 100, "content": "<L>", "lstrip": true, "rstrip": false, "single_word": false, "normalized": false, "special": true},
-         {"id": 101, "content": "<R>", "lstrip": false, "rstrip": true, "single_word": false, "normalized": false, "special": true},
-         {"id": 102, "content": "ab", "lstrip": false, "rstrip": false, "single_word": true, "normalized": false, "special": false},
-         {"id": 103, "content": "up", "lstrip": false, "rstrip": false, "single_word": false, "normalized": true, "special": false}]
+        [{"id": \(l), "content": "<L>", "lstrip": true, "rstrip": false, "single_word": false, "normalized": false, "special": true},
+         {"id": \(r), "content": "<R>", "lstrip": false, "rstrip": true, "single_word": false, "normalized": false, "special": true},
+         {"id": \(ab), "content": "ab", "lstrip": false, "rstrip": false, "single_word": true, "normalized": false, "special": false},
+         {"id": \(up), "content": "up", "lstrip": false, "rstrip": false, "single_word": false, "normalized": true, "special": false}]
         """
         let t = try miniTokenizer(vocab: letters, normalizer: #"{"type": "Lowercase"}"#, decoder: #"{"type": "Fuse"}"#, added: added)
         let sp = t.tokenID(" ")!
-        #expect(t.encode("x  <L>y") == [t.tokenID("x")!, 100, t.tokenID("y")!])
-        #expect(t.encode("x<R>  y") == [t.tokenID("x")!, 101, t.tokenID("y")!])
-        #expect(t.encode("ab cab") == [102, sp, t.tokenID("c")!, t.tokenID("a")!, t.tokenID("b")!])
-        #expect(t.encode("UP") == [103])
-        #expect(t.decode([100, 102, 101], skipSpecialTokens: true) == "ab")
-        #expect(t.specialTokenIDs == [100, 101])
+        #expect(t.encode("x  <L>y") == [t.tokenID("x")!, l, t.tokenID("y")!])
+        #expect(t.encode("x<R>  y") == [t.tokenID("x")!, r, t.tokenID("y")!])
+        #expect(t.encode("ab cab") == [ab, sp, t.tokenID("c")!, t.tokenID("a")!, t.tokenID("b")!])
+        #expect(t.encode("UP") == [up])
+        #expect(t.decode([l, ab, r], skipSpecialTokens: true) == "ab")
+        #expect(t.specialTokenIDs == [l, r])
         #expect(t.vocabularySize == letters.count + 4)
     }
 
