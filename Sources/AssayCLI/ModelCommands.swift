@@ -125,7 +125,7 @@ struct Generate: ParsableCommand {
         let model = try options.load()
         let ids = try promptIDs(prompt: prompt, options: options, model: model, chat: chat)
         var stops = Set(model.eosTokenIDs)
-        let tokenizer = prompt == nil ? nil : try Tokenizer.load(directory: URL(fileURLWithPath: options.model))
+        let tokenizer = prompt == nil ? nil : try loadCheckedTokenizer(options, model)
         if let t = tokenizer { stops.formUnion(t.eosTokenIDs) }
         let out = try model.greedy(prompts: [ids], maxNewTokens: maxTokens, stopTokens: stops)[0]
         if printIds || tokenizer == nil {
@@ -134,6 +134,14 @@ struct Generate: ParsableCommand {
             emit(tokenizer!.decode(out, skipSpecialTokens: true))
         }
     }
+}
+
+/// The model directory's tokenizer, every id it names checked against the model's embedding rows.
+func loadCheckedTokenizer(_ options: ModelOptions, _ model: any CausalLanguageModel) throws -> Tokenizer {
+    let dir = URL(fileURLWithPath: options.model)
+    let tokenizer = try Tokenizer.load(directory: dir)
+    try tokenizer.checkIDs(embeddingRows: model.vocabularySize, configFile: dir.appendingPathComponent("config.json").path)
+    return tokenizer
 }
 
 /// Token ids from --ids (checked against the vocabulary) or --prompt, tokenized as transformers'
@@ -145,7 +153,7 @@ func promptIDs(prompt: String?, options: ModelOptions, model: any CausalLanguage
         }
         return ids
     }
-    let tokenizer = try Tokenizer.load(directory: URL(fileURLWithPath: options.model))
+    let tokenizer = try loadCheckedTokenizer(options, model)
     let ids: [Int]
     if chat {
         let text = try tokenizer.applyChatTemplate([ChatMessage(role: "user", content: prompt ?? "")], addGenerationPrompt: true)

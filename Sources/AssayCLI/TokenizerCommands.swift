@@ -50,10 +50,8 @@ struct Tokenize: ParsableCommand {
         let tok = try Tokenizer.load(directory: URL(fileURLWithPath: modelDir))
         let ids: [Int]
         if let file {
-            let bytes: [UInt8]
-            do { bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: file))) } catch {
-                throw InputError(description: "\(file.terminalSafe): cannot read: \((error as NSError).localizedDescription)")
-            }
+            // SafeFile: a FIFO or device passed as --file is refused instead of blocking.
+            let bytes = try SafeFile.read(URL(fileURLWithPath: file))
             ids = try tok.encode(fileBytes: bytes, file: file, addSpecialTokens: !noSpecialTokens)
         } else {
             ids = try tok.encodeChecked(text!, addSpecialTokens: !noSpecialTokens)
