@@ -18,16 +18,16 @@ trap 'rm -rf "$dir"' EXIT
     done
 } > "$dir/inventory.yaml"
 times=()
+TIMEFORMAT='%R %U %S'
 for ((r = 0; r < repeats; r++)); do
     rm -f "$dir/h.sqlite"
-    start=$(date +%s.%N)
     status=0
-    "$assay" sweep "$dir/inventory.yaml" --db "$dir/h.sqlite" --threads 1 > "$dir/out.txt" 2> "$dir/err.txt" || status=$?
-    end=$(date +%s.%N)
-    t=$(echo "$end - $start" | bc)
+    # bash's `time`: wall, user and system seconds (CPU is what the machine's load cannot inflate).
+    t=$( { time "$assay" sweep "$dir/inventory.yaml" --db "$dir/h.sqlite" --threads 1 > "$dir/out.txt" 2> "$dir/err.txt" || status=$?; } 2>&1 )
+    read -r wall user sys <<< "$t"
     errors=$(grep -c '^ERROR ' "$dir/out.txt" || true)
-    echo "run $((r + 1)): ${t} s (exit $status, $errors error entries)"
-    times+=("$t")
+    echo "run $((r + 1)): ${wall} s wall, $(echo "$user + $sys" | bc) s CPU ($errors error entries)"
+    times+=("$wall")
 done
 median=$(printf '%s\n' "${times[@]}" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}')
-echo "median of $repeats: ${median} s for $n missing-directory entries"
+echo "median of $repeats: ${median} s wall for $n missing-directory entries"

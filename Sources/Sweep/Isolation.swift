@@ -246,7 +246,11 @@ public final class WorkerProcess {
 
     /// Starts `executable sweep-worker --threads N`.
     public static func spawn(_ options: IsolationOptions) throws(IsolationError) -> WorkerProcess {
-        var args = [options.executable, subcommand]
+        // argv[0] the binary's real path, so `ps` shows which assay runs; exec'd through
+        // /proc/self/exe all the same.
+        let shown = options.executable == "/proc/self/exe"
+            ? ((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? options.executable) : options.executable
+        var args = [shown, subcommand]
         if let t = options.threads { args += ["--threads", String(t)] }
         // The worker never touches the history: it needs no database password.
         var env = ProcessInfo.processInfo.environment
