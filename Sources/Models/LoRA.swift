@@ -637,9 +637,11 @@ struct TargetSelection: Sendable {
                 }
             }
         }
+        if selected.isEmpty && excluded > 0 {
+            throw .invalidConfig(file: f, field: "target_modules", reason: "\(targetsText.terminalSafe) selects nothing once exclude_modules removes \(excluded) module(s) (PEFT raises NoMatchingPeftModuleError)")
+        }
         if selected.isEmpty {
-            let note = excluded > 0 ? " (after exclude_modules removed \(excluded))" : ""
-            throw .invalidConfig(file: f, field: "target_modules", reason: "\(targetsText.terminalSafe) matches no module of the base model\(note): it names modules which the base model does not have (PEFT raises NoMatchingPeftModuleError)")
+            throw .invalidConfig(file: f, field: "target_modules", reason: "\(targetsText.terminalSafe) matches no module of the base model: it names modules which the base model does not have (PEFT raises NoMatchingPeftModuleError)")
         }
         return selected
     }
