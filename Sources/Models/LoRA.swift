@@ -94,11 +94,12 @@ public struct LoRAAdapter: Sendable {
                            baseCopies: copies, baseCopyValues: baseCopies)
     }
 
-    /// Merges into the base weights. `modelType` is the base's config.json `model_type` (inferred
-    /// from the weight names when nil). The adapted modules must be exactly those PEFT would
-    /// select in this base, each with the shape B·A implies.
-    public func merge(into w: WeightStore, modelType: String? = nil) throws(ModelError) {
-        let base = try BaseModules(w, modelType: modelType, adapter: directory.path)
+    /// Merges into the base weights. `modelType` is the base's config.json `model_type` and
+    /// `tiedOutputHead` its `tie_word_embeddings` (inferred from the weight names when nil). The
+    /// adapted modules must be exactly those PEFT would select in this base, each with the shape
+    /// B·A implies.
+    public func merge(into w: WeightStore, modelType: String? = nil, tiedOutputHead: Bool? = nil) throws(ModelError) {
+        let base = try BaseModules(w, modelType: modelType, tiedOutputHead: tiedOutputHead, adapter: directory.path)
         let selected = try selection.select(in: base, configFile: configFile)
         let inFile = Dictionary(modules.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         for m in modules where !selected.contains(m.name) {
@@ -667,7 +668,7 @@ public struct BaseModules: Sendable {
         .llama: ["q_proj", "v_proj"], .gpt2: ["c_attn"], .gptNeoX: ["query_key_value"],
     ]
 
-    public init(_ w: WeightStore, modelType: String?, adapter: String) throws(ModelError) {
+    public init(_ w: WeightStore, modelType: String?, tiedOutputHead: Bool? = nil, adapter: String) throws(ModelError) {
         let names = w.names
         let has = Set(names)
         let arch: Architecture
@@ -715,8 +716,9 @@ public struct BaseModules: Sendable {
             kinds[module] = kind
             weightName[module] = n
         }
-        // The output head tied to the input embedding has no tensor of its own.
-        if kinds["lm_head"] == nil { kinds["lm_head"] = .tiedLinear }
+        // The output head tied to the input embedding has no tensor of its own (or a copy that
+        // must equal the embedding): PEFT's merge would rewrite the shared tensor, both at once.
+        if kinds["lm_head"] == nil || tiedOutputHead == true { kinds["lm_head"] = .tiedLinear; weightName["lm_head"] = nil }
         // Parameterless modules.
         let layerContainers = kinds.keys.filter {
             let p = $0.split(separator: ".", omittingEmptySubsequences: false)

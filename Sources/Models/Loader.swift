@@ -38,7 +38,13 @@ public enum ModelLoader {
         case .llama: buffers = { $0.hasSuffix(".rotary_emb.inv_freq") }
         }
         let weights = WeightStore(checkpoint: ckpt, source: source, ignorable: buffers)
-        for adapter in adapters { try LoRAAdapter.load(adapter).merge(into: weights, modelType: type) }
+        let tied: Bool
+        switch parsed {
+        case let .llama(cfg): tied = cfg.tieWordEmbeddings
+        case let .gpt2(cfg): tied = cfg.tieWordEmbeddings
+        case let .neox(cfg): tied = cfg.tieWordEmbeddings
+        }
+        for adapter in adapters { try LoRAAdapter.load(adapter).merge(into: weights, modelType: type, tiedOutputHead: tied) }
         switch parsed {
         case let .llama(cfg): return try LlamaModel(config: cfg, weights: weights)
         case let .gpt2(cfg): return try GPT2Model(config: cfg, weights: weights)
