@@ -36,8 +36,9 @@ public struct ChatTemplate: Sendable {
         public static let maxStringBytes = 16 << 20
         /// Items of any one list or dict an operation produces (`range`, `+`, `list`…).
         public static let maxItems = 1 << 20
-        /// Work units per render: one per expression evaluated, loop iteration, call and filter,
-        /// plus one per `bytesPerWorkUnit` bytes (or items) an operation reads or writes. A real
+        /// Work units per render: one per expression evaluated, loop iteration, call, filter and
+        /// list or dict item an operation makes, plus one per `bytesPerWorkUnit` bytes it reads or
+        /// writes. Since every allocation is charged, the budget also bounds memory (≈ 200 MB). A real
         /// template over a long conversation uses a few thousand; the budget is a few seconds of
         /// a debug build.
         public static let maxWorkUnits = 2_000_000
@@ -854,6 +855,7 @@ final class JEvaluator {
         case let .string(s):
             try charge(1, bytes: s.utf8.count, at)
             try checkItems(s.utf8.count, "iterating a string", at)
+            try charge(s.utf8.count, at)
             items = s.unicodeScalars.map { .string(String($0)) }
         case .undefined, .none: items = []
         case let v: throw err("cannot iterate over \(v.typeName)", iterE.at)
@@ -908,6 +910,7 @@ final class JEvaluator {
         if let s = v.scalarStr { return s }
         var o = ""
         try write(v, repr: false, into: &o, at)
+        try charge(0, bytes: o.utf8.count, at)
         return o
     }
     func write(_ v: JValue, repr: Bool, into o: inout String, _ at: Int) throws(JThrow) {
@@ -1117,7 +1120,7 @@ final class JEvaluator {
         }
         switch base {
         case let .list(l, _):
-            try charge(0, bytes: l.count, at)
+            try charge(l.count, at)
             if reversed { return .list(l.reversed()) }
             return .list(Array(l[try bounds(l.count)]))
         case let .string(s):
@@ -1169,7 +1172,7 @@ final class JEvaluator {
             guard st != 0 else { throw err("range() step must not be zero", at) }
             let n = try rangeCount(lo, hi, st, at)
             try checkItems(n, "range()", at)
-            try charge(0, bytes: n, at)
+            try charge(n, at)
             // lo + k·st for k < n stays between lo and hi, so it cannot overflow.
             return .list((0..<n).map { .int(lo + $0 * st) })
         case "namespace":
@@ -1277,6 +1280,7 @@ final class JEvaluator {
                     let h = Array(s.utf8), nd = Array(sep.utf8)
                     let hits = Self.occurrences(of: nd, in: h)
                     try checkItems(hits.count + 1, "split()", at)
+                    try charge(hits.count + 1, at)
                     var parts: [JValue] = []
                     var last = 0
                     for k in hits + [h.count] { parts.append(.string(String(decoding: h[last..<k], as: UTF8.self))); last = k + nd.count }
@@ -1285,6 +1289,7 @@ final class JEvaluator {
                 if let x = a.first, !(x.isNone) { throw err("split() separator must be a string, got \(x.typeName)", at) }
                 let parts = s.split(whereSeparator: { $0.isWhitespace })
                 try checkItems(parts.count, "split()", at)
+                try charge(parts.count, at)
                 return .list(parts.map { .string(String($0)) })
             case "format": throw err("str.format() is not supported", at)
             default: break
@@ -1293,13 +1298,15 @@ final class JEvaluator {
             switch m {
             case "items":
                 try takes("items()", a, kw, positional: 0...0, at)
-                try charge(0, bytes: d.count, at)
+                try charge(3 * d.count, at)
                 return .list(d.map { .list([.string($0.0), $0.1]) })
             case "keys":
                 try takes("keys()", a, kw, positional: 0...0, at)
+                try charge(d.count, at)
                 return .list(d.map { .string($0.0) })
             case "values":
                 try takes("values()", a, kw, positional: 0...0, at)
+                try charge(d.count, at)
                 return .list(d.map { $0.1 })
             case "get":
                 try takes("get()", a, kw, positional: 1...2, at)
@@ -1400,7 +1407,7 @@ final class JEvaluator {
             return .string(x + y)
         case let ("+", .list(x, _), .list(y, _)):
             try checkItems(x.count + y.count, "'+'", at)
-            try charge(0, bytes: x.count + y.count, at)
+            try charge(x.count + y.count, at)
             return .list(x + y)
         case let ("*", .string(x), .int(n)), let ("*", .int(n), .string(x)):
             return .string(try repeatString(x, n, at))
@@ -1539,8 +1546,11 @@ final class JEvaluator {
             case let .string(s):
                 try charge(0, bytes: s.utf8.count, at)
                 try checkItems(s.utf8.count, "list", at)
+                try charge(s.utf8.count, at)
                 return .list(s.unicodeScalars.map { .string(String($0)) })
-            case let .dict(d, _): return .list(d.map { .string($0.0) })
+            case let .dict(d, _):
+                try charge(d.count, at)
+                return .list(d.map { .string($0.0) })
             default: throw err("cannot convert \(v.typeName) to a list", at)
             }
         case "default", "d":
@@ -1578,7 +1588,7 @@ final class JEvaluator {
             try takes(what, a, kw, positional: 0...0, at)
             switch v {
             case let .list(l, _):
-                try charge(0, bytes: l.count, at)
+                try charge(l.count, at)
                 return .list(l.reversed())
             case let .string(s):
                 try charge(0, bytes: s.utf8.count, at)
@@ -1601,6 +1611,7 @@ final class JEvaluator {
             }
             var o = ""
             try toJSON(v, indent: indent, into: &o, at)
+            try charge(0, bytes: o.utf8.count, at)
             return .string(o)
         case "items":
             try takes(what, a, kw, positional: 0...0, at)
@@ -1615,7 +1626,7 @@ final class JEvaluator {
 /// glibc's `memmem` (two-way string matching, linear time); Glibc does not export it to Swift
 /// (it is a GNU extension), so it is looked up once. The fallback is a plain scan.
 private typealias MemmemFunction = @convention(c) (UnsafeRawPointer?, Int, UnsafeRawPointer?, Int) -> UnsafeMutableRawPointer?
-nonisolated(unsafe) private let systemMemmem: MemmemFunction? =
+private let systemMemmem: MemmemFunction? =
     dlsym(UnsafeMutableRawPointer(bitPattern: 0), "memmem").map { unsafeBitCast($0, to: MemmemFunction.self) }
 
 private func memmemLinear(_ h: UnsafeRawPointer, _ hl: Int, _ n: UnsafeRawPointer, _ nl: Int) -> UnsafeMutableRawPointer? {

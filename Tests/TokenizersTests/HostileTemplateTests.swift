@@ -129,6 +129,8 @@ import Testing
         expectLimit("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", .work)
         expectLimit("{% set s = 'a' * 1000000 %}{% for i in range(100000) %}{% if 'b' in s %}{% endif %}{% endfor %}", .work)
         expectLimit("{% set s = 'a' * 1000000 %}{% for i in range(100000) %}{{ s[5] }}{% endfor %}", .work)
+        // Every item made is charged, so the budget bounds memory too: 1000 million-item lists.
+        expectLimit("{% set ns = namespace(l=[]) %}{% for i in range(1000) %}{% set ns.l = ns.l + [range(1000000)] %}{% endfor %}", .work)
         // Substring search is linear (memmem), so a long needle in a long haystack is no bomb.
         #expect(try render("{% set s = 'a' * 4000000 %}{{ ('a' * 3000000 ~ 'b') in s }}") == "False")
     }
