@@ -105,7 +105,7 @@ import Testing
         let before = try store.results(run: "r").count
         #expect(throws: (any Error).self) {
             try store.backend.write { s in
-                try HistoryStore.insert(bad, run: "r", s)
+                try HistoryStore.insert([bad], run: "r", s)
                 throw SQLFailure("stop")
             }
         }
