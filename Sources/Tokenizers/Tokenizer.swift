@@ -55,17 +55,17 @@ public final class Tokenizer: Sendable {
         try load(tokenizerJSON: tokenizerJSON, config: config, chatTemplate: nil)
     }
 
-    static func readJSON(_ url: URL) throws(TokenizerError) -> JSONValue {
+    static func readJSON(_ url: URL, maxBytes: Int) throws(TokenizerError) -> JSONValue {
         let bytes: [UInt8]
-        do { bytes = try SafeFile.read(url) } catch { throw TokenizerError(error) }
+        do { bytes = try SafeFile.read(url, maxBytes: maxBytes) } catch { throw TokenizerError(error) }
         do { return try JSONParser.parse(bytes) } catch { throw .invalidJSON(file: url.path, offset: error.offset, message: error.message) }
     }
 
     /// `chatTemplate`: the text of chat_template.jinja and its path.
     static func load(tokenizerJSON: URL, config: URL?, chatTemplate: (String, String)?) throws(TokenizerError) -> Tokenizer {
-        let root = Node(value: try readJSON(tokenizerJSON), path: "", file: tokenizerJSON.path)
+        let root = Node(value: try readJSON(tokenizerJSON, maxBytes: TokenizerLimits.maxTokenizerJSONBytes), path: "", file: tokenizerJSON.path)
         var cfg: Node? = nil
-        if let config { cfg = Node(value: try readJSON(config), path: "", file: config.path) }
+        if let config { cfg = Node(value: try readJSON(config, maxBytes: TokenizerLimits.maxConfigBytes), path: "", file: config.path) }
         return try Tokenizer(root: root, config: cfg, chatTemplate: chatTemplate)
     }
 

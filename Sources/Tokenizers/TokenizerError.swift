@@ -86,6 +86,10 @@ public enum TokenizerLimits {
     /// Groups and lookaheads nested inside one another in a Split/Replace regex; real patterns
     /// (GPT-2, Llama 3, Qwen2) nest at most 3.
     public static let maxRegexNesting = 64
+    /// tokenizer.json size; the largest real ones (Gemma 3's 262k-token vocabulary) are ~35 MB.
+    public static let maxTokenizerJSONBytes = 128 << 20
+    /// tokenizer_config.json size; real ones, chat templates included, are under 1 MB.
+    public static let maxConfigBytes = 16 << 20
 }
 
 func checkSequenceDepth(_ n: Node, _ depth: Int, _ kind: String) throws(TokenizerError) {

@@ -112,6 +112,15 @@ import Testing
             guard case let .unreadable(file, reason) = e else { Issue.record("\(e)"); return }
             #expect(file.hasSuffix("tokenizer_config.json") && reason.contains("FIFO"), "\(e)")
         }
+        // A 1 GB (sparse) tokenizer_config.json is refused by its size, before anything is read.
+        try FileManager.default.removeItem(at: dir.appendingPathComponent("tokenizer_config.json"))
+        #expect(FileManager.default.createFile(atPath: dir.appendingPathComponent("tokenizer_config.json").path, contents: nil))
+        let h = try FileHandle(forWritingTo: dir.appendingPathComponent("tokenizer_config.json"))
+        try h.truncate(atOffset: 1 << 30)
+        try h.close()
+        do { _ = try Tokenizer.load(directory: dir); Issue.record("loaded") } catch let e as TokenizerError {
+            #expect(e.description.contains("tokenizer_config.json") && e.description.contains("over the \(TokenizerLimits.maxConfigBytes)-byte limit"), "\(e)")
+        }
         try FileManager.default.removeItem(at: dir.appendingPathComponent("tokenizer_config.json"))
         try FileManager.default.createDirectory(at: dir.appendingPathComponent("chat_template.jinja"), withIntermediateDirectories: false)
         do { _ = try Tokenizer.load(directory: dir); Issue.record("loaded") } catch let e as TokenizerError {
