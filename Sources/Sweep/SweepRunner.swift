@@ -262,7 +262,8 @@ public final class SweepRunner {
                     out.stop = error
                     break loop
                 }
-                do { try worker.send(decision) } catch { protocolError = "\(error)"; break }
+                // A send fails when the worker has just died: its end is what the entry records.
+                do { try worker.send(decision) } catch { break }
             }
             if var r = m.result, let e = current() {
                 guard r.entryID == e.id else { protocolError = "the worker reported `\(r.entryID.terminalSafe)` out of turn"; break }
@@ -281,10 +282,13 @@ public final class SweepRunner {
                 if let u = m.reuse, u.count == 2 { out.reuse = (u[0], u[1]) }
             }
         }
+        // A worker that broke the protocol is ended here; otherwise closing the channel (in wait)
+        // lets a live one see end of file and exit.
         if protocolError != nil || out.stop != nil { worker.terminate() }
         let end = worker.wait()
         guard out.stop == nil, out.reported < entries.count else { return out }
-        let why = protocolError ?? end.describe(crash: crash, limits: options.isolation.limits, stderr: worker.stderr)
+        let why = protocolError.map { "worker protocol error: \($0)" }
+            ?? end.describe(crash: crash, limits: options.isolation.limits, stderr: worker.stderr)
         return fail(why, files: files, key: entryKey, since: begun ?? started)
     }
 

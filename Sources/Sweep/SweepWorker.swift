@@ -401,8 +401,12 @@ public enum IsolatedScan {
                 if let f = m.failure { failure = f }
             }
         } catch {
-            protocolError = error
-            worker.terminate()
+            // Undecodable output is a protocol error (the worker is ended); a request that cannot
+            // be sent means the worker died at once, and its end says why.
+            if case .worker(let m) = error, m.hasPrefix("unreadable") || m.contains("exceeds") {
+                protocolError = error
+                worker.terminate()
+            }
         }
         let end = worker.wait()
         if let failure {
