@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import AssayCommon
 @testable import Models
 import SafeTensors
 import TensorCore
@@ -23,6 +24,25 @@ struct PEFTCorpus: Decodable {
     let ids: [Int]
     let tolerance: Float
     let cases: [String: Case]
+}
+
+struct PatternFile: Decodable {
+    let patterns: [PatternCase]
+    let layers: [LayerCase]
+}
+
+struct LayerCase: Decodable {
+    /// null, a string or a list of strings, as in adapter_config.json.
+    let layers_pattern: [String]?
+    let index: [String: Int?]
+
+    enum CodingKeys: String, CodingKey { case layers_pattern, index }
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        if let s = try? c.decode(String.self, forKey: .layers_pattern) { layers_pattern = [s] }
+        else { layers_pattern = try c.decodeIfPresent([String].self, forKey: .layers_pattern) }
+        index = try c.decode([String: Int?].self, forKey: .index)
+    }
 }
 
 struct PatternCase: Decodable {
@@ -113,8 +133,8 @@ let peftCorpus: PEFTCorpus = try! JSONDecoder().decode(PEFTCorpus.self,
     /// `re.match(rf"(.*\.)?({key})$", name)`. A pattern Python rejects Assay rejects; one Python
     /// accepts Assay either reads identically or refuses.
     @Test func patternsMatchPythonRe() throws {
-        let cases = try JSONDecoder().decode([PatternCase].self,
-                                             from: Data(contentsOf: peftFixtures.appendingPathComponent("patterns.json")))
+        let cases = try JSONDecoder().decode(PatternFile.self,
+                                             from: Data(contentsOf: peftFixtures.appendingPathComponent("patterns.json"))).patterns
         #expect(cases.count >= 40)
         var refusedValid: [String] = []
         for c in cases {
@@ -137,6 +157,22 @@ let peftCorpus: PEFTCorpus = try! JSONDecoder().decode(PEFTCorpus.self,
         for p in refusedValid {
             #expect(p.contains("(?=") || p.contains("(?!") || p.contains("(?<") || p.contains("\\b") || p.contains("(?i")
                     || p.contains("\\1") || p.contains("{") || p.contains("[[") || p.contains("*+"), "refused a supported pattern: \(p)")
+        }
+    }
+
+    /// The layer index read from a module name for `layers_to_transform`, against PEFT's
+    /// `re.match(r".*?\.[^.]*\.(?P<idx>\d+)\.", key)` and `(?:^|.*?\.){pattern}\.(?P<idx>\d+)\.`.
+    @Test func layerIndexMatchesPython() throws {
+        let cases = try JSONDecoder().decode(PatternFile.self,
+                                             from: Data(contentsOf: peftFixtures.appendingPathComponent("patterns.json"))).layers
+        #expect(cases.count >= 4)
+        for c in cases {
+            let pattern = c.layers_pattern.map { "[" + $0.map { "\"\($0)\"" }.joined(separator: ",") + "]" } ?? "null"
+            let json = try JSONParser.parse(#"{"target_modules": ["q"], "layers_to_transform": [0], "layers_pattern": "# + pattern + "}")
+            let selection = try TargetSelection(ConfigReader(file: "adapter_config.json", json: json))
+            for (name, expected) in c.index {
+                #expect(selection.layerIndex(name) == expected, "\(pattern) \(name)")
+            }
         }
     }
 
