@@ -9,7 +9,7 @@ nonisolated(unsafe) var scratch = URL(fileURLWithPath: "/tmp")
 public func initialize(_ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>) -> CInt {
     let name = ProcessInfo.processInfo.environment["ASSAY_FUZZ_TARGET"] ?? ""
     guard let h = Harness(rawValue: name) else {
-        fputs("set ASSAY_FUZZ_TARGET to one of: \(Harness.allCases.map(\.rawValue).joined(separator: ", "))\n", stderr)
+        FileHandle.standardError.write(Data("set ASSAY_FUZZ_TARGET to one of: \(Harness.allCases.map(\.rawValue).joined(separator: ", "))\n".utf8))
         exit(2)
     }
     harness = h
