@@ -416,6 +416,17 @@ import Testing
         #expect(r.stdout.split(separator: "\n").filter { $0.hasPrefix("ERROR gone-") }.count == 1000)
     }
 
+    /// Workers capped below the address space they start with: each entry's first allocation
+    /// fails, each becomes an error naming the limit, and a fresh worker is started for the next.
+    @Test func entriesOverTheAddressSpaceLimitAreErrorsNamingIt() throws {
+        let ws = try workspace()
+        let r = try assay(args(ws).dropLast(2) + ["--entry-memory-limit", "64M"])
+        #expect(r.status == 3, "nothing could be scanned: \(r.stdout)\(r.stderr)")
+        let (_, rs) = try SweepCLITests().results(ws)
+        #expect(rs.count == 4)
+        for x in rs { #expect(x.status == "error" && x.message?.hasPrefix("exceeded the address-space limit of 64 MiB") == true, "\(x.entryID): \(x.message ?? "")") }
+    }
+
     @Test func badLimitsAreUsageErrors() throws {
         let ws = try workspace()
         #expect(try assay(args(ws).dropLast(2) + ["--entry-cpu-limit", "soon"]).status == 4)
