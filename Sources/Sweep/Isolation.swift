@@ -176,8 +176,13 @@ public enum WorkerExit: Sendable, Equatable {
         switch self {
         case let .signaled(s):
             if s == SIGXCPU, let c = limits.cpuSeconds { return "exceeded the CPU limit of \(c) s (killed by signal \(s), SIGXCPU)" }
-            if let b = limits.addressSpaceBytes, let c = crash, c.signal == s, c.errno == ENOMEM, [4, 5, 6, 7, 11].contains(s) {
-                return "exceeded the address-space limit of \(ResourceLimits.formatBytes(b)) (an allocation failed: killed by signal \(s), \(Self.names[s] ?? "?"), with errno ENOMEM)\(detail)"
+            // An allocation failure: errno ENOMEM at the fatal signal, or the runtime saying so
+            // (Swift 6's "failed to allocate N bytes"). Without either, a trap is a trap.
+            let noted = crash.map { $0.signal == s && $0.errno == ENOMEM } ?? false
+            let said = Self.runtimeMessage(stderr).map { $0.contains("failed to allocate") || $0.contains("Could not allocate") } ?? false
+            if let b = limits.addressSpaceBytes, noted || said, [4, 5, 6, 7, 11].contains(s) {
+                let how = noted ? "with errno ENOMEM" : "the runtime reports an allocation failure"
+                return "exceeded the address-space limit of \(ResourceLimits.formatBytes(b)) (an allocation failed: killed by signal \(s), \(Self.names[s] ?? "?"), \(how))\(detail)"
             }
             return "killed by signal \(s) (\(Self.meaning(s)))\(detail)"
         case let .exited(code):

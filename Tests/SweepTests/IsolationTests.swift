@@ -42,6 +42,9 @@ import Testing
         #expect(WorkerExit.signaled(4).describe(crash: CrashNote(signal: 4, errno: ENOMEM), limits: ResourceLimits(addressSpaceBytes: nil), stderr: "")
                 .hasPrefix("killed by signal 4"))
         #expect(WorkerExit.signaled(9).describe(crash: CrashNote(signal: 4, errno: ENOMEM), limits: limits, stderr: "").hasPrefix("killed by signal 9 (SIGKILL"))
+        // The runtime saying an allocation failed is enough when the crash note was lost.
+        #expect(WorkerExit.signaled(5).describe(crash: nil, limits: limits, stderr: "Fatal error: failed to allocate 24 bytes of memory with alignment 8\n")
+                .hasPrefix("exceeded the address-space limit of 8 GiB (an allocation failed: killed by signal 5, SIGTRAP, the runtime reports"))
         // The Swift runtime's own message, when it wrote one, is kept (escaped for a terminal).
         let trap = WorkerExit.signaled(4).describe(crash: nil, limits: limits,
                                                    stderr: "assay: x: loading models\nSwift/Integers.swift:3058: Fatal error: Double value cannot be converted to Int\u{1B}[2J\n")
