@@ -157,5 +157,19 @@ import Testing
         expectLimit(String(repeating: "a", count: ChatTemplate.Limits.maxSourceBytes + 1), .sourceSize)
     }
 
+    /// Semantics the bounded rewrite must keep Python's (outputs from jinja2 3.1 with transformers'
+    /// environment): strings index by code point, floor division and modulo, replace counts,
+    /// float literals with exponents.
+    @Test func pythonSemantics() throws {
+        let msgs = [ChatMessage(role: "user", content: "héllo wörld"), ChatMessage(role: "assistant", content: "a,b,,c")]
+        func r(_ s: String) throws -> String { try ChatTemplate(s).render(messages: msgs, addGenerationPrompt: false, bosToken: nil, eosToken: nil) }
+        #expect(try r("{{ messages[0].content[1] }}|{{ messages[0].content | length }}|{{ messages[0].content[1:4] }}|{{ messages[0].content[::-1] }}")
+                == "é|11|éll|dlröw olléh")
+        #expect(try r("{{ messages[1].content.split(',') }}|{{ messages[1].content.replace(',', ';', 2) }}|{{ 'ab'.replace('', '-', 2) }}")
+                == "['a', 'b', '', 'c']|a;b;,c|-a-b")
+        #expect(try r("{{ 1e3 }} {{ 2.5E-1 }} {{ 1e16 }} {{ 10 // 3 }}{{ -10 // 3 }}{{ 10 % -3 }}{{ -10 % -3 }}") == "1000.0 0.25 1e+16 3-4-2-1")
+        expectError("{{ 1e400 }}", "out of range")
+    }
+
     static let tinyTokenizerJSON = #"{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": []}}"#
 }

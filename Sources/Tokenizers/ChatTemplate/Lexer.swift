@@ -104,10 +104,25 @@ struct JLexer {
             } else if c.value >= 48 && c.value <= 57 {
                 var n = ""
                 while i < s.count, (s[i].value >= 48 && s[i].value <= 57) || s[i] == "_" { if s[i] != "_" { n.unicodeScalars.append(s[i]); }; i += 1 }
-                if i + 1 < s.count, s[i] == ".", s[i + 1].value >= 48 && s[i + 1].value <= 57 {
+                func digit(_ k: Int) -> Bool { k < s.count && s[k].value >= 48 && s[k].value <= 57 }
+                var isFloat = false
+                if i + 1 < s.count, s[i] == ".", digit(i + 1) {
+                    isFloat = true
                     n += "."; i += 1
-                    while i < s.count, s[i].value >= 48 && s[i].value <= 57 { n.unicodeScalars.append(s[i]); i += 1 }
-                    guard let d = Double(n), d.isFinite else { throw fail("float literal out of range", tokStart) }
+                    while digit(i) { n.unicodeScalars.append(s[i]); i += 1 }
+                }
+                // Exponent (`1e3`, `2.5E-4`), as Jinja's float literal.
+                if i < s.count, s[i] == "e" || s[i] == "E" {
+                    let sign = i + 1 < s.count && (s[i + 1] == "+" || s[i + 1] == "-") ? 1 : 0
+                    if digit(i + 1 + sign) {
+                        isFloat = true
+                        n += "e"; if sign == 1 { n.unicodeScalars.append(s[i + 1]) }
+                        i += 1 + sign
+                        while digit(i) { n.unicodeScalars.append(s[i]); i += 1 }
+                    }
+                }
+                if isFloat {
+                    guard let d = Double(n), d.isFinite else { throw fail("float literal \(n.prefix(40))\(n.count > 40 ? "…" : "") out of range", tokStart) }
                     out.append((.double(d), tokStart))
                 } else {
                     // Python integers are unbounded; ours are 64-bit, and a literal that does not fit
