@@ -80,90 +80,105 @@ extension JEvaluator {
         return s
     }
 
+    /// `value.method(args…)`: the str and dict methods templates use.
     func callMethod(_ v: JValue, _ m: String, _ a: [JValue], _ kw: [(String, JValue)], _ at: Int) throws(JThrow) -> JValue {
+        var r: JValue? = nil
         switch v {
-        case let .string(s):
-            switch m {
-            case "strip", "lstrip", "rstrip":
-                try takes("\(m)()", a, kw, positional: 0...1, at)
-                var set: Set<Character>? = nil
-                if let x = a.first, case .none = x {} else if let x = a.first { set = Set(try stringArg("\(m)()", x, at)) }
-                try charge(0, bytes: s.utf8.count, at)
-                let isStrip: (Character) -> Bool = { c in set.map { $0.contains(c) } ?? c.unicodeScalars.allSatisfy { UClass.isSpace($0.value) } }
-                var t = Substring(s)
-                if m != "rstrip" { t = t.drop(while: isStrip) }
-                if m != "lstrip" { while let l = t.last, isStrip(l) { t = t.dropLast() } }
-                return .string(String(t))
-            case "upper", "lower", "title", "capitalize":
-                try takes("\(m)()", a, kw, positional: 0...0, at)
-                try charge(0, bytes: s.utf8.count, at)
-                // Case mapping grows a string at most threefold (ß → SS, ΐ → Ϊ́).
-                try checkString(s.utf8.count * 3, "\(m)()", at)
-                switch m {
-                case "upper": return .string(s.uppercased())
-                case "lower": return .string(s.lowercased())
-                case "title": return .string(s.capitalized)
-                default: return .string(s.prefix(1).uppercased() + s.dropFirst().lowercased())
-                }
-            case "startswith", "endswith":
-                try takes("\(m)()", a, kw, positional: 1...1, at)
-                let x = try stringArg("\(m)()", a[0], at)
-                try charge(0, bytes: x.utf8.count, at)
-                return .bool(m == "startswith" ? s.hasPrefix(x) : s.hasSuffix(x))
-            case "replace":
-                try takes("replace()", a, kw, positional: 2...3, at)
-                let x = try stringArg("replace()", a[0], at), y = try stringArg("replace()", a[1], at)
-                var count = -1
-                if a.count == 3 { guard case let .int(c) = a[2] else { throw err("replace() count must be an integer", at) }; count = c }
-                return .string(try replace(s, x, y, count: count, at))
-            case "split":
-                try takes("split()", a, kw, positional: 0...1, at)
-                try charge(0, bytes: s.utf8.count, at)
-                if let x = a.first, case .string = x {
-                    let sep = try stringArg("split()", x, at)
-                    guard !sep.isEmpty else { throw err("split(): empty separator", at) }
-                    try chargeSearch(s, sep, at)
-                    let h = Array(s.utf8), nd = Array(sep.utf8)
-                    let hits = Self.occurrences(of: nd, in: h)
-                    try checkItems(hits.count + 1, "split()", at)
-                    try charge(hits.count + 1, at)
-                    var parts: [JValue] = []
-                    var last = 0
-                    for k in hits + [h.count] { parts.append(.string(String(decoding: h[last..<k], as: UTF8.self))); last = k + nd.count }
-                    return .list(parts)
-                }
-                if let x = a.first, !(x.isNone) { throw err("split() separator must be a string, got \(x.typeName)", at) }
-                let parts = s.split(whereSeparator: { $0.isWhitespace })
-                try checkItems(parts.count, "split()", at)
-                try charge(parts.count, at)
-                return .list(parts.map { .string(String($0)) })
-            case "format": throw err("str.format() is not supported", at)
-            default: break
-            }
-        case let .dict(d, _):
-            switch m {
-            case "items":
-                try takes("items()", a, kw, positional: 0...0, at)
-                try charge(3 * d.count, at)
-                return .list(d.map { .list([.string($0.0), $0.1]) })
-            case "keys":
-                try takes("keys()", a, kw, positional: 0...0, at)
-                try charge(d.count, at)
-                return .list(d.map { .string($0.0) })
-            case "values":
-                try takes("values()", a, kw, positional: 0...0, at)
-                try charge(d.count, at)
-                return .list(d.map { $0.1 })
-            case "get":
-                try takes("get()", a, kw, positional: 1...2, at)
-                let k = try stringArg("get()", a[0], at)
-                try charge(0, bytes: d.count, at)
-                return d.last(where: { $0.0 == k })?.1 ?? (a.count > 1 ? a[1] : .none)
-            default: break
-            }
+        case let .string(s): r = try stringMethod(s, m, a, kw, at)
+        case let .dict(d, _): r = try dictMethod(d, m, a, kw, at)
         default: break
         }
-        throw err("unsupported method '\(m)()' on \(v.typeName)", at)
+        guard let r else { throw err("unsupported method '\(m)()' on \(v.typeName)", at) }
+        return r
+    }
+
+    /// A str method, or nil when `m` is not one.
+    func stringMethod(_ s: String, _ m: String, _ a: [JValue], _ kw: [(String, JValue)], _ at: Int) throws(JThrow) -> JValue? {
+        switch m {
+        case "strip", "lstrip", "rstrip":
+            try takes("\(m)()", a, kw, positional: 0...1, at)
+            var set: Set<Character>? = nil
+            if let x = a.first, !x.isNone { set = Set(try stringArg("\(m)()", x, at)) }
+            try charge(0, bytes: s.utf8.count, at)
+            let isStrip: (Character) -> Bool = { c in set.map { $0.contains(c) } ?? c.unicodeScalars.allSatisfy { UClass.isSpace($0.value) } }
+            var t = Substring(s)
+            if m != "rstrip" { t = t.drop(while: isStrip) }
+            if m != "lstrip" { while let l = t.last, isStrip(l) { t = t.dropLast() } }
+            return .string(String(t))
+        case "upper", "lower", "title", "capitalize":
+            try takes("\(m)()", a, kw, positional: 0...0, at)
+            try charge(0, bytes: s.utf8.count, at)
+            // Case mapping grows a string at most threefold (ß → SS, ΐ → Ϊ́).
+            try checkString(s.utf8.count * 3, "\(m)()", at)
+            switch m {
+            case "upper": return .string(s.uppercased())
+            case "lower": return .string(s.lowercased())
+            case "title": return .string(s.capitalized)
+            default: return .string(s.prefix(1).uppercased() + s.dropFirst().lowercased())
+            }
+        case "startswith", "endswith":
+            try takes("\(m)()", a, kw, positional: 1...1, at)
+            let x = try stringArg("\(m)()", a[0], at)
+            try charge(0, bytes: x.utf8.count, at)
+            return .bool(m == "startswith" ? s.hasPrefix(x) : s.hasSuffix(x))
+        case "replace":
+            try takes("replace()", a, kw, positional: 2...3, at)
+            let x = try stringArg("replace()", a[0], at), y = try stringArg("replace()", a[1], at)
+            var count = -1
+            if a.count == 3 { guard case let .int(c) = a[2] else { throw err("replace() count must be an integer", at) }; count = c }
+            return .string(try replace(s, x, y, count: count, at))
+        case "split":
+            try takes("split()", a, kw, positional: 0...1, at)
+            return try split(s, separator: a.first ?? .none, at)
+        case "format": throw err("str.format() is not supported", at)
+        default: return nil
+        }
+    }
+
+    /// Python `str.split(sep)`; no separator splits on runs of whitespace.
+    func split(_ s: String, separator: JValue, _ at: Int) throws(JThrow) -> JValue {
+        try charge(0, bytes: s.utf8.count, at)
+        if separator.isNone {
+            let parts = s.split(whereSeparator: { $0.isWhitespace })
+            try checkItems(parts.count, "split()", at)
+            try charge(parts.count, at)
+            return .list(parts.map { .string(String($0)) })
+        }
+        let sep = try stringArg("split()", separator, at)
+        guard !sep.isEmpty else { throw err("split(): empty separator", at) }
+        try chargeSearch(s, sep, at)
+        let h = Array(s.utf8), nd = Array(sep.utf8)
+        let hits = Self.occurrences(of: nd, in: h)
+        try checkItems(hits.count + 1, "split()", at)
+        try charge(hits.count + 1, at)
+        var parts: [JValue] = []
+        var last = 0
+        for k in hits + [h.count] { parts.append(.string(String(decoding: h[last..<k], as: UTF8.self))); last = k + nd.count }
+        return .list(parts)
+    }
+
+    /// A dict method, or nil when `m` is not one.
+    func dictMethod(_ d: [(String, JValue)], _ m: String, _ a: [JValue], _ kw: [(String, JValue)], _ at: Int) throws(JThrow) -> JValue? {
+        switch m {
+        case "items":
+            try takes("items()", a, kw, positional: 0...0, at)
+            try charge(3 * d.count, at)
+            return .list(d.map { .list([.string($0.0), $0.1]) })
+        case "keys":
+            try takes("keys()", a, kw, positional: 0...0, at)
+            try charge(d.count, at)
+            return .list(d.map { .string($0.0) })
+        case "values":
+            try takes("values()", a, kw, positional: 0...0, at)
+            try charge(d.count, at)
+            return .list(d.map { $0.1 })
+        case "get":
+            try takes("get()", a, kw, positional: 1...2, at)
+            let k = try stringArg("get()", a[0], at)
+            try charge(0, bytes: d.count, at)
+            return d.last(where: { $0.0 == k })?.1 ?? (a.count > 1 ? a[1] : .none)
+        default: return nil
+        }
     }
 
     /// Searches are glibc `memmem` (two-way: linear in haystack + needle), charged as such.
