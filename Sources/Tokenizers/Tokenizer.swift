@@ -147,6 +147,7 @@ public final class Tokenizer: Sendable {
         var template = chatTemplate?.0
         var templateFile = chatTemplate?.1 ?? ""
         if let config {
+            try Self.checkAddedTokensDecoder(config, byContent: byContent, vocab: vocab)
             for key in ["bos_token", "eos_token", "pad_token", "unk_token"] {
                 guard let v = config.child(key) else { continue }
                 if let s = v.value.string { tokens[key] = s } else { tokens[key] = try v.string("content") }
@@ -166,6 +167,25 @@ public final class Tokenizer: Sendable {
         bosTokenID = id("bos_token")
         eosTokenIDs = id("eos_token").map { [$0] } ?? []
         padTokenID = id("pad_token")
+    }
+
+    /// transformers (4.x) re-adds every `added_tokens_decoder` entry of tokenizer_config.json that
+    /// tokenizer.json lacks, as a new token with a new id (PreTrainedTokenizerFast.__init__), so an
+    /// entry naming a token tokenizer.json does not have, or has under another id, would make
+    /// PyTorch tokenize differently from Assay: refused.
+    static func checkAddedTokensDecoder(_ config: Node, byContent: [TokenKey: Int], vocab: Vocab) throws(TokenizerError) {
+        guard let decoder = config.child("added_tokens_decoder") else { return }
+        for (key, n) in try decoder.members() {
+            let content = try n.string("content")
+            guard let id = Int(key), id >= 0, id <= Int(UInt32.max) else {
+                throw TokenizerError.tokenIDOutOfRange(file: n.file, path: n.path, token: content, id: Int(key) ?? -1, limit: Int(UInt32.max) + 1,
+                                                       what: "the 32-bit ids Hugging Face tokenizers accepts")
+            }
+            guard let have = byContent[TokenKey(content)] ?? vocab.id(content) else {
+                throw n.fail("token '\(content)' (id \(id)) is not in tokenizer.json; transformers would add it as a new token")
+            }
+            guard have == id else { throw n.fail("token '\(content)' has id \(id) here but \(have) in tokenizer.json") }
+        }
     }
 
     // MARK: encode

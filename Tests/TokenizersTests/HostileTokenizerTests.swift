@@ -74,6 +74,22 @@ import Testing
         #expect(loadError(Self.json(added: "[\(Self.added(3, "<s>")), \(Self.added(4, "<x>")), \(Self.added(5, "<y>"))]")) == nil)
     }
 
+    @Test func addedTokensDecoderMustAgreeWithTokenizerJSON() {
+        func configError(_ cfg: String) -> TokenizerError? {
+            do { _ = try Tokenizer.parse(tokenizerJSON: Self.json(added: "[\(Self.added(4, "<x>"))]"), configJSON: cfg); return nil } catch {
+                return error as? TokenizerError
+            }
+        }
+        #expect(configError(#"{"added_tokens_decoder": {"4": {"content": "<x>"}, "3": {"content": "<s>"}}}"#) == nil)
+        let moved = configError(#"{"added_tokens_decoder": {"7": {"content": "<x>"}}}"#)
+        #expect(moved == .invalidField(file: "tokenizer_config.json", path: "added_tokens_decoder.7", message: "token '<x>' has id 7 here but 4 in tokenizer.json"))
+        let extra = configError(#"{"added_tokens_decoder": {"5": {"content": "<tool>"}}}"#)
+        #expect(extra?.description.contains("'<tool>' (id 5) is not in tokenizer.json") == true, "\(String(describing: extra))")
+        let huge = configError(#"{"added_tokens_decoder": {"4611686018427387904": {"content": "<x>"}}}"#)
+        guard case let .tokenIDOutOfRange(file, _, token, id, _, _)? = huge else { Issue.record("\(String(describing: huge))"); return }
+        #expect(file == "tokenizer_config.json" && token == "<x>" && id == 1 << 62)
+    }
+
     @Test func postProcessorIDsMustNameTokens() {
         let pp = #"{"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],"#
             + #" "pair": [], "special_tokens": {"<s>": {"id": "<s>", "ids": [4611686018427387904], "tokens": ["<s>"]}}}"#
