@@ -32,8 +32,9 @@ public struct LoRAAdapter: Sendable {
     public struct Module: Sendable {
         /// PEFT's name for the module, e.g. `model.layers.0.self_attn.q_proj`.
         public let name: String
-        /// Base weight name, e.g. `model.layers.0.self_attn.q_proj.weight`, for the checkpoints
-        /// Assay reads (GPT-NeoX's `lm_head` is stored as `embed_out`: see `merge`).
+        /// `name` + `.weight`, e.g. `model.layers.0.self_attn.q_proj.weight`: the base weight for
+        /// every checkpoint but GPT-NeoX's, whose `lm_head` is stored as `embed_out` (`merge`
+        /// returns the names actually changed).
         public let weight: String
         public let a: Tensor      // (r, in)
         public let b: Tensor      // (out, r)
@@ -97,8 +98,9 @@ public struct LoRAAdapter: Sendable {
     /// Merges into the base weights. `modelType` is the base's config.json `model_type` and
     /// `tiedOutputHead` its `tie_word_embeddings` (inferred from the weight names when nil). The
     /// adapted modules must be exactly those PEFT would select in this base, each with the shape
-    /// B·A implies.
-    public func merge(into w: WeightStore, modelType: String? = nil, tiedOutputHead: Bool? = nil) throws(ModelError) {
+    /// B·A implies. Returns the base weight names changed (GPT-NeoX's `lm_head` is `embed_out`).
+    @discardableResult
+    public func merge(into w: WeightStore, modelType: String? = nil, tiedOutputHead: Bool? = nil) throws(ModelError) -> [String] {
         let base = try BaseModules(w, modelType: modelType, tiedOutputHead: tiedOutputHead, adapter: directory.path)
         let selected = try selection.select(in: base, configFile: configFile)
         let inFile = Dictionary(modules.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
@@ -111,6 +113,7 @@ public struct LoRAAdapter: Sendable {
         for m in modules {
             try merge(m, kind: base.kinds[m.name]!, weight: base.weightName[m.name]!, into: w)
         }
+        return modules.map { base.weightName[$0.name]! }
     }
 
     private func merge(_ m: Module, kind: BaseModules.Kind, weight: String, into w: WeightStore) throws(ModelError) {
@@ -356,31 +359,7 @@ struct AdapterSettings {
                             "arrow_config", "kasa_config", "use_bdlora", "enable_lora", "merge_weights"]
 
     init(_ c: ConfigReader) throws(ModelError) {
-        for m in c.json.members ?? [] where !Self.known.contains(m.key) {
-            throw .unsupportedOption(file: c.file, field: m.key, value: "\(ConfigReader.show(m.value)) (a field PEFT 0.21's LoraConfig does not define; PEFT would ignore it)")
-        }
-        let type = try c.string("peft_type")
-        guard type == "LORA" else { throw .unsupportedOption(file: c.file, field: "peft_type", value: "\"\(type.terminalSafe)\" (only LORA)") }
-        if let t = c.json["task_type"], t != .null, t != .string("CAUSAL_LM") {
-            throw .unsupportedOption(file: c.file, field: "task_type", value: "\(ConfigReader.show(t)) (only CAUSAL_LM or null)")
-        }
-        for key in Self.mustBeOff {
-            guard let v = c.json[key] else { continue }
-            switch v {
-            case .null, .bool(false): continue
-            case let .array(a) where a.isEmpty: continue
-            case let .object(o) where o.isEmpty: continue
-            default: throw .unsupportedOption(file: c.file, field: key, value: ConfigReader.show(v))
-            }
-        }
-        for key in ["base_model_name_or_path", "revision", "peft_version", "megatron_core"] {
-            if let v = c.json[key], v != .null, v.string == nil {
-                throw .invalidConfig(file: c.file, field: key, reason: "must be a string or null, found \(v.typeName)")
-            }
-        }
-        if let v = c.json["auto_mapping"], v != .null, v.members == nil {
-            throw .invalidConfig(file: c.file, field: "auto_mapping", reason: "must be an object or null, found \(v.typeName)")
-        }
+        try Self.refuseUnsupported(c)
         _ = try c.bool("inference_mode", default: true)
         _ = try c.optionalInt("qalora_group_size", 1...(1 << 30))
         // PEFT's defaults when a field is absent: r = 8, lora_alpha = 8 (not r).
@@ -406,6 +385,36 @@ struct AdapterSettings {
             }
         }
         selection = try TargetSelection(c)
+    }
+
+    /// Fields PEFT does not define, other PEFT types and tasks, features Assay does not merge, and
+    /// metadata of the wrong type.
+    static func refuseUnsupported(_ c: ConfigReader) throws(ModelError) {
+        for m in c.json.members ?? [] where !Self.known.contains(m.key) {
+            throw .unsupportedOption(file: c.file, field: m.key, value: "\(ConfigReader.show(m.value)) (a field PEFT 0.21's LoraConfig does not define; PEFT would ignore it)")
+        }
+        let type = try c.string("peft_type")
+        guard type == "LORA" else { throw .unsupportedOption(file: c.file, field: "peft_type", value: "\"\(type.terminalSafe)\" (only LORA)") }
+        if let t = c.json["task_type"], t != .null, t != .string("CAUSAL_LM") {
+            throw .unsupportedOption(file: c.file, field: "task_type", value: "\(ConfigReader.show(t)) (only CAUSAL_LM or null)")
+        }
+        for key in Self.mustBeOff {
+            guard let v = c.json[key] else { continue }
+            switch v {
+            case .null, .bool(false): continue
+            case let .array(a) where a.isEmpty: continue
+            case let .object(o) where o.isEmpty: continue
+            default: throw .unsupportedOption(file: c.file, field: key, value: ConfigReader.show(v))
+            }
+        }
+        for key in ["base_model_name_or_path", "revision", "peft_version", "megatron_core"] {
+            if let v = c.json[key], v != .null, v.string == nil {
+                throw .invalidConfig(file: c.file, field: key, reason: "must be a string or null, found \(v.typeName)")
+            }
+        }
+        if let v = c.json["auto_mapping"], v != .null, v.members == nil {
+            throw .invalidConfig(file: c.file, field: "auto_mapping", reason: "must be an object or null, found \(v.typeName)")
+        }
     }
 }
 
@@ -493,75 +502,92 @@ struct TargetSelection: Sendable {
 
     init(_ c: ConfigReader) throws(ModelError) {
         let f = c.file
-        func strings(_ field: String, _ v: JSONValue) throws(ModelError) -> Set<String> {
-            var out = Set<String>()
-            for x in v.array ?? [] {
-                guard let s = x.string else { throw .invalidConfig(file: f, field: field, reason: "must hold strings, found \(x.typeName)") }
-                out.insert(s)
-            }
-            return out
-        }
-        func regex(_ field: String, _ s: String) throws(ModelError) -> PEFTPattern {
-            do { return try PEFTPattern(s) } catch {
-                throw .invalidConfig(file: f, field: field, reason: "\"\(s.terminalSafe)\" is not a pattern Assay reads as Python's re does: \(error.reason) at character \(error.offset)")
-            }
-        }
         let t = c.json["target_modules"] ?? .null
-        switch t {
-        case .null: targets = .defaults; targetsText = "null"
-        case let .string(s) where s.lowercased() == "all-linear": targets = .allLinear; targetsText = "\"\(s)\""
-        case let .string(s): targets = .regex(try regex("target_modules", s)); targetsText = "\"\(s)\""
-        case .array: let n = try strings("target_modules", t); targets = .names(n); targetsText = "[" + n.sorted().joined(separator: ", ") + "]"
-        default: throw .invalidConfig(file: f, field: "target_modules", reason: "must be a string, a list of strings or null, found \(t.typeName)")
-        }
-        let e = c.json["exclude_modules"] ?? .null
-        switch e {
-        case .null: exclude = .none
-        case let .string(s): exclude = s.isEmpty ? .none : .regex(try regex("exclude_modules", s))
-        case .array: let n = try strings("exclude_modules", e); exclude = n.isEmpty ? .none : .names(n)
-        default: throw .invalidConfig(file: f, field: "exclude_modules", reason: "must be a string, a list of strings or null, found \(e.typeName)")
-        }
+        (targets, targetsText) = try Self.targets(t, f)
+        exclude = try Self.exclude(c.json["exclude_modules"] ?? .null, f)
         let l = c.json["layers_to_transform"] ?? .null
-        var layersGiven = true
-        switch l {
-        case .null: layers = .all; layersGiven = false
-        case .number:
-            guard let i = l.exactInt else { throw .invalidConfig(file: f, field: "layers_to_transform", reason: "must be an integer or a list of integers, found \(ConfigReader.show(l))") }
-            layers = .only([i])
-        case let .array(items):
-            var s = Set<Int>()
-            for x in items {
-                guard let i = x.exactInt else { throw .invalidConfig(file: f, field: "layers_to_transform", reason: "must hold integers, found \(ConfigReader.show(x))") }
-                s.insert(i)
-            }
-            layers = s.isEmpty ? .all : .only(s)  // PEFT: an empty list selects every layer
-        default: throw .invalidConfig(file: f, field: "layers_to_transform", reason: "must be an integer or a list of integers, found \(l.typeName)")
-        }
+        layers = try Self.layers(l, f)
         let p = c.json["layers_pattern"] ?? .null
-        var pattern: [String]
-        switch p {
-        case .null: pattern = []
-        case let .string(s): pattern = s.isEmpty ? [] : [s]
-        case .array: pattern = try strings("layers_pattern", p).sorted()
-            if p.array!.count != pattern.count { throw .invalidConfig(file: f, field: "layers_pattern", reason: "lists a name twice") }
-            pattern = p.array!.compactMap(\.string)  // PEFT tries them in order
-        default: throw .invalidConfig(file: f, field: "layers_pattern", reason: "must be a string, a list of strings or null, found \(p.typeName)")
-        }
-        // layers_pattern is spliced into a regex by PEFT; only plain names are read the same way.
-        for s in pattern where !s.unicodeScalars.allSatisfy({ $0.value < 128 && (PEFTPattern.isWord($0)) }) {
-            throw .unsupportedOption(file: f, field: "layers_pattern", value: "\"\(s.terminalSafe)\" (only plain module names)")
-        }
-        layersPattern = pattern
+        layersPattern = try Self.layersPattern(p, f)
         // LoraConfig.__post_init__.
-        if case .string = t, layersGiven {
+        if case .string = t, l != .null {
             throw .invalidConfig(file: f, field: "layers_to_transform", reason: "cannot be used when target_modules is a string (PEFT raises ValueError)")
         }
         if case .string = t, p != .null {
             throw .invalidConfig(file: f, field: "layers_pattern", reason: "cannot be used when target_modules is a string (PEFT raises ValueError)")
         }
-        if !pattern.isEmpty && !layersGiven {
+        if !layersPattern.isEmpty && l == .null {
             throw .invalidConfig(file: f, field: "layers_pattern", reason: "needs layers_to_transform (PEFT raises ValueError)")
         }
+    }
+
+    static func strings(_ field: String, _ v: JSONValue, _ f: String) throws(ModelError) -> [String] {
+        var out: [String] = []
+        for x in v.array ?? [] {
+            guard let s = x.string else { throw .invalidConfig(file: f, field: field, reason: "must hold strings, found \(x.typeName)") }
+            out.append(s)
+        }
+        return out
+    }
+
+    static func regex(_ field: String, _ s: String, _ f: String) throws(ModelError) -> PEFTPattern {
+        do { return try PEFTPattern(s) } catch {
+            throw .invalidConfig(file: f, field: field, reason: "\"\(s.terminalSafe)\" is not a pattern Assay reads as Python's re does: \(error.reason) at character \(error.offset)")
+        }
+    }
+
+    static func targets(_ t: JSONValue, _ f: String) throws(ModelError) -> (Targets, String) {
+        switch t {
+        case .null: return (.defaults, "null")
+        case let .string(s) where s.lowercased() == "all-linear": return (.allLinear, "\"\(s)\"")
+        case let .string(s): return (.regex(try regex("target_modules", s, f)), "\"\(s)\"")
+        case .array:
+            let n = Set(try strings("target_modules", t, f))  // LoraConfig keeps a set
+            return (.names(n), "[" + n.sorted().joined(separator: ", ") + "]")
+        default: throw .invalidConfig(file: f, field: "target_modules", reason: "must be a string, a list of strings or null, found \(t.typeName)")
+        }
+    }
+
+    static func exclude(_ e: JSONValue, _ f: String) throws(ModelError) -> Exclude {
+        switch e {
+        case .null: return .none
+        case let .string(s): return s.isEmpty ? .none : .regex(try regex("exclude_modules", s, f))
+        case .array: let n = Set(try strings("exclude_modules", e, f)); return n.isEmpty ? .none : .names(n)
+        default: throw .invalidConfig(file: f, field: "exclude_modules", reason: "must be a string, a list of strings or null, found \(e.typeName)")
+        }
+    }
+
+    static func layers(_ l: JSONValue, _ f: String) throws(ModelError) -> Layers {
+        let field = "layers_to_transform"
+        switch l {
+        case .null: return .all
+        case .number:
+            guard let i = l.exactInt else { throw .invalidConfig(file: f, field: field, reason: "must be an integer or a list of integers, found \(ConfigReader.show(l))") }
+            return .only([i])
+        case let .array(items):
+            var s = Set<Int>()
+            for x in items {
+                guard let i = x.exactInt else { throw .invalidConfig(file: f, field: field, reason: "must hold integers, found \(ConfigReader.show(x))") }
+                s.insert(i)
+            }
+            return s.isEmpty ? .all : .only(s)  // PEFT: an empty list selects every layer
+        default: throw .invalidConfig(file: f, field: field, reason: "must be an integer or a list of integers, found \(l.typeName)")
+        }
+    }
+
+    static func layersPattern(_ p: JSONValue, _ f: String) throws(ModelError) -> [String] {
+        let names: [String]
+        switch p {
+        case .null: names = []
+        case let .string(s): names = s.isEmpty ? [] : [s]
+        case .array: names = try strings("layers_pattern", p, f)  // in order: PEFT tries them one by one
+        default: throw .invalidConfig(file: f, field: "layers_pattern", reason: "must be a string, a list of strings or null, found \(p.typeName)")
+        }
+        // PEFT splices layers_pattern into a regex; only plain names read the same everywhere.
+        for s in names where !s.unicodeScalars.allSatisfy(PEFTPattern.isWord) {
+            throw .unsupportedOption(file: f, field: "layers_pattern", value: "\"\(s.terminalSafe)\" (only plain module names)")
+        }
+        return names
     }
 
     enum Verdict { case excluded, unmatched, targeted }
