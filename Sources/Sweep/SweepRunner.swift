@@ -347,6 +347,7 @@ public final class SweepRunner {
         let loaded = try suites.map { try SuiteLoader.loadProbes($0) }
         let model = try ModelLoader.load(e.tuned ?? e.base, adapters: e.adapters)
         let tokenizer = try Tokenizer.load(directory: e.base)
+        try tokenizer.checkIDs(embeddingRows: model.vocabularySize, configFile: (e.tuned ?? e.base).appendingPathComponent("config.json").path)
         let fp = try BaselineCheck.capture(model: model, encoder: TemplateEncoder(tokenizer: tokenizer), probes: loaded.flatMap(\.probes),
                                            suites: Dictionary(loaded.map { ($0.name, $0.sha256) }, uniquingKeysWith: { a, _ in a }),
                                            responseTokens: options.scan.responseTokens)

@@ -366,6 +366,7 @@ final class EntryScanner {
     func checkDrift(_ e: Inventory.Entry, baseline: Baseline, files: [StoredFile], policy: ScanPolicy, suites: [URL]) throws -> [Scan.Finding] {
         let model = try ModelLoader.load(e.tuned ?? e.base, adapters: e.adapters)
         let tokenizer = try Tokenizer.load(directory: e.base)
+        try tokenizer.checkIDs(embeddingRows: model.vocabularySize, configFile: (e.tuned ?? e.base).appendingPathComponent("config.json").path)
         let probes = try suites.flatMap { try SuiteLoader.loadProbes($0).probes }
         let d = try BaselineCheck.measure(baseline.fingerprint, model: model, encoder: TemplateEncoder(tokenizer: tokenizer), probes: probes)
         let weightRoles = Set(["base", "tuned"] + files.map(\.role).filter { $0.hasPrefix("adapter") })

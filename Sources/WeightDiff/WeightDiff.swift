@@ -138,12 +138,23 @@ public enum WeightDiff {
         var merged: [String: Tensor] = [:]
         if !adapters.isEmpty {
             let store = WeightStore(checkpoint: b, source: base.path)
+            // The module tree PEFT selects from depends on the architecture (GPT-NeoX's lm_head
+            // is stored as embed_out): tell the merge what the base's config says it is.
+            var modelType: String?, tied: Bool?
+            let configURL = base.appendingPathComponent("config.json")
+            if SafeFile.isRegularFile(configURL) {
+                do {
+                    let c = try ConfigReader.load(configURL)
+                    modelType = try c.string("model_type", default: "")
+                    if modelType == "" { modelType = nil }
+                    if c.has("tie_word_embeddings") { tied = try c.bool("tie_word_embeddings", default: false) }
+                } catch { throw WeightDiffError.model(error) }
+            }
             var names = Set<String>()
             for a in adapters {
                 let lora: LoRAAdapter
                 do { lora = try LoRAAdapter.load(a) } catch { throw WeightDiffError.model(error) }
-                do { try lora.merge(into: store) } catch { throw WeightDiffError.model(error) }
-                names.formUnion(lora.modules.map(\.weight))
+                do { names.formUnion(try lora.merge(into: store, modelType: modelType, tiedOutputHead: tied)) } catch { throw WeightDiffError.model(error) }
             }
             for n in names { merged[n] = try? store.take(n, store.shape(n)!, field: "adapter") }
         }
