@@ -27,9 +27,13 @@ done
 
 scratch=.build-fuzz
 mkdir -p "$scratch"
-swift build --package-path Fuzz --scratch-path "$scratch" -c release \
-  --sanitize fuzzer --sanitize address >"$scratch/build.log" 2>&1 || { tail -40 "$scratch/build.log" >&2; exit 1; }
-bin="$(swift build --package-path Fuzz --scratch-path "$scratch" -c release --sanitize fuzzer --sanitize address --show-bin-path)/AssayFuzz"
+# swiftc's -sanitize=fuzzer instruments coverage only when it also links, so SwiftPM's separately
+# compiled modules need -sanitize-coverage spelled out (without it libFuzzer sees only the C
+# code); dead stripping would drop the coverage sections.
+flags=(--package-path Fuzz --scratch-path "$scratch" -c release --sanitize fuzzer --sanitize address
+       --disable-dead-strip -Xswiftc -sanitize-coverage=edge,trace-cmp)
+swift build "${flags[@]}" >"$scratch/build.log" 2>&1 || { tail -40 "$scratch/build.log" >&2; exit 1; }
+bin="$(swift build "${flags[@]}" --show-bin-path)/AssayFuzz"
 
 status=0
 for h in "${picked[@]}"; do
