@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs what Assay needs on a fresh Debian machine that has Swift: OpenBLAS, LAPACKE and SQLite (the sweep history store).
+# Installs what Assay needs on a fresh Debian machine that has Swift: OpenBLAS, LAPACKE and SQLite (the sweep history store),
+# and GNU time (the hostile-input tests measure each command's peak RSS with it).
 # Idempotent: installs nothing when the packages are already there.
 set -euo pipefail
 need=()
-for p in libopenblas-dev liblapacke-dev libsqlite3-dev; do
+for p in libopenblas-dev liblapacke-dev libsqlite3-dev time; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -161,44 +161,59 @@ import Testing
 
     struct Outcome { var status: Int32 = -1, signal: Int32 = 0, timedOut = false, maxRSSKiB = 0, stderr = "", stdout = "" }
 
-    /// Runs `assay` with posix_spawn and wait4, so the peak RSS is the child's own and a hang is
-    /// killed at the wall limit. Stdout and stderr go to files read afterwards (no pipe to drain).
+    /// Runs `assay` under GNU time in its own process group, so the peak RSS is assay's own and
+    /// a hang is killed, children and all, at the wall limit. (wait4's ru_maxrss would not do:
+    /// posix_spawn's vfork child execs from this test process's address space, and the kernel
+    /// carries that high-water mark over the exec.) Stdout and stderr go to files read afterwards.
     static func run(_ args: [String], cwd: URL) throws -> Outcome {
-        let errURL = FileManager.default.temporaryDirectory.appendingPathComponent("assay-hostile-stderr-\(UUID().uuidString)")
-        let outURL = FileManager.default.temporaryDirectory.appendingPathComponent("assay-hostile-stdout-\(UUID().uuidString)")
-        defer { unlink(errURL.path); unlink(outURL.path) }
+        let tmp = FileManager.default.temporaryDirectory
+        let id = UUID().uuidString
+        let errURL = tmp.appendingPathComponent("assay-hostile-stderr-\(id)")
+        let outURL = tmp.appendingPathComponent("assay-hostile-stdout-\(id)")
+        let rssURL = tmp.appendingPathComponent("assay-hostile-rss-\(id)")
+        defer { unlink(errURL.path); unlink(outURL.path); unlink(rssURL.path) }
         var fa = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&fa)
         defer { posix_spawn_file_actions_destroy(&fa) }
         posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&fa, 1, outURL.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         posix_spawn_file_actions_addopen(&fa, 2, errURL.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        // `env -C DIR` execs assay in the case directory (posix_spawn's chdir action is not in
-        // Swift's Glibc overlay); wait4 then reports assay's own resource use.
-        let argv = ["/usr/bin/env", "-C", cwd.path, assayBinary().path] + args
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETPGROUP))
+        posix_spawnattr_setpgroup(&attr, 0)
+        // `env -C DIR` runs assay in the case directory (posix_spawn's chdir action is not in
+        // Swift's Glibc overlay).
+        let argv = ["/usr/bin/time", "-f", "%M", "-o", rssURL.path, "/usr/bin/env", "-C", cwd.path, assayBinary().path] + args
         var cargs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
         defer { for p in cargs { free(p) } }
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, argv[0], &fa, nil, &cargs, environ)
-        guard rc == 0 else { throw NSError(domain: "spawn", code: Int(rc)) }
+        let rc = posix_spawn(&pid, argv[0], &fa, &attr, &cargs, environ)
+        guard rc == 0 else { throw NSError(domain: "spawn \(argv[0])", code: Int(rc)) }
         var out = Outcome()
         let start = Date()
         var status: Int32 = 0
-        var usage = rusage()
         while true {
-            let w = wait4(pid, &status, WNOHANG, &usage)
+            let w = waitpid(pid, &status, WNOHANG)
             if w == pid { break }
             if Date().timeIntervalSince(start) > wallLimit {
                 out.timedOut = true
-                kill(pid, SIGKILL)
-                _ = wait4(pid, &status, 0, &usage)
+                kill(-pid, SIGKILL)
+                _ = waitpid(pid, &status, 0)
                 break
             }
             usleep(10_000)
         }
+        // GNU time exits with the command's status and writes "Command terminated by signal N"
+        // (or "exited with non-zero status N") before the %M line.
         if status & 0x7F == 0 { out.status = (status >> 8) & 0xFF } else { out.signal = status & 0x7F }
+        let report = ((try? String(contentsOf: rssURL, encoding: .utf8)) ?? "").split(separator: "\n")
+        for l in report where l.hasPrefix("Command terminated by signal ") {
+            out.signal = Int32(l.split(separator: " ").last ?? "") ?? -1
+        }
+        out.maxRSSKiB = report.last.flatMap { Int($0.trimmingCharacters(in: .whitespaces)) } ?? Int.max
         if out.timedOut { out.signal = 0 }
-        out.maxRSSKiB = Int(usage.ru_maxrss)
         out.stderr = (try? String(contentsOf: errURL, encoding: .utf8)) ?? ""
         out.stdout = (try? String(contentsOf: outURL, encoding: .utf8)) ?? ""
         return out

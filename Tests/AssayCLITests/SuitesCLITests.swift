@@ -70,7 +70,7 @@ import Testing
         #expect(r.stdout.isEmpty)
         #expect(try assay(["suites", "--dir", "/nonexistent-dir"]).status == 2)
         let missing = try assay(["suites", "show", "/nonexistent/x.jsonl"])
-        #expect(missing.status == 2 && missing.stderr.contains("/nonexistent/x.jsonl: cannot open: No such file"), "\(missing.stderr)")
+        #expect(missing.status == 2 && missing.stderr.contains("/nonexistent/x.jsonl: no such file"), "\(missing.stderr)")
     }
 
     @Test func validateGoodFiles() throws {

@@ -84,9 +84,9 @@ func loadError(_ url: URL) -> SuiteError? {
     @Test func unreadablePaths() throws {
         let missing = suiteFixtures.appendingPathComponent("no-such-file.jsonl")
         #expect(loadError(missing)?.kind == .io)
-        #expect(loadError(missing)?.message.contains("No such file") == true)
+        #expect(loadError(missing)?.message.contains("no such file") == true)
         #expect(loadError(suiteFixtures)?.kind == .io)
-        #expect(loadError(suiteFixtures)?.message == "not a regular file")
+        #expect(loadError(suiteFixtures)?.message == "is a directory, not a regular file; refusing to read it")
     }
 
     @Test func wrongKindIsNamed() throws {
