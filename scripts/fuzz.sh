@@ -31,7 +31,7 @@ mkdir -p "$scratch"
 # compiled modules need -sanitize-coverage spelled out (without it libFuzzer sees only the C
 # code); dead stripping would drop the coverage sections.
 flags=(--package-path Fuzz --scratch-path "$scratch" -c release --sanitize fuzzer --sanitize address
-       --disable-dead-strip -Xswiftc -sanitize-coverage=edge,trace-cmp)
+       --disable-dead-strip -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp)
 swift build "${flags[@]}" >"$scratch/build.log" 2>&1 || { tail -40 "$scratch/build.log" >&2; exit 1; }
 bin="$(swift build "${flags[@]}" --show-bin-path)/AssayFuzz"
 
