@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes Assay's parsers with libFuzzer + AddressSanitizer (FUZZING.md).
 #
-#   scripts/fuzz.sh [--runs N] [--time SECONDS] [--jobs J] [HARNESS...]
+#   scripts/fuzz.sh [--runs N] [--time SECONDS] [--no-build] [HARNESS...]
 #
 # Defaults: every harness, 10,000,000 executions or 1,800 s each, whichever comes first.
 # Seeds come from Fuzz/corpus/<harness>/ (committed); what the fuzzer adds goes to
@@ -12,6 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=10000000
+build=1
 time_limit=1800
 all=(safetensors json tokenizer regex template pickle zip suite inventory adapter)
 picked=()
@@ -19,6 +20,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs="$2"; shift 2 ;;
     --time) time_limit="$2"; shift 2 ;;
+    --no-build) build=0; shift ;;
     -h|--help) sed -n 2,12p "$0"; exit 0 ;;
     *) picked+=("$1"); shift ;;
   esac
@@ -32,7 +34,9 @@ mkdir -p "$scratch"
 # code); dead stripping would drop the coverage sections.
 flags=(--package-path Fuzz --scratch-path "$scratch" -c release --sanitize fuzzer --sanitize address
        --disable-dead-strip -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp)
-swift build "${flags[@]}" >"$scratch/build.log" 2>&1 || { tail -40 "$scratch/build.log" >&2; exit 1; }
+if [ "$build" = 1 ]; then
+  swift build "${flags[@]}" >"$scratch/build.log" 2>&1 || { tail -40 "$scratch/build.log" >&2; exit 1; }
+fi
 bin="$(swift build "${flags[@]}" --show-bin-path)/AssayFuzz"
 
 status=0
