@@ -74,7 +74,8 @@ public enum Harness: String, CaseIterable, Sendable {
         {"version":"1.0","added_tokens":[],"normalizer":null,
          "pre_tokenizer":{"type":"Split","pattern":{"Regex":"\(escaped)"},"behavior":"Isolated","invert":false},
          "post_processor":null,"decoder":null,
-         "model":{"type":"WordLevel","vocab":{"[UNK]":0,"a":1},"unk_token":"[UNK]"}}
+         "model":{"type":"BPE","dropout":null,"unk_token":"[UNK]","continuing_subword_prefix":null,"end_of_word_suffix":null,
+              "fuse_unk":false,"byte_fallback":false,"vocab":{"[UNK]":0,"a":1},"merges":[]}}
         """
         guard let t = try? Tokenizer.parse(tokenizerJSON: json) else { return }
         _ = try? t.encodeChecked(String(decoding: text, as: UTF8.self))
