@@ -239,26 +239,29 @@ public enum SafeFile {
         return lstat(url.path, &st) == 0
     }
 
-    /// The byte offset of the first invalid UTF-8 sequence, or nil.
-    public static func firstInvalidUTF8(_ bytes: [UInt8]) -> Int? {
+    /// The offset of the first byte that is not part of a well-formed UTF-8 sequence (Unicode
+    /// Table 3-7: no overlong forms, no surrogates, nothing above U+10FFFF), or nil.
+    public static func firstInvalidUTF8(_ b: [UInt8]) -> Int? {
         var i = 0
-        let n = bytes.count
+        let n = b.count
         while i < n {
-            let b = bytes[i]
-            if b < 0x80 { i += 1; continue }
-            let len: Int, lo: UInt8, hi: UInt8
-            switch b {
-            case 0xC2...0xDF: len = 2; lo = 0x80; hi = 0xBF
-            case 0xE0: len = 3; lo = 0xA0; hi = 0xBF
-            case 0xE1...0xEC, 0xEE...0xEF: len = 3; lo = 0x80; hi = 0xBF
-            case 0xED: len = 3; lo = 0x80; hi = 0x9F
-            case 0xF0: len = 4; lo = 0x90; hi = 0xBF
-            case 0xF1...0xF3: len = 4; lo = 0x80; hi = 0xBF
-            case 0xF4: len = 4; lo = 0x80; hi = 0x8F
+            let c = b[i]
+            if c < 0x80 { i += 1; continue }
+            let len: Int
+            var lo: UInt8 = 0x80, hi: UInt8 = 0xBF
+            switch c {
+            case 0xC2...0xDF: len = 2
+            case 0xE0: len = 3; lo = 0xA0
+            case 0xE1...0xEC, 0xEE...0xEF: len = 3
+            case 0xED: len = 3; hi = 0x9F
+            case 0xF0: len = 4; lo = 0x90
+            case 0xF1...0xF3: len = 4
+            case 0xF4: len = 4; hi = 0x8F
             default: return i
             }
-            guard i + len <= n, bytes[i + 1] >= lo, bytes[i + 1] <= hi else { return i }
-            for k in 2..<max(len, 2) where k < len { guard bytes[i + k] & 0xC0 == 0x80 else { return i } }
+            guard i + len <= n else { return i }
+            guard b[i + 1] >= lo && b[i + 1] <= hi else { return i }
+            for j in 2..<len where b[i + j] & 0xC0 != 0x80 { return i }
             i += len
         }
         return nil

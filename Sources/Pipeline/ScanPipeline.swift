@@ -127,7 +127,8 @@ public enum ScanPipeline {
             // A FIFO, socket or device in a model directory is never opened: the loaders would
             // block on it or read unbounded data, so the scan stops here.
             if let special = audit.files.first(where: { !["file", "symlink"].contains($0.type) }) {
-                throw ScanError.invalidInput("\(u.appendingPathComponent(special.path).path.terminalSafe): is a \(special.type), not a regular file; refusing to scan \(name) \(u.path.terminalSafe)")
+                let path = u.appendingPathComponent(special.path).path.terminalSafe
+                throw ScanError.invalidInput("\(path): is a \(special.type), not a regular file; refusing to scan \(name) \(u.path.terminalSafe)")
             }
             files[name] = Dictionary(audit.files.compactMap { f in f.sha256.map { (f.path, $0) } }, uniquingKeysWith: { a, _ in a })
             for f in audit.findings where f.severity >= .medium {
@@ -294,7 +295,8 @@ public enum ScanPipeline {
         // "not valid JSON".
         for m in json.members ?? [] {
             if case .number = m.value, let d = m.value.double, !d.isFinite {
-                throw ScanError.invalidInput("\(url.path.terminalSafe): invalid policy: field '\(m.key.terminalSafe)': \(d) is not a finite number")
+                throw ScanError.invalidInput(
+                    "\(url.path.terminalSafe): invalid policy: field '\(m.key.terminalSafe)': \(d) is not a finite number")
             }
         }
         do { return (try JSONDecoder().decode(ScanPolicy.self, from: Data(data)), data) } catch {

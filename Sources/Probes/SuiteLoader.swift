@@ -147,7 +147,8 @@ public enum SuiteLoader {
         let fd = opened.fd
         defer { close(fd) }
         guard opened.size <= maxFileBytes else {
-            throw SuiteError(.tooLarge, file: path, message: "file is \(opened.size) bytes; suite files are limited to \(maxFileBytes) bytes (64 MiB)")
+            throw SuiteError(.tooLarge, file: path,
+                             message: "file is \(opened.size) bytes; suite files are limited to \(maxFileBytes) bytes (64 MiB)")
         }
         var bytes = [UInt8](repeating: 0, count: opened.size + 1)
         var done = 0
@@ -171,33 +172,6 @@ public enum SuiteLoader {
         return bytes
     }
 
-    /// The offset of the first byte that is not part of a well-formed UTF-8 sequence (Unicode
-    /// Table 3-7: no overlong forms, no surrogates, nothing above U+10FFFF), or nil.
-    static func firstInvalidUTF8(_ b: [UInt8]) -> Int? {
-        var i = 0
-        let n = b.count
-        while i < n {
-            let c = b[i]
-            if c < 0x80 { i += 1; continue }
-            let len: Int
-            var lo: UInt8 = 0x80, hi: UInt8 = 0xBF
-            switch c {
-            case 0xC2...0xDF: len = 2
-            case 0xE0: len = 3; lo = 0xA0
-            case 0xE1...0xEC, 0xEE...0xEF: len = 3
-            case 0xED: len = 3; hi = 0x9F
-            case 0xF0: len = 4; lo = 0x90
-            case 0xF1...0xF3: len = 4
-            case 0xF4: len = 4; hi = 0x8F
-            default: return i
-            }
-            guard i + len <= n else { return i }
-            guard b[i + 1] >= lo && b[i + 1] <= hi else { return i }
-            for j in 2..<len where b[i + j] & 0xC0 != 0x80 { return i }
-            i += len
-        }
-        return nil
-    }
 
     // MARK: - Parsing
 
@@ -212,7 +186,7 @@ public enum SuiteLoader {
     }
 
     static func parse(_ bytes: [UInt8], path: String) throws(SuiteError) -> SuiteFile {
-        if let bad = firstInvalidUTF8(bytes) {
+        if let bad = SafeFile.firstInvalidUTF8(bytes) {
             let (line, column) = position(of: bad, in: bytes)
             throw SuiteError(.notUTF8, file: path, line: line, column: column, offset: bad,
                              message: "not valid UTF-8 at byte \(bad) (0x\(String(bytes[bad], radix: 16, uppercase: true)))")

@@ -195,7 +195,9 @@ public enum Inspector {
             json = try JSONParser.parse(UnsafeBufferPointer(start: map.bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), count: map.size))
         } catch { throw .invalidConfig(file: url.path, reason: "not valid JSON: \(error.description)") }
         guard let members = json.members else { throw .invalidConfig(file: url.path, reason: "must be a JSON object, found \(json.typeName)") }
-        if let dup = json.firstDuplicateKeyPath { throw .invalidConfig(file: url.path, reason: "key '\(dup.terminalSafe)' appears more than once") }
+        if let dup = json.firstDuplicateKeyPath {
+            throw .invalidConfig(file: url.path, reason: "key '\(dup.terminalSafe)' appears more than once")
+        }
         func int(_ keys: String...) throws(InspectError) -> Int? {
             for k in keys {
                 guard let v = json[k], v != .null else { continue }

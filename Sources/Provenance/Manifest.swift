@@ -114,7 +114,9 @@ public enum ManifestVerifier {
             throw .invalid(file: mp, field: "", reason: error.reasonOnly)
         }
         let json: JSONValue
-        do { json = try JSONParser.parse(data) } catch { throw .invalid(file: mp, field: "", reason: "not valid JSON: \(error.description)") }
+        do { json = try JSONParser.parse(data) } catch {
+            throw .invalid(file: mp, field: "", reason: "not valid JSON: \(error.description)")
+        }
         if let dup = json.firstDuplicateKeyPath { throw .invalid(file: mp, field: dup, reason: "key appears more than once") }
 
         // The manifest itself is never a file of the model.

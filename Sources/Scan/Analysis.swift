@@ -89,7 +89,8 @@ public struct ScanPolicy: Codable, Sendable, Equatable {
         try check(inversionMinConfidence, .inversionMinConfidence, { $0 >= 0 && $0 <= 1 }, "a probability in [0, 1]")
         try check(baselineDriftMinJS, .baselineDriftMinJS, { $0 >= 0 }, "a non-negative number")
         if let s = Set(failOn).intersection(warnOn).sorted().first {
-            throw DecodingError.dataCorruptedError(forKey: .warnOn, in: c, debugDescription: "severity '\(s.rawValue)' is in both fail_on and warn_on")
+            throw DecodingError.dataCorruptedError(forKey: .warnOn, in: c,
+                                                   debugDescription: "severity '\(s.rawValue)' is in both fail_on and warn_on")
         }
     }
 }

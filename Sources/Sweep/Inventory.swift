@@ -54,13 +54,15 @@ public struct Inventory: Sendable, Equatable {
         let text = String(decoding: data, as: UTF8.self)
         // Yams composes recursively: bound the nesting before it sees the text.
         if let (depth, line) = Self.nestingEstimate(text, limit: maxNesting) {
-            throw .invalidInventory(file: path, line: line, message: "nesting deeper than \(maxNesting) levels (\(depth) counting indentation and brackets)")
+            throw .invalidInventory(file: path, line: line,
+                                    message: "nesting deeper than \(maxNesting) levels (\(depth) counting indentation and brackets)")
         }
         // Anchors, aliases and merge keys: a few bytes that expand into an exponential tree (the
         // "billion laughs"), or fields an entry inherits from elsewhere. Yams keeps no trace of
         // them once composed (its nodes hold anchors weakly), so they are refused in the text.
         if let (what, line, column) = Self.firstAnchorOrAlias(text) {
-            throw .invalidInventory(file: path, line: line, message: "column \(column): YAML \(what) are not allowed in an inventory (anchors, aliases and merge keys)")
+            throw .invalidInventory(file: path, line: line,
+                                    message: "column \(column): YAML \(what) are not allowed in an inventory (anchors, aliases and merge keys)")
         }
         let root: Node?
         do { root = try Yams.compose(yaml: text) } catch let e as YamlError {
@@ -224,7 +226,8 @@ public struct Inventory: Sendable, Equatable {
                 case UInt8(ascii: "\""), UInt8(ascii: "'"): quote = c
                 case UInt8(ascii: "&") where !spaceNext: return ("anchors", line, column)
                 case UInt8(ascii: "*") where !spaceNext: return ("aliases", line, column)
-                case UInt8(ascii: "<") where next == UInt8(ascii: "<") && i + 2 < b.count && (b[i + 2] == UInt8(ascii: ":") || b[i + 2] == 0x20):
+                case UInt8(ascii: "<") where next == UInt8(ascii: "<") && i + 2 < b.count
+                                             && (b[i + 2] == UInt8(ascii: ":") || b[i + 2] == 0x20):
                     return ("merge keys", line, column)
                 default: break
                 }
@@ -245,7 +248,9 @@ public struct Inventory: Sendable, Equatable {
         var visited = 0
         while let n = stack.popLast() {
             visited += 1
-            guard visited <= 1_000_000 else { throw .invalidInventory(file: file, line: n.mark?.line, message: "more than 1,000,000 YAML nodes") }
+            guard visited <= 1_000_000 else {
+                throw .invalidInventory(file: file, line: n.mark?.line, message: "more than 1,000,000 YAML nodes")
+            }
             if case .alias = n {
                 throw .invalidInventory(file: file, line: n.mark?.line, message: "YAML aliases are not allowed in an inventory")
             }
@@ -254,7 +259,8 @@ public struct Inventory: Sendable, Equatable {
                 for (k, v) in m {
                     let key = k.scalar?.string ?? "\(k)"
                     if !seen.insert(key).inserted {
-                        throw .invalidInventory(file: file, line: k.mark?.line, message: "key `\(key.terminalSafe)` appears twice in one mapping")
+                        throw .invalidInventory(file: file, line: k.mark?.line,
+                                                message: "key `\(key.terminalSafe)` appears twice in one mapping")
                     }
                     stack.append(k); stack.append(v)
                 }

@@ -154,7 +154,9 @@ public enum WeightDiff {
             for a in adapters {
                 let lora: LoRAAdapter
                 do { lora = try LoRAAdapter.load(a) } catch { throw WeightDiffError.model(error) }
-                do { names.formUnion(try lora.merge(into: store, modelType: modelType, tiedOutputHead: tied)) } catch { throw WeightDiffError.model(error) }
+                do { names.formUnion(try lora.merge(into: store, modelType: modelType, tiedOutputHead: tied)) } catch {
+                    throw WeightDiffError.model(error)
+                }
             }
             for n in names { merged[n] = try? store.take(n, store.shape(n)!, field: "adapter") }
         }

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import Probes
+import AssayCommon
 
 let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 let probesDir = repoRoot.appendingPathComponent("probes")
@@ -129,7 +130,7 @@ func loadError(_ url: URL) -> SuiteError? {
             for b in interesting {
                 for c in interesting {
                     for seq in [[a], [a, b], [a, b, c], [a, b, c, 0x80], [a, b, c, 0xBF]] {
-                        let ours = SuiteLoader.firstInvalidUTF8(seq) == nil
+                        let ours = SafeFile.firstInvalidUTF8(seq) == nil
                         let std = String(validating: seq, as: UTF8.self) != nil
                         if ours != std { disagreements.append(seq) }
                         checked += 1
