@@ -47,8 +47,12 @@ let package = Package(
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CLAPACK", path: "Sources/CLAPACK",
                        providers: [.apt(["liblapacke-dev"])]),
+        // Assay's GEMM kernels: one C file, scalar/AVX2/AVX-512 variants picked at run time, so
+        // no -march here (each variant names its own target); -O3 even in debug builds, and no
+        // contraction of separate multiplies and adds (the kernels' bits must not depend on it).
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3", "-ffp-contract=off"])]),
         .target(name: "AssayCommon", swiftSettings: cpuFlags),
-        .target(name: "TensorCore", dependencies: ["CBLAS", "CLAPACK"], swiftSettings: hotFlags),
+        .target(name: "TensorCore", dependencies: ["CBLAS", "CLAPACK", "CKernels"], swiftSettings: hotFlags),
         .target(name: "SafeTensors", dependencies: ["AssayCommon", "TensorCore"], swiftSettings: cpuFlags),
         .target(name: "Tokenizers", dependencies: ["AssayCommon"], swiftSettings: hotFlags),
         .target(name: "Models", dependencies: ["AssayCommon", "TensorCore", "SafeTensors"], swiftSettings: hotFlags),

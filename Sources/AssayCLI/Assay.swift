@@ -3,6 +3,7 @@ import Foundation
 import AssayCommon
 import Pipeline
 import Scan
+import TensorCore
 
 /// Exit codes (README.md, "Exit codes"). The CLI is the only place that exits.
 enum ExitStatus: Int32 {
@@ -39,6 +40,11 @@ func emit(_ text: String) {
 @main
 enum Main {
     static func main() {
+        checkKernelEnvironment()
+        if Set(CommandLine.arguments.dropFirst()) == ["--version", "--verbose"] {
+            emit(verboseVersion())
+            exit(ExitStatus.clean.rawValue)
+        }
         let command: ParsableCommand
         do {
             command = try Assay.parseAsRoot()
@@ -77,4 +83,39 @@ enum Main {
         }
         exit(ExitStatus.clean.rawValue)
     }
+}
+
+/// Run-time choices about the machine, made before any command runs:
+/// - `ASSAY_ISA` must name a kernel variant this CPU has (else exit 2; a typo must not silently
+///   test the default path).
+/// - When OpenBLAS fell back to generic kernels on a CPU with AVX2 or AVX-512, Assay restarts
+///   itself once with `OPENBLAS_CORETYPE` set. OpenBLAS picks its kernels in a library
+///   constructor, before `main`, so setting the variable in-process is too late; re-executing
+///   `/proc/self/exe` with the same arguments is the one way to fix it without the user's help.
+///   `ASSAY_BLAS_RESTARTED` guards against a loop. A user's own `OPENBLAS_CORETYPE` is kept.
+func checkKernelEnvironment() {
+    do { try ISA.validateEnvironment() } catch {
+        printError("error: \(error)")
+        exit(ExitStatus.invalidInput.rawValue)
+    }
+    let env = ProcessInfo.processInfo.environment
+    guard env["ASSAY_BLAS_RESTARTED"] == nil,
+          let core = BLAS.preferredCoreType(current: BLAS.coreName, isa: ISA.detected, explicit: env["OPENBLAS_CORETYPE"])
+    else { return }
+    setenv("OPENBLAS_CORETYPE", core, 1)
+    setenv("ASSAY_BLAS_RESTARTED", BLAS.coreName, 1)
+    let argv = CommandLine.unsafeArgv
+    execv("/proc/self/exe", argv)
+    // exec failed (no /proc): carry on with the generic kernels; only SVDs are slower.
+}
+
+/// `assay --version --verbose`: the version and the kernels this process runs.
+func verboseVersion() -> String {
+    let env = ProcessInfo.processInfo.environment
+    var lines = ["assay \(Assay.version)"]
+    lines.append("kernels: \(ISA.active) (CPU supports \(ISA.detected)\(env["ASSAY_ISA"].map { ", ASSAY_ISA=\($0)" } ?? ""))")
+    var blas = "blas: \(BLAS.coreName) (\(BLAS.configuration))"
+    if let was = env["ASSAY_BLAS_RESTARTED"] { blas += ", restarted with OPENBLAS_CORETYPE=\(env["OPENBLAS_CORETYPE"] ?? "?") (OpenBLAS had picked \(was))" }
+    lines.append(blas)
+    return lines.joined(separator: "\n")
 }

@@ -51,10 +51,10 @@ public struct GPT2Config: Sendable, Equatable {
 public final class GPT2Model: CausalLanguageModel, @unchecked Sendable {
     struct Layer {
         let ln1w, ln1b, ln2w, ln2b: Tensor
-        let wqkv: Tensor              // (3d, d), nn.Linear layout (out, in)
+        let wqkv: PackedMatrix        // (3d, d), nn.Linear layout (out, in)
         let bqkv: Tensor
-        let wo, bo: Tensor
-        let fc, fcb, proj, projb: Tensor
+        let wo: PackedMatrix, bo: Tensor
+        let fc: PackedMatrix, fcb: Tensor, proj: PackedMatrix, projb: Tensor
     }
 
     public let config: GPT2Config
@@ -66,10 +66,11 @@ public final class GPT2Model: CausalLanguageModel, @unchecked Sendable {
     public var bosTokenID: Int? { config.bosTokenID }
     public var eosTokenIDs: [Int] { config.eosTokenIDs }
 
-    let wte, wpe: Tensor
+    let wte: PackedMatrix
+    let wpe: Tensor
     let layers: [Layer]
     let lnfw, lnfb: Tensor
-    let lmHead: Tensor
+    let lmHead: PackedMatrix
 
     /// Checkpoints from GPT2LMHeadModel prefix names with `transformer.`; older GPT2Model ones do
     /// not. The causal-mask buffers `attn.bias` / `attn.masked_bias` some carry are not weights.
@@ -81,23 +82,25 @@ public final class GPT2Model: CausalLanguageModel, @unchecked Sendable {
         self.config = config
         let d = config.nEmbd, f = config.nInner, v = config.vocabSize
         let p = w.contains("transformer.wte.weight") ? "transformer." : ""
-        wte = try w.take(p + "wte.weight", [v, d], field: "vocab_size, n_embd")
+        wte = try w.takeMatrix(p + "wte.weight", [v, d], field: "vocab_size, n_embd")
         wpe = try w.take(p + "wpe.weight", [config.nPositions, d], field: "n_positions, n_embd")
         var layers: [Layer] = []
         for i in 0..<config.nLayer {
             let q = "\(p)h.\(i)."
             func t(_ n: String, _ s: [Int], _ field: String) throws(ModelError) -> Tensor { try w.take(q + n, s, field: field) }
-            // Conv1D stores (in, out): y = x·W + b. Transpose once, at load, to (out, in).
-            let cattn = try t("attn.c_attn.weight", [d, 3 * d], "n_embd, 3 × n_embd")
+            // Conv1D stores (in, out): y = x·W + b. Packed as its transpose, (out, in).
+            func m(_ n: String, _ s: [Int], _ field: String) throws(ModelError) -> PackedMatrix {
+                PackedMatrix(stacking: [try w.takeRows(q + n, s, field: field).transposed])
+            }
             layers.append(Layer(
                 ln1w: try t("ln_1.weight", [d], "n_embd"), ln1b: try t("ln_1.bias", [d], "n_embd"),
                 ln2w: try t("ln_2.weight", [d], "n_embd"), ln2b: try t("ln_2.bias", [d], "n_embd"),
-                wqkv: cattn.transposed.materialized(), bqkv: try t("attn.c_attn.bias", [3 * d], "3 × n_embd"),
-                wo: try t("attn.c_proj.weight", [d, d], "n_embd").transposed.materialized(),
+                wqkv: try m("attn.c_attn.weight", [d, 3 * d], "n_embd, 3 × n_embd"), bqkv: try t("attn.c_attn.bias", [3 * d], "3 × n_embd"),
+                wo: try m("attn.c_proj.weight", [d, d], "n_embd"),
                 bo: try t("attn.c_proj.bias", [d], "n_embd"),
-                fc: try t("mlp.c_fc.weight", [d, f], "n_embd, n_inner").transposed.materialized(),
+                fc: try m("mlp.c_fc.weight", [d, f], "n_embd, n_inner"),
                 fcb: try t("mlp.c_fc.bias", [f], "n_inner"),
-                proj: try t("mlp.c_proj.weight", [f, d], "n_inner, n_embd").transposed.materialized(),
+                proj: try m("mlp.c_proj.weight", [f, d], "n_inner, n_embd"),
                 projb: try t("mlp.c_proj.bias", [d], "n_embd")))
         }
         self.layers = layers
@@ -129,19 +132,19 @@ public final class GPT2Model: CausalLanguageModel, @unchecked Sendable {
         for (li, l) in layers.enumerated() where li >= plan.startLayer {
             if li == plan.captureLayer { captured = x }
             let h = try x.layerNorm(weight: l.ln1w, bias: l.ln1b, eps: c.layerNormEpsilon)
-            let qkv = try h.linear(weight: l.wqkv, bias: l.bqkv)                                // (N, d) → (N, 3d)
+            let qkv = try h.linear(l.wqkv, bias: l.bqkv)                                // (N, d) → (N, 3d)
             packing.appendToCaches(layer: li, qkv: qkv, keyColumn: c.nEmbd, valueColumn: 2 * c.nEmbd)
             var scale: Float = c.scaleAttnWeights ? 1 / Float(headDim).squareRoot() : 1
             if c.scaleAttnByInverseLayerIdx { scale /= Float(li + 1) }
             let attn = packedAttention(qkv: qkv, queryColumn: 0, packing: packing, layer: li, heads: c.nHead, kvHeads: c.nHead, headDim: headDim, scale: scale)
-            try x.add(try attn.linear(weight: l.wo, bias: l.bo))
+            try x.add(try attn.linear(l.wo, bias: l.bo))
             let h2 = try x.layerNorm(weight: l.ln2w, bias: l.ln2b, eps: c.layerNormEpsilon)
-            try x.add(try activate(try h2.linear(weight: l.fc, bias: l.fcb)).linear(weight: l.proj, bias: l.projb))
+            try x.add(try activate(try h2.linear(l.fc, bias: l.fcb)).linear(l.proj, bias: l.projb))
         }
         if plan.captureLayer == layers.count { captured = x }
         let rows = packing.logitRows(batch)
         if rows.isEmpty { return ForwardResult(logits: packing.split(Tensor(zeros: [0, c.vocabSize]), batch), captured: captured) }
         let last = try x.gatherRows(rows).layerNorm(weight: lnfw, bias: lnfb, eps: c.layerNormEpsilon)
-        return ForwardResult(logits: packing.split(try last.linear(weight: lmHead), batch), captured: captured)
+        return ForwardResult(logits: packing.split(try last.linear(lmHead), batch), captured: captured)
     }
 }

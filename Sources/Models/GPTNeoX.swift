@@ -56,10 +56,10 @@ public struct GPTNeoXConfig: Sendable, Equatable {
 public final class GPTNeoXModel: CausalLanguageModel, @unchecked Sendable {
     struct Layer {
         let ln1w, ln1b, ln2w, ln2b: Tensor
-        let wqkv: Tensor              // (3d, d): all query heads, then keys, then values
+        let wqkv: PackedMatrix        // (3d, d): all query heads, then keys, then values
         let bqkv: Tensor?
-        let wo: Tensor, bo: Tensor?
-        let up, upb, down, downb: Tensor
+        let wo: PackedMatrix, bo: Tensor?
+        let up: PackedMatrix, upb: Tensor, down: PackedMatrix, downb: Tensor
     }
 
     public let config: GPTNeoXConfig
@@ -71,10 +71,10 @@ public final class GPTNeoXModel: CausalLanguageModel, @unchecked Sendable {
     public var bosTokenID: Int? { config.bosTokenID }
     public var eosTokenIDs: [Int] { config.eosTokenIDs }
 
-    let embed: Tensor
+    let embed: PackedMatrix
     let layers: [Layer]
     let lnfw, lnfb: Tensor
-    let lmHead: Tensor
+    let lmHead: PackedMatrix
     let rope: RotaryEmbedding
 
     /// Buffers older checkpoints carry that are not weights.
@@ -86,14 +86,14 @@ public final class GPTNeoXModel: CausalLanguageModel, @unchecked Sendable {
         self.config = config
         let d = config.hiddenSize, f = config.intermediateSize, v = config.vocabSize
         let heads = config.numAttentionHeads, hd = d / heads
-        embed = try w.take("gpt_neox.embed_in.weight", [v, d], field: "vocab_size, hidden_size")
+        embed = try w.takeMatrix("gpt_neox.embed_in.weight", [v, d], field: "vocab_size, hidden_size")
         var layers: [Layer] = []
         for i in 0..<config.numHiddenLayers {
             let p = "gpt_neox.layers.\(i)."
             func t(_ n: String, _ s: [Int], _ field: String) throws(ModelError) -> Tensor { try w.take(p + n, s, field: field) }
             // query_key_value rows are grouped per head as [q_h | k_h | v_h] (3·D rows per head);
             // regroup once into [q heads | k heads | v heads] so attention reads column blocks.
-            let qkv = try t("attention.query_key_value.weight", [3 * d, d], "3 × hidden_size, hidden_size")
+            let qkv = try w.takeRows(p + "attention.query_key_value.weight", [3 * d, d], field: "3 × hidden_size, hidden_size")
             let qkvb = config.attentionBias ? try t("attention.query_key_value.bias", [3 * d], "3 × hidden_size") : nil
             func rows(_ which: Int) -> [Int] { (0..<heads).flatMap { h in (0..<hd).map { h * 3 * hd + which * hd + $0 } } }
             let order = rows(0) + rows(1) + rows(2)
@@ -101,13 +101,13 @@ public final class GPTNeoXModel: CausalLanguageModel, @unchecked Sendable {
                 ln1w: try t("input_layernorm.weight", [d], "hidden_size"), ln1b: try t("input_layernorm.bias", [d], "hidden_size"),
                 ln2w: try t("post_attention_layernorm.weight", [d], "hidden_size"),
                 ln2b: try t("post_attention_layernorm.bias", [d], "hidden_size"),
-                wqkv: qkv.gatherRows(order),
+                wqkv: PackedMatrix(stacking: (0..<3).flatMap { which in (0..<heads).map { h in qkv.slice((h * 3 + which) * hd ..< (h * 3 + which + 1) * hd) } }),
                 bqkv: qkvb.map { b in let a = b.array; return Tensor(shape: [3 * d], data: order.map { a[$0] }) },
-                wo: try t("attention.dense.weight", [d, d], "hidden_size"),
+                wo: try w.takeMatrix(p + "attention.dense.weight", [d, d], field: "hidden_size"),
                 bo: config.attentionBias ? try t("attention.dense.bias", [d], "hidden_size") : nil,
-                up: try t("mlp.dense_h_to_4h.weight", [f, d], "intermediate_size, hidden_size"),
+                up: try w.takeMatrix(p + "mlp.dense_h_to_4h.weight", [f, d], field: "intermediate_size, hidden_size"),
                 upb: try t("mlp.dense_h_to_4h.bias", [f], "intermediate_size"),
-                down: try t("mlp.dense_4h_to_h.weight", [d, f], "hidden_size, intermediate_size"),
+                down: try w.takeMatrix(p + "mlp.dense_4h_to_h.weight", [d, f], field: "hidden_size, intermediate_size"),
                 downb: try t("mlp.dense_4h_to_h.bias", [d], "hidden_size")))
         }
         self.layers = layers
@@ -141,27 +141,27 @@ public final class GPTNeoXModel: CausalLanguageModel, @unchecked Sendable {
         for (li, l) in layers.enumerated() where li >= plan.startLayer {
             if li == plan.captureLayer { captured = x }
             let h = try x.layerNorm(weight: l.ln1w, bias: l.ln1b, eps: c.layerNormEps)
-            var qkv = try h.linear(weight: l.wqkv, bias: l.bqkv)                 // (N, d) → (N, 3d)
+            var qkv = try h.linear(l.wqkv, bias: l.bqkv)                 // (N, d) → (N, 3d)
             applyRotary(&qkv, column: 0, heads: heads, rope: rope, table: table)
             applyRotary(&qkv, column: d, heads: heads, rope: rope, table: table)
             packing.appendToCaches(layer: li, qkv: qkv, keyColumn: d, valueColumn: 2 * d)
             let attn = try packedAttention(qkv: qkv, queryColumn: 0, packing: packing, layer: li, heads: heads, kvHeads: heads, headDim: hd, scale: scale)
-                .linear(weight: l.wo, bias: l.bo)
+                .linear(l.wo, bias: l.bo)
             if c.useParallelResidual {
                 let h2 = try x.layerNorm(weight: l.ln2w, bias: l.ln2b, eps: c.layerNormEps)
-                let mlp = try activate(try h2.linear(weight: l.up, bias: l.upb)).linear(weight: l.down, bias: l.downb)
+                let mlp = try activate(try h2.linear(l.up, bias: l.upb)).linear(l.down, bias: l.downb)
                 try x.add(attn)
                 try x.add(mlp)
             } else {
                 try x.add(attn)
                 let h2 = try x.layerNorm(weight: l.ln2w, bias: l.ln2b, eps: c.layerNormEps)
-                try x.add(try activate(try h2.linear(weight: l.up, bias: l.upb)).linear(weight: l.down, bias: l.downb))
+                try x.add(try activate(try h2.linear(l.up, bias: l.upb)).linear(l.down, bias: l.downb))
             }
         }
         if plan.captureLayer == layers.count { captured = x }
         let rows = packing.logitRows(batch)
         if rows.isEmpty { return ForwardResult(logits: packing.split(Tensor(zeros: [0, c.vocabSize]), batch), captured: captured) }
         let last = try x.gatherRows(rows).layerNorm(weight: lnfw, bias: lnfb, eps: c.layerNormEps)
-        return ForwardResult(logits: packing.split(try last.linear(weight: lmHead), batch), captured: captured)
+        return ForwardResult(logits: packing.split(try last.linear(lmHead), batch), captured: captured)
     }
 }

@@ -75,12 +75,12 @@ public struct LlamaConfig: Sendable, Equatable {
 
 public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
     /// One block. q/k/v and gate/up are fused into single projections at load, so each runs as
-    /// one wider GEMM: (Hq·D + 2·Hkv·D, d) and (2f, d).
+    /// one wider GEMM: (Hq·D + 2·Hkv·D, d) and (2f, d). Matrices are packed in their stored type.
     struct Layer {
         let inputNorm, postNorm: Tensor
-        let wqkv, wo: Tensor
+        let wqkv, wo: PackedMatrix
         let bqkv, bo: Tensor?
-        let gateUp, down: Tensor
+        let gateUp, down: PackedMatrix
         let gateUpBias, downBias: Tensor?
     }
 
@@ -93,10 +93,10 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
     public var bosTokenID: Int? { config.bosTokenID }
     public var eosTokenIDs: [Int] { config.eosTokenIDs }
 
-    let embed: Tensor      // (V, d)
+    let embed: PackedMatrix   // (V, d)
     let layers: [Layer]
-    let norm: Tensor       // (d)
-    let lmHead: Tensor     // (V, d)
+    let norm: Tensor          // (d)
+    let lmHead: PackedMatrix  // (V, d); the embedding itself when tied
     let rope: RotaryEmbedding
 
     /// Weight names as transformers' LlamaForCausalLM saves them.
@@ -104,31 +104,32 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
         self.config = config
         let d = config.hiddenSize, v = config.vocabSize, f = config.intermediateSize
         let qDim = config.numAttentionHeads * config.headDim, kv = config.numKeyValueHeads * config.headDim
-        embed = try w.take("model.embed_tokens.weight", [v, d], field: "vocab_size, hidden_size")
+        embed = try w.takeMatrix("model.embed_tokens.weight", [v, d], field: "vocab_size, hidden_size")
         var layers: [Layer] = []
         for i in 0..<config.numHiddenLayers {
             let p = "model.layers.\(i)."
             func t(_ n: String, _ s: [Int], _ field: String) throws(ModelError) -> Tensor { try w.take(p + n, s, field: field) }
+            func m(_ n: String, _ s: [Int], _ field: String) throws(ModelError) -> PackedMatrix.Rows { try w.takeRows(p + n, s, field: field) }
             func b(_ n: String, _ s: [Int], _ on: Bool, _ field: String) throws(ModelError) -> Tensor? { on ? try w.take(p + n, s, field: field) : nil }
-            let wq = try t("self_attn.q_proj.weight", [qDim, d], "num_attention_heads × head_dim, hidden_size")
-            let wk = try t("self_attn.k_proj.weight", [kv, d], "num_key_value_heads × head_dim, hidden_size")
-            let wv = try t("self_attn.v_proj.weight", [kv, d], "num_key_value_heads × head_dim, hidden_size")
+            let wq = try m("self_attn.q_proj.weight", [qDim, d], "num_attention_heads × head_dim, hidden_size")
+            let wk = try m("self_attn.k_proj.weight", [kv, d], "num_key_value_heads × head_dim, hidden_size")
+            let wv = try m("self_attn.v_proj.weight", [kv, d], "num_key_value_heads × head_dim, hidden_size")
             let bq = try b("self_attn.q_proj.bias", [qDim], config.qkvBias, "attention bias")
             let bk = try b("self_attn.k_proj.bias", [kv], config.qkvBias, "attention bias")
             let bv = try b("self_attn.v_proj.bias", [kv], config.qkvBias, "attention bias")
-            let gate = try t("mlp.gate_proj.weight", [f, d], "intermediate_size, hidden_size")
-            let up = try t("mlp.up_proj.weight", [f, d], "intermediate_size, hidden_size")
+            let gate = try m("mlp.gate_proj.weight", [f, d], "intermediate_size, hidden_size")
+            let up = try m("mlp.up_proj.weight", [f, d], "intermediate_size, hidden_size")
             let gateBias = try b("mlp.gate_proj.bias", [f], config.mlpBias, "mlp_bias")
             let upBias = try b("mlp.up_proj.bias", [f], config.mlpBias, "mlp_bias")
             layers.append(Layer(
                 inputNorm: try t("input_layernorm.weight", [d], "hidden_size"),
                 postNorm: try t("post_attention_layernorm.weight", [d], "hidden_size"),
-                wqkv: Tensor.concatenate([wq, wk, wv], axis: 0),
-                wo: try t("self_attn.o_proj.weight", [d, qDim], "hidden_size, num_attention_heads × head_dim"),
+                wqkv: PackedMatrix(stacking: [wq, wk, wv]),
+                wo: try w.takeMatrix(p + "self_attn.o_proj.weight", [d, qDim], field: "hidden_size, num_attention_heads × head_dim"),
                 bqkv: config.qkvBias ? Tensor.concatenate([bq!, bk!, bv!], axis: 0) : nil,
                 bo: try b("self_attn.o_proj.bias", [d], config.outputBias, "attention_bias"),
-                gateUp: Tensor.concatenate([gate, up], axis: 0),
-                down: try t("mlp.down_proj.weight", [d, f], "hidden_size, intermediate_size"),
+                gateUp: PackedMatrix(stacking: [gate, up]),
+                down: try w.takeMatrix(p + "mlp.down_proj.weight", [d, f], field: "hidden_size, intermediate_size"),
                 gateUpBias: config.mlpBias ? Tensor.concatenate([gateBias!, upBias!], axis: 0) : nil,
                 downBias: try b("mlp.down_proj.bias", [d], config.mlpBias, "mlp_bias")))
         }
@@ -160,7 +161,7 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
         for (li, l) in layers.enumerated() where li >= plan.startLayer {
             if li == plan.captureLayer { captured = x }
             let h = try prof.measure("norm") { try x.rmsNorm(weight: l.inputNorm, eps: c.rmsNormEps) }
-            var qkv = try prof.measure("gemm.qkv") { try h.linear(weight: l.wqkv, bias: l.bqkv) }  // (N, d) → (N, Hq·D + 2·Hkv·D)
+            var qkv = try prof.measure("gemm.qkv") { try h.linear(l.wqkv, bias: l.bqkv) }  // (N, d) → (N, Hq·D + 2·Hkv·D)
             prof.measure("rope+cache") {
                 applyRotary(&qkv, column: 0, heads: c.numAttentionHeads, rope: rope, table: table)
                 applyRotary(&qkv, column: qDim, heads: c.numKeyValueHeads, rope: rope, table: table)
@@ -170,12 +171,12 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
                 packedAttention(qkv: qkv, queryColumn: 0, packing: packing, layer: li, heads: c.numAttentionHeads,
                                 kvHeads: c.numKeyValueHeads, headDim: c.headDim, scale: scale, window: c.slidingWindow)
             }
-            let o = try prof.measure("gemm.o") { try attn.linear(weight: l.wo, bias: l.bo) }   // (N, Hq·D) → (N, d)
+            let o = try prof.measure("gemm.o") { try attn.linear(l.wo, bias: l.bo) }   // (N, Hq·D) → (N, d)
             try prof.measure("residual") { try x.add(o) }
             let h2 = try prof.measure("norm") { try x.rmsNorm(weight: l.postNorm, eps: c.rmsNormEps) }
-            let gateUp = try prof.measure("gemm.gate_up") { try h2.linear(weight: l.gateUp, bias: l.gateUpBias) }  // (N, d) → (N, 2f)
+            let gateUp = try prof.measure("gemm.gate_up") { try h2.linear(l.gateUp, bias: l.gateUpBias) }  // (N, d) → (N, 2f)
             let act = try prof.measure("silu_gate") { try gateUp.siluGateFused() }
-            let down = try prof.measure("gemm.down") { try act.linear(weight: l.down, bias: l.downBias) }  // (N, f) → (N, d)
+            let down = try prof.measure("gemm.down") { try act.linear(l.down, bias: l.downBias) }  // (N, f) → (N, d)
             try prof.measure("residual") { try x.add(down) }
         }
         if plan.captureLayer == layers.count { captured = x }
@@ -183,24 +184,24 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
         let rows = packing.logitRows(batch)
         if rows.isEmpty { return ForwardResult(logits: packing.split(Tensor(zeros: [0, c.vocabSize]), batch), captured: captured) }
         let last = try x.gatherRows(rows).rmsNorm(weight: norm, eps: c.rmsNormEps)   // (R, d)
-        return ForwardResult(logits: packing.split(try prof.measure("gemm.lm_head") { try last.linear(weight: lmHead) }, batch), captured: captured)  // (R, V)
+        return ForwardResult(logits: packing.split(try prof.measure("gemm.lm_head") { try last.linear(lmHead) }, batch), captured: captured)  // (R, V)
     }
 }
 
 /// The output head: the embedding when tied (a saved copy must then equal it, or the model would
 /// behave differently in loaders that do not tie), else its own tensor.
-func bindOutputHead(_ w: WeightStore, name: String, embedding: Tensor, tied: Bool, shape: [Int]) throws(ModelError) -> Tensor {
+func bindOutputHead(_ w: WeightStore, name: String, embedding: PackedMatrix, tied: Bool, shape: [Int]) throws(ModelError) -> PackedMatrix {
     if tied {
         if w.contains(name) {
-            let head = try w.take(name, shape, field: "vocab_size, hidden_size")
-            guard head == embedding else {
+            let head = try w.takeMatrix(name, shape, field: "vocab_size, hidden_size")
+            guard head == embedding || head.unpacked() == embedding.unpacked() else {
                 throw .invalidConfig(file: w.source, field: "tie_word_embeddings",
                                      reason: "true, but '\(name)' is saved and differs from the input embedding")
             }
         }
         return embedding
     }
-    return try w.take(name, shape, field: "vocab_size, hidden_size")
+    return try w.takeMatrix(name, shape, field: "vocab_size, hidden_size")
 }
 
 extension ModelError {

@@ -304,7 +304,6 @@ func packedAttention(qkv: Tensor, queryColumn: Int, packing: Packing, layer: Int
     let cost = packing.lengths.enumerated().reduce(0) { $0 + $1.element * plans[$1.offset].keys * d } / max(work.count, 1)
     // Parallel only under Assay's own scheme (OpenBLAS single-threaded), see `Parallel`.
     let parallel = Parallel.ways > 1 && work.count >= 2 && cost * work.count >= 1 << 15
-    let invariant = Parallel.batchInvariant
     return qkv.withUnsafeBufferPointer { qp in
         Tensor(shape: [n, ldo]) { out in
             parallelRows(work.count, cost: parallel ? 1 << 16 : 0, ways: elementwiseWays) { range in
@@ -320,15 +319,8 @@ func packedAttention(qkv: Tensor, queryColumn: Int, packing: Packing, layer: Int
                         let oh = out.baseAddress! + packing.offsets[si] * ldo + h * d              // (T, D), ld = Hq·D
                         // scores (T, S) = Q · Kᵀ, one product per segment into its columns.
                         for seg in segs {
-                            if invariant {
-                                InvariantKernels.gemmABt(m: t, n: seg.rows, k: d, a: qh, lda: ldq, b: seg.k + g * d, ldb: kvDim,
-                                                         c: p + seg.column, ldc: s)
-                            } else if t == 1 {
-                                sgemv(trans: false, m: seg.rows, n: d, a: seg.k + g * d, lda: kvDim, x: qh, y: p + seg.column)
-                            } else {
-                                sgemm(transA: false, transB: true, m: t, n: seg.rows, k: d, a: qh, lda: ldq,
-                                      b: seg.k + g * d, ldb: kvDim, c: p + seg.column, ldc: s)
-                            }
+                            InvariantKernels.gemmABt(m: t, n: seg.rows, k: d, a: qh, lda: ldq, b: seg.k + g * d, ldb: kvDim,
+                                                     c: p + seg.column, ldc: s)
                         }
                         for i in 0..<t {
                             let row = p + i * s
@@ -339,33 +331,21 @@ func packedAttention(qkv: Tensor, queryColumn: Int, packing: Packing, layer: Int
                             if lo > 0 { row.update(repeating: 0, count: lo) }
                             if hi < s { (row + hi).update(repeating: 0, count: s - hi) }
                         }
-                        // out (T, D) = P · V, accumulated over segments.
-                        if invariant {
-                            // Each output row sums its unmasked keys in key order, whatever T is.
-                            for i in 0..<t {
-                                let hi = queryOffset + i + 1
-                                let lo = window.map { max(0, hi - $0) } ?? 0
-                                var first = true
-                                for seg in segs {
-                                    let r0 = max(lo, seg.column), r1 = min(hi, seg.column + seg.rows)
-                                    guard r1 > r0 else { continue }
-                                    InvariantKernels.weightedRowSum(out: oh + i * ldo, d: d, weights: p + i * s + r0,
-                                                                    rows: seg.v + (r0 - seg.column) * kvDim + g * d, ld: kvDim,
-                                                                    count: r1 - r0, accumulate: !first)
-                                    first = false
-                                }
-                                if first { (oh + i * ldo).update(repeating: 0, count: d) }
+                        // out (T, D) = P · V: each output row sums its unmasked keys in key order,
+                        // whatever T is (decoding one token and scoring a continuation agree).
+                        for i in 0..<t {
+                            let hi = queryOffset + i + 1
+                            let lo = window.map { max(0, hi - $0) } ?? 0
+                            var first = true
+                            for seg in segs {
+                                let r0 = max(lo, seg.column), r1 = min(hi, seg.column + seg.rows)
+                                guard r1 > r0 else { continue }
+                                InvariantKernels.weightedRowSum(out: oh + i * ldo, d: d, weights: p + i * s + r0,
+                                                                rows: seg.v + (r0 - seg.column) * kvDim + g * d, ld: kvDim,
+                                                                count: r1 - r0, accumulate: !first)
+                                first = false
                             }
-                            continue
-                        }
-                        for (k, seg) in segs.enumerated() {
-                            let beta: Float = k == 0 ? 0 : 1
-                            if t == 1 {
-                                sgemv(trans: true, m: seg.rows, n: d, a: seg.v + g * d, lda: kvDim, x: p + seg.column, beta: beta, y: oh)
-                            } else {
-                                sgemm(transA: false, transB: false, m: t, n: d, k: seg.rows, a: p + seg.column, lda: s,
-                                      b: seg.v + g * d, ldb: kvDim, beta: beta, c: oh, ldc: ldo)
-                            }
+                            if first { (oh + i * ldo).update(repeating: 0, count: d) }
                         }
                     }
                 }

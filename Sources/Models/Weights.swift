@@ -60,6 +60,27 @@ public final class WeightStore {
         return t
     }
 
+    /// A weight matrix as stored (BF16 and F16 stay so; DESIGN.md habit 6), checked for shape and
+    /// for NaN/Inf, as rows to pack (`PackedMatrix`). Overrides (merged adapters) are Float32.
+    public func takeRows(_ name: String, _ shape: [Int], field: String) throws(ModelError) -> PackedMatrix.Rows {
+        guard let got = self.shape(name) else { throw .missingTensor(file: source, tensor: name) }
+        guard got == shape, shape.count == 2 else { throw .tensorShape(file: source, tensor: name, expected: shape, got: got, field: field) }
+        if overrides[name] != nil { return PackedMatrix.Rows(try take(name, shape, field: field)) }
+        consumed.insert(name)
+        guard let file = checkpoint?.file(containing: name), let info = file.info(name) else {
+            throw .missingTensor(file: source, tensor: name)
+        }
+        if let (nan, inf) = file.nonFiniteCounts(info), nan + inf > 0 {
+            throw .nonFiniteWeights(file: source, tensor: name, nan: nan, inf: inf)
+        }
+        do { return try file.storedRows(info) } catch { throw .safetensors(error) }
+    }
+
+    /// One weight matrix, packed as stored.
+    public func takeMatrix(_ name: String, _ shape: [Int], field: String) throws(ModelError) -> PackedMatrix {
+        PackedMatrix(stacking: [try takeRows(name, shape, field: field)])
+    }
+
     public func takeOptional(_ name: String, _ shape: [Int], field: String) throws(ModelError) -> Tensor? {
         contains(name) ? try take(name, shape, field: field) : nil
     }

@@ -272,6 +272,28 @@ public struct SafeTensorsFile: Sendable {
         }
     }
 
+    /// A matrix's elements as stored (F32, BF16 or F16, not widened), pointing into the mapped
+    /// file, for `PackedMatrix` to pack without a Float32 copy. Rank-2 tensors only.
+    public func storedRows(_ info: TensorInfo) throws(SafeTensorsError) -> PackedMatrix.Rows {
+        let dtype: PackedDType
+        switch info.dtype {
+        case .f32: dtype = .f32
+        case .bf16: dtype = .bf16
+        case .f16: dtype = .f16
+        default: throw .dtypeNotSupportedForCompute(file: path, tensor: info.name, dtype: info.dtype.rawValue)
+        }
+        guard info.shape.count == 2 else {
+            throw .tensorNotFound(file: path, tensor: "\(info.name) as a matrix (shape \(info.shape))")
+        }
+        guard info.elementCount <= Tensor.maxElements else {
+            throw .tooLargeToLoad(file: path, tensor: info.name, elements: info.elementCount)
+        }
+        // An empty matrix has no bytes to point at; any non-null pointer will do (nothing is read).
+        let base = map.bytes.baseAddress.map { UnsafeRawPointer($0 + dataStart + info.dataOffsets.lowerBound) }
+            ?? UnsafeRawPointer(bitPattern: 64)!
+        return PackedMatrix.Rows(raw: base, dtype: dtype, rows: info.shape[0], cols: info.shape[1], owner: map)
+    }
+
     /// NaN and ±Inf counts of a floating-point tensor, read straight from its bytes.
     public func nonFiniteCounts(_ info: TensorInfo) -> (nan: Int, inf: Int)? {
         switch info.dtype {

@@ -234,7 +234,6 @@ public final class Discovery {
     /// has already tested them as such).
     public func searchTriggers(probes: [Probe], known: [Trigger], rowShiftTokens: [Int], policy: ScanPolicy,
                                skipKnown: Bool = false) throws -> SearchResult {
-        Parallel.batchInvariant = true
         let (search, heldOut) = splitProbes(probes)
         guard !search.isEmpty, heldOut.count >= 3 else {
             throw ScanError.nothingToScan("trigger search needs at least \(options.searchProbes + 3) probes without a system message")
@@ -458,7 +457,6 @@ public final class Discovery {
     /// the tuned model for `inversionLength` tokens on held-out benign prompts and scored by the
     /// mean per-token log-probability gain along that continuation.
     public func invertTargets(probes: [Probe], policy: ScanPolicy) throws -> InversionResult {
-        Parallel.batchInvariant = true
         let (search, heldOut) = splitProbes(probes)
         let entryCount = min(vocabulary.size, tuned.vocabularySize)
         let promptCount = options.inversionPrompts ?? max(1, min(8, options.inversionBudget / max(entryCount, 1)))

@@ -26,7 +26,7 @@ public struct ScanOptions: Sendable, Codable, Equatable {
     /// adapters on upper layers). A performance setting: results are identical either way.
     public var shareIdenticalLayers = true
     /// Variants per packed batch. A performance setting only: results do not depend on it
-    /// (`InvariantGEMM`), so reports do not record it.
+    /// (every product is batch-invariant, TensorCore `PackedMatrix`), so reports do not record it.
     public var batchSize = 32
 
     public init() {}
@@ -144,9 +144,6 @@ public final class ScanEngine {
     }
 
     public func measure(_ variants: [ProbeVariant]) throws -> [VariantMeasurement] {
-        // Reports must not depend on the batch size: every linear layer uses the kernel whose
-        // rows do not depend on their batch (TensorCore `InvariantGEMM`).
-        Parallel.batchInvariant = true
         let ids = try PhaseProfile.shared.measure("scan.tokenize") { try variants.map { try encoder.encode(system: $0.system, user: $0.user) } }
         if let empty = ids.firstIndex(where: { $0.count < 2 }) {
             throw ScanError.invalidInput("variant \(variants[empty].probe.id) encodes to fewer than 2 tokens")

@@ -48,7 +48,6 @@ public enum BaselineCheck {
     /// K response rows give the top-k. Batch invariant, so the same model gives the same bits.
     public static func capture(model: any CausalLanguageModel, encoder: any ChatEncoder, probes: [Probe], suites: [String: String],
                                responseTokens k: Int, topK: Int = defaultTopK, batchSize: Int = 16) throws -> BehaviouralFingerprint {
-        Parallel.batchInvariant = true
         var out: [BehaviouralFingerprint.ProbePrint] = []
         for start in stride(from: 0, to: probes.count, by: batchSize) {
             let batch = Array(probes[start..<min(start + batchSize, probes.count)])
@@ -75,7 +74,6 @@ public enum BaselineCheck {
     /// The current model along each approved continuation, against the approved top-k.
     public static func measure(_ fp: BehaviouralFingerprint, model: any CausalLanguageModel, encoder: any ChatEncoder,
                                probes: [Probe], batchSize: Int = 16) throws -> DriftMeasurement {
-        Parallel.batchInvariant = true
         let byID = Dictionary(probes.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         let matched = fp.probes.filter { byID[$0.id] != nil }
         var perProbe: [Double] = []

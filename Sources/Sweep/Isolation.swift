@@ -91,6 +91,17 @@ public struct ResourceLimits: Sendable, Codable, Equatable {
     }
     #endif
 
+    /// An error the worker caught, attributed to the address-space limit when the process is at
+    /// it. Under RLIMIT_AS the first failing allocation may be one that reports an error (a
+    /// directory listing, a file read) rather than one that traps, depending on where the
+    /// process happens to be; either way the cause is the limit, and the message must say so.
+    /// "At the limit" is tested directly: 8 MiB more cannot be mapped.
+    public func attribute(_ message: String, prefix: String = "") -> String {
+        guard let limit = addressSpaceBytes else { return message }
+        if let p = malloc(8 << 20) { free(p); return message }
+        return prefix + "exceeded the address-space limit of \(ResourceLimits.formatBytes(limit)) (an allocation failed: \(message))"
+    }
+
     /// Applied once by the worker: the address-space limit (soft = hard, so model code cannot
     /// raise it) and no core files (a trapped worker holding a model would write gigabytes).
     func applyToWorker() throws(IsolationError) {

@@ -204,7 +204,7 @@ public enum SweepWorker {
             throw e
         } catch {
             let code: Int32 = if case ScanError.nothingToScan = error { 3 } else { 2 }
-            message = WorkerMessage(failure: ScanFailure(message: "\(error)", exitCode: code))
+            message = WorkerMessage(failure: ScanFailure(message: limits.attribute("\(error)", prefix: "scan process: "), exitCode: code))
         }
         try channel.send(message)
     }
@@ -233,7 +233,7 @@ public enum SweepWorker {
             } catch {
                 result.status = "error"
                 result.verdict = nil
-                result.message = "\(error)".terminalSafe
+                result.message = limits.attribute("\(error)").terminalSafe
             }
             result.seconds = Date().timeIntervalSince(t0)
             result.finishedAt = SweepRunner.now()

@@ -156,8 +156,7 @@ public struct AttentionMask: Sendable, Equatable {
 /// q: (B, T, Hq, D), k and v: (B, S, Hkv, D) with Hq a multiple of Hkv; query head h reads
 /// key/value head h / (Hq/Hkv), as transformers' `repeat_kv`. Returns (B, T, Hq, D), which is
 /// the (B·T, Hq·D) layout the output projection wants. The per-head operands are strided views
-/// of these layouts handed to BLAS with their leading dimensions, so nothing is transposed or
-/// copied. A query that sees no real key (left padding) gets zeros.
+/// of these layouts read with their leading dimensions, so nothing is transposed or copied. A query that sees no real key (left padding) gets zeros.
 public func scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask,
                                       scale: Float? = nil) throws -> Tensor {
     guard q.rank == 4, k.rank == 4, v.shape == k.shape, q.shape[0] == k.shape[0], q.shape[3] == k.shape[3],
@@ -189,13 +188,8 @@ public func scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, mask: Att
                                 let vh = vp.baseAddress! + bi * s * ldk + g * d   // (S, D), ld = Hkv·D
                                 let oh = op.baseAddress! + bi * t * ldq + h * d   // (T, D), ld = Hq·D
                                 let p = sp.baseAddress!
-                                // scores (T, S) = Q · Kᵀ
-                                if t == 1 {
-                                    sgemv(trans: false, m: s, n: d, a: kh, lda: ldk, x: qh, y: p)
-                                } else {
-                                    sgemm(transA: false, transB: true, m: t, n: s, k: d, a: qh, lda: ldq,
-                                          b: kh, ldb: ldk, c: p, ldc: s)
-                                }
+                                // scores (T, S) = Q · Kᵀ, each one fixed-order dot product
+                                InvariantKernels.gemmABt(m: t, n: s, k: d, a: qh, lda: ldq, b: kh, ldb: ldk, c: p, ldc: s)
                                 // Masked softmax row by row; masked entries become exact zeros.
                                 for i in 0..<t {
                                     let row = p + i * s
@@ -208,12 +202,10 @@ public func scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, mask: Att
                                     let inv = 1 / sum
                                     for j in 0..<s { row[j] = keys.contains(j) ? row[j] * inv : 0 }
                                 }
-                                // out (T, D) = P · V
-                                if t == 1 {
-                                    sgemv(trans: true, m: s, n: d, a: vh, lda: ldk, x: p, y: oh)
-                                } else {
-                                    sgemm(transA: false, transB: false, m: t, n: d, k: s, a: p, lda: s,
-                                          b: vh, ldb: ldk, c: oh, ldc: ldq)
+                                // out (T, D) = P · V, keys summed in order
+                                for i in 0..<t {
+                                    InvariantKernels.weightedRowSum(out: oh + i * ldq, d: d, weights: p + i * s, rows: vh, ld: ldk,
+                                                                    count: s, accumulate: false)
                                 }
                             }
                         }

@@ -12,8 +12,9 @@ import Dispatch
 /// blocking (3 rows of A × 3 rows of B) and cache blocking only change which dot products run
 /// together, never their arithmetic, so the result is bitwise independent of M, of the row's
 /// position, of N's split across cores and of the thread count. This is the "batch-invariant
-/// kernel" idea; the scan relies on it (`Parallel.batchInvariant`) for reports that are
-/// identical across batch sizes.
+/// kernel" idea. Linear layers go through `PackedMatrix` (CKernels); this dot-product form serves
+/// attention, whose operands (a query block against the cached keys) change every call and are
+/// not worth packing.
 enum InvariantGEMM {
     typealias V = SIMD8<Float>
 
@@ -133,7 +134,7 @@ enum InvariantGEMM {
     }
 }
 
-/// Fixed-order kernels for attention under `Parallel.batchInvariant`: a query row's scores and
+/// Fixed-order kernels for attention: a query row's scores and
 /// output do not depend on how many query rows run with it (decoding one token and scoring a
 /// whole continuation give the same bits).
 public enum InvariantKernels {

@@ -56,19 +56,13 @@ public func parallelRows(_ count: Int, cost: Int, ways: Int = 2, _ body: (Range<
     }
 }
 
-/// The parallel scheme. OpenBLAS worker threads busy-wait after every call, so Dispatch work
-/// between BLAS calls fights them for the cores (DESIGN.md: one scheme per phase). With
-/// `Parallel.configure(threads: n)`, OpenBLAS runs single-threaded and Assay splits GEMMs,
-/// attention heads and element-wise rows `n` ways itself; with the default (`ways == 1`),
-/// OpenBLAS's own threads parallelize GEMMs and everything else runs on one core.
+/// The parallel scheme. Assay's kernels (GEMM through `PackedMatrix`, attention, element-wise
+/// rows) split their work `ways` ways with Dispatch; OpenBLAS, now used only for LAPACK's SVD,
+/// runs single-threaded unless a phase that is nothing but LAPACK asks for its threads
+/// (`useBLASThreads`): OpenBLAS workers busy-wait after each call and would fight Dispatch for
+/// the cores (DESIGN.md: one scheme per phase). Every split gives the same bits.
 public enum Parallel {
     nonisolated(unsafe) public private(set) static var ways = 1
-
-    /// Batch-invariant linear layers: a row's result is bitwise independent of how many rows
-    /// share its GEMM, where it sits among them, and of `ways` (see `InvariantGEMM`; OpenBLAS
-    /// does not give that). The scan turns this on: its reports must be identical across batch
-    /// sizes. Costs GEMM speed (`assay bench kernels` measures how much).
-    nonisolated(unsafe) public static var batchInvariant = false
 
     public static func configure(threads: Int) {
         let n = max(1, min(threads, 64))

@@ -171,14 +171,13 @@ extension Tensor {
     }
 }
 
-/// Under `Parallel.batchInvariant` (the scan's mode) a sequence's log-probabilities are bitwise
+/// A sequence's log-probabilities are bitwise
 /// the same alone, in a mixed batch, decoded token by token from a forked prefix, and
 /// teacher-forced in one pass — for every architecture. The scan relies on it: a model against
 /// itself diverges by exactly zero, and reports do not depend on the batch size.
 @Suite(.serialized) struct BitwiseBatchInvariance {
     @Test(arguments: ["llama-gqa", "mistral", "qwen2", "gpt2", "gpt-neox", "llama-gqa-lora"])
     func sameBitsEverywhere(_ name: String) throws {
-        Parallel.batchInvariant = true
         let g = try #require(goldens[name])
         let model = try load(name)
         let seq = g.sequences.max { $0.count < $1.count }!

@@ -33,9 +33,6 @@ import TensorCore
 
     @Test(arguments: ["llama-gqa", "qwen2", "gpt2", "gpt-neox"])
     func pairedForwardIsBitIdentical(_ name: String) throws {
-        // Never switched back off: the flag is process-wide and BitwiseBatchInvariance, in
-        // another suite running concurrently, needs it on for its whole test.
-        Parallel.batchInvariant = true
         let (dir, last) = try Self.editedCopy(name)
         let base = try load(name)
         let tuned = try ModelLoader.load(dir)

@@ -2,9 +2,11 @@ import Foundation
 import Testing
 import TensorCore
 
-/// `Parallel.batchInvariant`: a row's linear-layer output must be bitwise the same whatever
-/// else shares its GEMM (row count, position) and however many ways the work is split. The
-/// scan's reports rest on this (identical across batch sizes).
+/// Every linear layer runs through `PackedMatrix`, whose contract is that output (i, j) is one
+/// fused multiply-add chain over k in order, started from the bias (or 0). So a row's output is
+/// bitwise the same whatever else shares its GEMM (row count, position), however many ways the
+/// work is split, and whichever ISA variant runs it; the scan's reports rest on this. Checked
+/// against a chain written here in Swift, for F32, BF16 and F16 weights.
 @Suite(.serialized) struct BatchInvariance {
     static func values(_ n: Int, seed: UInt64) -> [Float] {
         var s = seed
@@ -14,31 +16,96 @@ import TensorCore
         }
     }
 
-    @Test(arguments: [(96, 200, true), (576, 1536, false), (64, 49, true)])
-    func rowsDoNotDependOnTheirBatch(_ inF: Int, _ outF: Int, _ withBias: Bool) throws {
-        Parallel.batchInvariant = true
+    /// The contract, element by element.
+    static func chain(_ x: [Float], _ w: [Float], _ b: [Float]?, rows: Int, inF: Int, outF: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: rows * outF)
+        for i in 0..<rows {
+            for j in 0..<outF {
+                var acc = b?[j] ?? 0
+                for k in 0..<inF { acc = acc.addingProduct(x[i * inF + k], w[j * inF + k]) }
+                out[i * outF + j] = acc
+            }
+        }
+        return out
+    }
+
+    /// Rounds weights to what a BF16 or F16 checkpoint holds, and returns those stored bits.
+    static func stored(_ w: [Float], _ dtype: PackedDType) -> (values: [Float], bits: [UInt16]) {
+        switch dtype {
+        case .bf16:
+            let bits = w.map { UInt16(truncatingIfNeeded: $0.bitPattern >> 16) }
+            return (bits.map { Float(bitPattern: UInt32($0) << 16) }, bits)
+        case .f16:
+            let bits = w.map { Float16($0).bitPattern }
+            return (bits.map { Float(Float16(bitPattern: $0)) }, bits)
+        case .f32:
+            return (w, [])
+        }
+    }
+
+    @Test(arguments: [(96, 200, true), (576, 1536, false), (64, 49, true), (7, 17, false)])
+    func rowsDoNotDependOnTheirBatchOrISA(_ inF: Int, _ outF: Int, _ withBias: Bool) throws {
         defer { Parallel.configure(threads: 1) }
         let total = 70
         let x = Tensor(shape: [total, inF], data: Self.values(total * inF, seed: 1))
-        let w = Tensor(shape: [outF, inF], data: Self.values(outF * inF, seed: 2))
+        let wValues = Self.values(outF * inF, seed: 2)
         let b = withBias ? Tensor(shape: [outF], data: Self.values(outF, seed: 3)) : nil
-        Parallel.configure(threads: 1)
-        let reference = try x.linear(weight: w, bias: b).array
         var mismatches: [String] = []
-        for ways in [1, 2, 3] {
-            Parallel.configure(threads: ways)
-            for m in [1, 2, 5, 15, 16, 17, 31, 33, 64, 70] {
-                for start in Set([0, 1, 7, total - m].filter { $0 >= 0 && $0 + m <= total }) {
-                    let part = try x.slice(axis: 0, start..<(start + m)).linear(weight: w, bias: b).array
-                    let expected = Array(reference[(start * outF)..<((start + m) * outF)])
-                    if part != expected { mismatches.append("ways \(ways), rows \(start)..<\(start + m)") }
+        for dtype in [PackedDType.f32, .bf16, .f16] {
+            let (w, bits) = Self.stored(wValues, dtype)
+            let packed = dtype == .f32
+                ? PackedMatrix(Tensor(shape: [outF, inF], data: w))
+                : bits.withUnsafeBytes { PackedMatrix(stacking: [.init(raw: $0.baseAddress!, dtype: dtype, rows: outF, cols: inF)]) }
+            #expect(packed.dtype == dtype)
+            #expect(packed.unpacked().array == w, "\(dtype): unpacking is not exact")
+            let reference = Self.chain(x.array, w, b?.array, rows: total, inF: inF, outF: outF)
+            for isa in ISA.allCases where isa <= ISA.detected {
+                for ways in [1, 2, 3] {
+                    for m in [1, 2, 5, 6, 7, 15, 16, 17, 31, 33, 64, 70] {
+                        for start in Set([0, 1, 7, total - m].filter { $0 >= 0 && $0 + m <= total }) {
+                            let rows = x.slice(axis: 0, start..<(start + m)).contiguous()
+                            var out = Tensor(shape: [m, outF]) { dst in
+                                if let b { b.withUnsafeBufferPointer { bp in for r in 0..<m { (dst.baseAddress! + r * outF).update(from: bp.baseAddress!, count: outF) } } }
+                            }
+                            rows.withUnsafeBufferPointer { xp in
+                                out.withUnsafeMutableBufferPointer { cp in
+                                    packed.multiply(m: m, a: xp.baseAddress!, lda: inF, c: cp.baseAddress!, ldc: outF,
+                                                    accumulate: b != nil, ways: ways, isa: isa)
+                                }
+                            }
+                            if out.array != Array(reference[(start * outF)..<((start + m) * outF)]) {
+                                mismatches.append("\(dtype) \(isa), ways \(ways), rows \(start)..<\(start + m)")
+                            }
+                        }
+                    }
                 }
             }
         }
-        #expect(mismatches.isEmpty, "rows changed with their batch: \(mismatches.prefix(5))")
-        // And the invariant kernel must still compute the right product (float64 reference).
-        let (xa, wa, ba) = (x.array, w.array, b?.array)
-        let r0 = (0..<outF).map { j in (0..<inF).reduce(Double(ba?[j] ?? 0)) { $0 + Double(xa[$1]) * Double(wa[j * inF + $1]) } }
-        for j in 0..<outF { #expect(abs(Double(reference[j]) - r0[j]) < 1e-4 * max(1, abs(r0[j]))) }
+        #expect(mismatches.isEmpty, "outputs left the FMA chain: \(mismatches.prefix(5))")
+        // And the chain is the right product (float64 reference).
+        let r = try x.linear(weight: Tensor(shape: [outF, inF], data: wValues), bias: b).array
+        let (xa, ba) = (x.array, b?.array)
+        for j in 0..<outF {
+            let r0 = (0..<inF).reduce(Double(ba?[j] ?? 0)) { $0 + Double(xa[$1]) * Double(wValues[j * inF + $1]) }
+            #expect(abs(Double(r[j]) - r0) < 1e-4 * max(1, abs(r0)))
+        }
+    }
+
+    @Test func isaRequestsAreChecked() throws {
+        #expect(try ISA.requested(nil).get() == nil)
+        #expect(try ISA.requested("scalar").get() == .scalar)
+        if ISA.detected >= .avx2 { #expect(try ISA.requested("AVX2").get() == .avx2) }
+        guard case let .failure(e) = ISA.requested("avx-512") else { Issue.record("a misspelt ISA was accepted"); return }
+        #expect(e.message.contains("not one of scalar, avx2, avx512"))
+    }
+
+    @Test func genericOpenBLASCoresAreReplaced() {
+        #expect(BLAS.preferredCoreType(current: "Prescott", isa: .avx512, explicit: nil) == "SkylakeX")
+        #expect(BLAS.preferredCoreType(current: "Prescott", isa: .avx2, explicit: nil) == "Haswell")
+        #expect(BLAS.preferredCoreType(current: "SkylakeX", isa: .avx512, explicit: nil) == nil)
+        #expect(BLAS.preferredCoreType(current: "Haswell", isa: .avx512, explicit: nil) == "SkylakeX")
+        #expect(BLAS.preferredCoreType(current: "Zen", isa: .avx2, explicit: nil) == nil)
+        #expect(BLAS.preferredCoreType(current: "Prescott", isa: .avx512, explicit: "Prescott") == nil)
+        #expect(BLAS.preferredCoreType(current: "Prescott", isa: .scalar, explicit: nil) == nil)
     }
 }
