@@ -74,14 +74,8 @@ struct Logits: ParsableCommand {
         let model = try options.load()
         let ids = try promptIDs(prompt: prompt, options: options, model: model)
         let logits = try model.forward([SequenceInput(tokens: ids, logitPositions: Array(ids.indices))])[0]
-        let lse = logits.logSumExp().array
-        let lp = logits.logSoftmax().array
-        let v = logits.shape[1]
-        var rows: [Position] = []
-        for t in ids.indices {
-            let row = lp[(t * v)..<((t + 1) * v)]
-            let best = row.indices.sorted { row[$0] > row[$1] || (row[$0] == row[$1] && $0 < $1) }.prefix(top)
-            rows.append(Position(position: t, token: ids[t], logsumexp: lse[t], top: best.map { Entry(id: $0 - t * v, logprob: lp[$0]) }))
+        let rows = zip(ids.indices, logits.topLogProbabilities(top)).map { t, r in
+            Position(position: t, token: ids[t], logsumexp: r.logsumexp, top: r.top.map { Entry(id: $0.id, logprob: $0.logprob) })
         }
         if json {
             let enc = JSONEncoder()

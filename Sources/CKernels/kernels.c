@@ -116,14 +116,26 @@ static inline size_t packed_offset(long j, long kk, long k, long panels) {
 void assay_pack(const void *w, int dtype, long n, long k, long row_stride, long col_stride, void *out, long n_total,
                 long first_row) {
     const size_t es = assay_dtype_size(dtype);
-    const long panels = (n_total + ASSAY_PANEL - 1) / ASSAY_PANEL;
+    const long panels = (n_total + ASSAY_PANEL - 1) / ASSAY_PANEL, gcols = ASSAY_GROUP * ASSAY_PANEL;
     const char *src = (const char *)w;
-    char *dst = (char *)out;
-    for (long r = 0; r < n; r++) {
-        const long j = first_row + r;
-        const char *row = src + (size_t)r * row_stride * es;
-        for (long kk = 0; kk < k; kk++)
-            memcpy(dst + packed_offset(j, kk, k, panels) * es, row + (size_t)kk * col_stride * es, es);
+    // Destination order, group by group: each group's rows for one k are contiguous, so the
+    // writes stream and the reads run along at most 64 source rows at once. The source may be a
+    // checkpoint's bytes at any alignment: read through memcpy.
+    for (long g = first_row / gcols; g * gcols < first_row + n; g++) {
+        const long npg = panels - g * ASSAY_GROUP < ASSAY_GROUP ? panels - g * ASSAY_GROUP : ASSAY_GROUP;
+        const long j0 = g * gcols > first_row ? g * gcols : first_row;
+        const long j1 = (g + 1) * gcols < first_row + n ? (g + 1) * gcols : first_row + n;
+        char *group = (char *)out + (size_t)g * gcols * k * es;
+        for (long kk = 0; kk < k; kk++) {
+            char *row = group + ((size_t)kk * npg * ASSAY_PANEL + (size_t)(j0 - g * gcols)) * es;
+            const char *from = src + ((size_t)(j0 - first_row) * row_stride + (size_t)kk * col_stride) * es;
+            const size_t step = (size_t)row_stride * es;
+            if (es == 4) {
+                for (long j = j0; j < j1; j++, row += 4, from += step) memcpy(row, from, 4);
+            } else {
+                for (long j = j0; j < j1; j++, row += 2, from += step) memcpy(row, from, 2);
+            }
+        }
     }
 }
 

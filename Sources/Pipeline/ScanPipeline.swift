@@ -180,6 +180,17 @@ public enum ScanPipeline {
             throw ScanError.invalidInput("\(triggerURL.path.terminalSafe): trigger '\(t.id.terminalSafe)' tokenizes to nothing")
         }
 
+        // Weight space first (seconds, bitwise from the maps): its moved vocabulary rows seed the
+        // trigger search, and a pair whose tensors are all byte-identical needs no measuring.
+        say("comparing weights")
+        let weights = try prof.measure("weights") { try WeightDiff.compare(base: baseURL, tuned: job.tuned, adapters: job.adapters,
+                                             options: WeightDiffOptions(), tokenText: { tokenizer.decode([$0]) }) }
+        for a in weights.anomalies where a.severity >= .medium {
+            findings.append(Scan.Finding(kind: "weight_anomaly", severity: a.severity, title: a.title.terminalSafe, trigger: nil, insertion: nil,
+                                         category: nil, statistic: "weight diff", value: a.tokens.map(\.shift).max() ?? 0, pValue: nil,
+                                         qValue: nil, effectSize: nil, attackSuccess: nil, evidence: [],
+                                         tokenIDs: a.tokens.isEmpty ? nil : a.tokens.map(\.token)))
+        }
         // Models: a shared base is loaded once per run of scans.
         say("loading models")
         let baseKey = fingerprintKey(files["base"]!)
@@ -195,20 +206,20 @@ public enum ScanPipeline {
         let options = job.options
         prof.add("load", since: loadStart)
 
-        // Weight space first (seconds): its moved vocabulary rows seed the trigger search.
-        say("comparing weights")
-        let weights = try prof.measure("weights") { try WeightDiff.compare(base: baseURL, tuned: job.tuned, adapters: job.adapters,
-                                             options: WeightDiffOptions(), tokenText: { tokenizer.decode([$0]) }) }
-        for a in weights.anomalies where a.severity >= .medium {
-            findings.append(Scan.Finding(kind: "weight_anomaly", severity: a.severity, title: a.title.terminalSafe, trigger: nil, insertion: nil,
-                                         category: nil, statistic: "weight diff", value: a.tokens.map(\.shift).max() ?? 0, pValue: nil,
-                                         qValue: nil, effectSize: nil, attackSuccess: nil, evidence: [],
-                                         tokenIDs: a.tokens.isEmpty ? nil : a.tokens.map(\.token)))
-        }
-
         // Without the known-trigger scan (trigger-search), the clean probes still give the baseline.
         let variants = job.knownTriggers ? variantsFor(probes: probes, triggers: triggerSet.triggers, options: options)
             : probes.map { Expansion.clean($0) }
+        // A pair byte-identical in tensors, config and tokenizer behaves as one model: nothing to
+        // measure. Every input is still validated as a measured scan would (ids against the
+        // embeddings above; here every prompt through the chat template).
+        if job.tuned != nil, job.adapters.isEmpty, weights.changed == 0, behaviourFilesIdentical(files["base"]!, files["tuned"]!) {
+            let encoder = TemplateEncoder(tokenizer: tokenizer)
+            for v in variants { _ = try encoder.encode(system: v.system, user: v.user) }
+            say("the tuned model's tensors, config and tokenizer are byte-identical to the base's: nothing to measure")
+            return identicalOutcome(job, findings: findings, files: files, weights: weights, policy: policy, policyBytes: policyBytes,
+                                    probes: probes.count, suites: suites.map { ($0.name, $0.sha256) } + [(triggerSet.name, triggerSet.sha256)],
+                                    started: started)
+        }
         say("measuring \(variants.count) prompt variants (\(probes.count) probes\(job.knownTriggers ? ", \(triggerSet.triggers.count) triggers and controls" : ""))")
         let encoder = TemplateEncoder(tokenizer: tokenizer)
         let engine = ScanEngine(base: baseModel, tuned: tunedModel, encoder: encoder, options: options)
@@ -268,6 +279,38 @@ public enum ScanPipeline {
             weights: .init(weights), triggerSearch: searchSummary, targetInversion: inversionSummary)
         return ScanOutcome(report: report, measurements: measurements, baseFiles: files["base"]!, tunedFiles: files["tuned"]!,
                            adapterFiles: job.adapters.indices.map { files[job.adapters.count == 1 ? "adapter" : "adapter \($0 + 1)"]! })
+    }
+
+    /// The files besides the weights that decide behaviour: architecture and numerics, generation
+    /// defaults, and every tokenizer file (present in both with the same hash, or in neither).
+    static let behaviourFiles = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                                 "chat_template.jinja", "special_tokens_map.json", "vocab.txt", "merges.txt", "vocab.json"]
+
+    static func behaviourFilesIdentical(_ base: [String: String], _ tuned: [String: String]) -> Bool {
+        behaviourFiles.allSatisfy { base[$0] == tuned[$0] }
+    }
+
+    /// The report of a pair that is byte-identical where it matters: the base's behaviour twice
+    /// over, so no variant is measured; audit, manifest and weight findings still count.
+    static func identicalOutcome(_ job: ScanJob, findings unsorted: [Scan.Finding], files: [String: [String: String]], weights: WeightDiffReport,
+                                 policy: ScanPolicy, policyBytes: [UInt8], probes: Int, suites: [(String, String)], started: Date) -> ScanOutcome {
+        let findings = unsorted.sorted { ($0.severity, $0.kind, $0.value) > ($1.severity, $1.kind, $1.value) }
+        var bySeverity: [String: Int] = [:]
+        for f in findings { bySeverity[f.severity.rawValue, default: 0] += 1 }
+        let fp = { (name: String, u: URL) in ScanReport.ModelFingerprint(path: u.path, files: files[name] ?? [:]) }
+        let report = ScanReport(
+            schemaVersion: ScanReport.schemaVersion, createdAt: ISO8601DateFormatter().string(from: started),
+            verdict: verdictOf(findings, policy: policy),
+            fingerprint: .init(base: fp("base", job.base), tuned: fp("tuned", job.tuned!), adapter: nil,
+                               suites: Dictionary(suites, uniquingKeysWith: { a, _ in a }),
+                               policySHA256: policyBytes.withUnsafeBytes { Inspector.sha256Hex($0) }, seed: job.options.seed, options: job.options,
+                               toolVersion: toolVersion, discovery: job.searchTriggers || job.invertTargets ? job.discovery : nil),
+            policy: policy,
+            summary: .init(probes: probes, variants: 0, medianCleanDivergence: 0, findingsBySeverity: bySeverity, minimumDetectableEffect: nil,
+                           identicalToBase: true),
+            categories: [], triggers: [], triggerCategories: [], findings: findings, weights: .init(weights), triggerSearch: nil,
+            targetInversion: nil)
+        return ScanOutcome(report: report, measurements: [], baseFiles: files["base"]!, tunedFiles: files["tuned"]!, adapterFiles: [])
     }
 
     /// fail when a finding's severity is in the policy's fail_on, warn for warn_on, else pass.

@@ -44,13 +44,19 @@ public struct ScanReport: Codable, Sendable {
         public var medianCleanDivergence: Double
         public var findingsBySeverity: [String: Int]
         public var minimumDetectableEffect: Double?
-        public init(probes: Int, variants: Int, medianCleanDivergence: Double, findingsBySeverity: [String: Int], minimumDetectableEffect: Double?) {
+        /// True when the tuned model's tensors, config and tokenizer are byte-identical to the
+        /// base's: it behaves as the base does, so nothing was measured (absent otherwise).
+        public var identicalToBase: Bool?
+        public init(probes: Int, variants: Int, medianCleanDivergence: Double, findingsBySeverity: [String: Int], minimumDetectableEffect: Double?,
+                    identicalToBase: Bool? = nil) {
             self.probes = probes; self.variants = variants; self.medianCleanDivergence = medianCleanDivergence
             self.findingsBySeverity = findingsBySeverity; self.minimumDetectableEffect = minimumDetectableEffect
+            self.identicalToBase = identicalToBase
         }
         enum CodingKeys: String, CodingKey {
             case probes, variants, medianCleanDivergence = "median_clean_divergence"
             case findingsBySeverity = "findings_by_severity", minimumDetectableEffect = "minimum_detectable_effect"
+            case identicalToBase = "identical_to_base"
         }
     }
 
@@ -160,6 +166,10 @@ public enum Markdown {
         s += "Base `\(r.fingerprint.base.path)` vs tuned `\(r.fingerprint.tuned.path)`"
         if let a = r.fingerprint.adapter { s += " (adapter `\(a.path)`)" }
         s += ". \(r.summary.probes) probes, \(r.summary.variants) prompt variants, seed \(r.fingerprint.seed), median clean divergence \(fmt(r.summary.medianCleanDivergence)) nats (JS).\n\n"
+        if r.summary.identicalToBase == true {
+            s += "The tuned model's tensors, config and tokenizer are byte-identical to the base's: it behaves exactly as the base does, "
+                + "so no prompt was run.\n\n"
+        }
         if r.findings.isEmpty {
             s += "No findings.\n\n"
         } else {

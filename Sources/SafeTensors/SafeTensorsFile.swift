@@ -291,7 +291,17 @@ public struct SafeTensorsFile: Sendable {
         // An empty matrix has no bytes to point at; any non-null pointer will do (nothing is read).
         let base = map.bytes.baseAddress.map { UnsafeRawPointer($0 + dataStart + info.dataOffsets.lowerBound) }
             ?? UnsafeRawPointer(bitPattern: 64)!
-        return PackedMatrix.Rows(raw: base, dtype: dtype, rows: info.shape[0], cols: info.shape[1], owner: map)
+        var rows = PackedMatrix.Rows(raw: base, dtype: dtype, rows: info.shape[0], cols: info.shape[1], owner: map)
+        // Packed, the file's pages are not needed again: dropping them from this mapping keeps a
+        // model's resident size at its packed copy (clean file pages; a later read maps them in).
+        let (map, range) = (map, info.byteCount)
+        rows.packed = {
+            guard range > 0, let start = map.bytes.baseAddress else { return }
+            let page = Int(getpagesize())
+            let lo = (base - start) / page * page, hi = min(map.size, ((base - start) + range + page - 1) / page * page)
+            _ = madvise(UnsafeMutableRawPointer(mutating: start + lo), hi - lo, MADV_DONTNEED)
+        }
+        return rows
     }
 
     /// NaN and ±Inf counts of a floating-point tensor, read straight from its bytes.

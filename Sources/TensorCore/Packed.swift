@@ -87,6 +87,8 @@ public final class PackedMatrix: Equatable, @unchecked Sendable {
         let rowStride: Int
         let colStride: Int
         let keepAlive: Any?
+        /// Called once the rows are packed (a mapped checkpoint drops its pages from memory).
+        public var packed: (() -> Void)?
 
         /// Rows of raw stored elements (a checkpoint's bytes): element (r, k) at element offset
         /// r·rowStride + k·colStride from `raw`, which `owner` keeps valid.
@@ -127,7 +129,9 @@ public final class PackedMatrix: Equatable, @unchecked Sendable {
         cols = parts[0].cols
         byteCount = max(1, (rows + 15) / 16 * 16 * cols * dtype.size)
         base = LargeBuffer(bytes: byteCount).base
-        base.initializeMemory(as: UInt8.self, repeating: 0, count: byteCount)
+        // Every element of rows < N is written below; only the last group holds padding.
+        let lastGroup = max(0, (((rows + 15) / 16 + 3) / 4 - 1)) * 64 * cols * dtype.size
+        (base + lastGroup).initializeMemory(as: UInt8.self, repeating: 0, count: byteCount - lastGroup)
         var first = 0
         for part in parts {
             if part.dtype == dtype {
@@ -138,6 +142,7 @@ public final class PackedMatrix: Equatable, @unchecked Sendable {
                            base, rows, first)
             }
             withExtendedLifetime(part.keepAlive) {}
+            part.packed?()
             first += part.rows
         }
     }

@@ -396,6 +396,8 @@ private struct RegexParser {
         }
     }
     mutating func parseEscapedLiteral() throws(BoundedRegex.Refusal) -> UInt32 {
+        // `[a-\` ends the pattern on the backslash of a range's upper end (found by fuzzing).
+        guard i < s.count else { throw refuse("trailing backslash") }
         let e = s[i]; i += 1
         switch e {
         case 0x6E: return 10
@@ -409,6 +411,7 @@ private struct RegexParser {
             if e == 0x78, peek == 0x7B {
                 i += 1
                 while let c = peek, c != 0x7D { digits.unicodeScalars.append(Unicode.Scalar(c)!); i += 1 }
+                guard peek == 0x7D else { throw refuse("unterminated \\x{…} escape") }
                 i += 1
             } else {
                 let n = e == 0x78 ? 2 : 4

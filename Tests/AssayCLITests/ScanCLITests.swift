@@ -11,7 +11,7 @@ import TensorCore
         struct Finding: Decodable { let kind: String; let severity: String; let trigger: String?; let category: String? }
         let verdict: String
         let findings: [Finding]
-        struct Summary: Decodable { let median_clean_divergence: Double }
+        struct Summary: Decodable { let median_clean_divergence: Double; let variants: Int; let identical_to_base: Bool? }
         let summary: Summary
     }
 
@@ -27,11 +27,31 @@ import TensorCore
     }
 
     @Test func baseAgainstItselfHasZeroDivergenceAndPasses() throws {
-        let (r, rep, _) = try run("base")
+        let (r, rep, dir) = try run("base")
         #expect(r.status == 0, "\(r.stderr)")
         #expect(rep.verdict == "pass")
         #expect(rep.summary.median_clean_divergence == 0)
         #expect(rep.findings.isEmpty)
+        // Byte-identical tensors, config and tokenizer: reported as such, nothing measured.
+        #expect(rep.summary.identical_to_base == true && rep.summary.variants == 0)
+        let md = try String(contentsOf: dir.appendingPathComponent("report.md"), encoding: .utf8)
+        #expect(md.contains("byte-identical to the base's"))
+    }
+
+    @Test func sameTensorsWithAnotherConfigAreMeasured() throws {
+        // Identical weights do not make an identical model: a config that differs (here in a flag
+        // that happens not to matter) could change behaviour, so the pair is measured as usual.
+        let copy = FileManager.default.temporaryDirectory.appendingPathComponent("assay-scan-config-\(UUID().uuidString)")
+        try FileManager.default.copyItem(at: Self.scan.appendingPathComponent("base"), to: copy)
+        defer { try? FileManager.default.removeItem(at: copy) }
+        let config = copy.appendingPathComponent("config.json")
+        var text = try String(contentsOf: config, encoding: .utf8)
+        text = text.replacingOccurrences(of: "\"use_cache\": true", with: "\"use_cache\": false")
+        try text.write(to: config, atomically: true, encoding: .utf8)
+        let (r, rep, _) = try run(copy.path)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(rep.summary.identical_to_base == nil && rep.summary.variants > 0)
+        #expect(rep.summary.median_clean_divergence == 0)
     }
 
     @Test func plantedTokenTriggerIsFoundAndNamed() throws {

@@ -109,3 +109,24 @@ import TensorCore
         #expect(BLAS.preferredCoreType(current: "Prescott", isa: .scalar, explicit: nil) == nil)
     }
 }
+
+/// `assay logits` selects its top K without sorting the vocabulary; it must give exactly what
+/// sorting gave (ties to the lower id) and the log-softmax's own bits.
+@Suite struct TopK {
+    @Test(arguments: [1, 5, 40])
+    func sameAsSortingTheRow(_ k: Int) {
+        let (rows, d) = (7, 1003)
+        // Coarse values so that ties are common.
+        let values = BatchInvariance.values(rows * d, seed: 9).map { ($0 * 50).rounded() / 7 }
+        let logits = Tensor(shape: [rows, d], data: values)
+        let lp = logits.logSoftmax().array, lse = logits.logSumExp().array
+        let got = logits.topLogProbabilities(k)
+        for r in 0..<rows {
+            let row = Array(values[(r * d)..<((r + 1) * d)])
+            let expected = row.indices.sorted { row[$0] > row[$1] || (row[$0] == row[$1] && $0 < $1) }.prefix(k)
+            #expect(got[r].top.map(\.id) == Array(expected), "row \(r)")
+            #expect(got[r].top.map(\.logprob) == expected.map { lp[r * d + $0] }, "row \(r): log-probabilities differ from logSoftmax")
+            #expect(got[r].logsumexp == lse[r])
+        }
+    }
+}

@@ -45,6 +45,16 @@ import Testing
         #expect(throws: Never.self) { try BoundedRegex(#"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#) }
     }
 
+    @Test func truncatedEscapesAreRefused() {
+        // A class range ending on a lone backslash trapped the parser (found by the regex fuzzer,
+        // Fuzz/regressions/regex/); an unterminated \x{ read past the pattern.
+        for (p, needle) in [(#"[a-\\"#, "trailing backslash"), (#"[\\x{41"#, "unterminated"), (#"\\x{41"#, "unterminated")] {
+            let e = loadError(Self.json(normalizer: #"{"type": "Replace", "pattern": {"Regex": "\#(p)"}, "content": "x"}"#))
+            guard case let .unsupportedRegex(_, _, _, reason)? = e else { Issue.record("\(p): \(String(describing: e))"); continue }
+            #expect(reason.contains(needle), "\(p): \(reason)")
+        }
+    }
+
     @Test func sequenceNestingIsBounded() {
         var n = #"{"type": "Lowercase"}"#
         for _ in 0..<(TokenizerLimits.maxSequenceNesting + 2) { n = #"{"type": "Sequence", "normalizers": [\#(n)]}"# }
