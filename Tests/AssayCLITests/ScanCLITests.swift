@@ -15,13 +15,13 @@ import TensorCore
         let summary: Summary
     }
 
-    func run(_ tuned: String, extra: [String] = [], out: URL? = nil) throws -> (RunResult, Report, URL) {
+    func run(_ tuned: String, extra: [String] = [], out: URL? = nil, environment: [String: String] = [:]) throws -> (RunResult, Report, URL) {
         let dir = out ?? FileManager.default.temporaryDirectory.appendingPathComponent("assay-scan-\(UUID().uuidString)")
         let r = try assay(["scan", "--base", Self.scan.appendingPathComponent("base").path,
                            "--tuned", tuned.hasPrefix("/") ? tuned : Self.scan.appendingPathComponent(tuned).path,
                            "--suite", Self.scan.appendingPathComponent("suite.jsonl").path,
                            "--triggers", Self.scan.appendingPathComponent("triggers.jsonl").path,
-                           "--out", dir.path, "--threads", "1"] + extra)
+                           "--out", dir.path, "--threads", "1"] + extra, environment: environment)
         let data = try Data(contentsOf: dir.appendingPathComponent("report.json"))
         return (r, try JSONDecoder().decode(Report.self, from: data), dir)
     }
@@ -83,12 +83,16 @@ import TensorCore
         #expect(!rep.findings.contains { ["trigger_backdoor", "category_shift"].contains($0.kind) })
     }
 
-    /// Identical inputs give byte-identical reports apart from the timestamp, whatever the batch size and thread count.
+    /// Identical inputs give byte-identical reports apart from the timestamp, whatever the batch size, thread count and ISA variant.
     @Test func reportsAreDeterministicAcrossRunsAndBatchSizes() throws {
         let (_, _, a) = try run("trigger-token", extra: ["--batch-size", "7"])
         let (_, _, b) = try run("trigger-token", extra: ["--batch-size", "64", "--threads", "2"])
         // Prompt-prefix sharing is an optimization only: the same bytes without it.
         let (_, _, c) = try run("trigger-token", extra: ["--batch-size", "13", "--no-prompt-sharing"])
+        // And the same bytes from every kernel variant this CPU has below its best (ASSAY_ISA).
+        let lower = try ISA.allCases.filter { $0 < ISA.detected }.map { isa in
+            (isa, try run("trigger-token", extra: ["--batch-size", "5", "--threads", "2"], environment: ["ASSAY_ISA": isa.description]).2)
+        }
         for name in ["report.json", "report.md", "report.html", "report.sarif"] {
             func strip(_ u: URL) throws -> String {
                 try String(contentsOf: u.appendingPathComponent(name), encoding: .utf8).split(separator: "\n")
@@ -96,6 +100,7 @@ import TensorCore
             }
             #expect(try strip(a) == strip(b), "\(name) differs between batch sizes / thread counts")
             #expect(try strip(a) == strip(c), "\(name) differs with prompt sharing off")
+            for (isa, d) in lower { #expect(try strip(a) == strip(d), "\(name) differs with ASSAY_ISA=\(isa)") }
         }
     }
 
