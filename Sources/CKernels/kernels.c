@@ -344,10 +344,64 @@ T256 static void panel256(int mr, int dtype, long kc, const float *a, const char
     }
 }
 
+// A single row across a whole group (up to 8 ymm accumulators): decoding one token, where one
+// panel at a time would leave two FMA chains in flight and stall on their latency.
+T256 static inline __attribute__((always_inline)) void
+row256(const int NP, const int dtype, long kc, const float *a, const char *bp, long rs, float *c, int load, long cols) {
+    const size_t es = dtype == ASSAY_DTYPE_F32 ? 4 : 2;
+    __m256 acc[4][2];
+    float tmp[16];
+    for (int q = 0; q < NP; q++) {
+        const float *src = c + q * ASSAY_PANEL;
+        if (!load) { acc[q][0] = acc[q][1] = _mm256_setzero_ps(); continue; }
+        if (q == NP - 1 && cols != ASSAY_PANEL) {
+            memset(tmp, 0, sizeof tmp);
+            memcpy(tmp, src, (size_t)cols * 4);
+            src = tmp;
+        }
+        acc[q][0] = _mm256_loadu_ps(src);
+        acc[q][1] = _mm256_loadu_ps(src + 8);
+    }
+    for (long kk = 0; kk < kc; kk++) {
+        const char *row = bp + (size_t)kk * rs;
+        const __m256 x = _mm256_broadcast_ss(a + kk * MRS);
+        for (int q = 0; q < NP; q++) {
+            acc[q][0] = _mm256_fmadd_ps(x, ld256(row + (size_t)q * ASSAY_PANEL * es, dtype), acc[q][0]);
+            acc[q][1] = _mm256_fmadd_ps(x, ld256(row + ((size_t)q * ASSAY_PANEL + 8) * es, dtype), acc[q][1]);
+        }
+    }
+    for (int q = 0; q < NP; q++) {
+        if (q == NP - 1 && cols != ASSAY_PANEL) {
+            _mm256_storeu_ps(tmp, acc[q][0]);
+            _mm256_storeu_ps(tmp + 8, acc[q][1]);
+            memcpy(c + q * ASSAY_PANEL, tmp, (size_t)cols * 4);
+        } else {
+            _mm256_storeu_ps(c + q * ASSAY_PANEL, acc[q][0]);
+            _mm256_storeu_ps(c + q * ASSAY_PANEL + 8, acc[q][1]);
+        }
+    }
+}
+
+#define ROW256_NP(DT)                                                                                      \
+    switch (np) {                                                                                          \
+    case 1: row256(1, DT, kc, a, bp, rs, c, load, cols); break;                                            \
+    case 2: row256(2, DT, kc, a, bp, rs, c, load, cols); break;                                            \
+    case 3: row256(3, DT, kc, a, bp, rs, c, load, cols); break;                                            \
+    default: row256(4, DT, kc, a, bp, rs, c, load, cols); break;                                           \
+    }
+
 // One panel per micro-kernel call (12 ymm accumulators); the group's `np` panels in turn.
 T256 static void tile256(int mr, int np, int dtype, long kc, const float *a, const char *bp, long rs,
                          float *c, long ldc, int load, long cols) {
     const size_t es = dtype == ASSAY_DTYPE_F32 ? 4 : 2;
+    if (mr == 1) {
+        switch (dtype) {
+        case ASSAY_DTYPE_BF16: ROW256_NP(ASSAY_DTYPE_BF16) break;
+        case ASSAY_DTYPE_F16: ROW256_NP(ASSAY_DTYPE_F16) break;
+        default: ROW256_NP(ASSAY_DTYPE_F32) break;
+        }
+        return;
+    }
     for (int q = 0; q < np; q++)
         panel256(mr, dtype, kc, a, bp + (size_t)q * ASSAY_PANEL * es, rs, c + q * ASSAY_PANEL, ldc, load,
                  q == np - 1 ? cols : ASSAY_PANEL);
