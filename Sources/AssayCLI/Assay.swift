@@ -115,7 +115,9 @@ func verboseVersion() -> String {
     var lines = ["assay \(Assay.version)"]
     lines.append("kernels: \(ISA.active) (CPU supports \(ISA.detected)\(env["ASSAY_ISA"].map { ", ASSAY_ISA=\($0)" } ?? ""))")
     var blas = "blas: \(BLAS.coreName) (\(BLAS.configuration))"
-    if let was = env["ASSAY_BLAS_RESTARTED"] { blas += ", restarted with OPENBLAS_CORETYPE=\(env["OPENBLAS_CORETYPE"] ?? "?") (OpenBLAS had picked \(was))" }
+    if let was = env["ASSAY_BLAS_RESTARTED"] {
+        blas += ", restarted with OPENBLAS_CORETYPE=\(env["OPENBLAS_CORETYPE"] ?? "?") (OpenBLAS had picked \(was))"
+    }
     lines.append(blas)
     return lines.joined(separator: "\n")
 }

@@ -95,7 +95,8 @@ struct BenchCore: ParsableCommand {
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
             emit(String(decoding: try enc.encode(result), as: UTF8.self))
         } else {
-            var out = "kernels: \(result.kernels); BLAS: \(result.blas), core \(result.blasCore), threads: \(result.threads), median of \(repeats)\n\n"
+            var out = "kernels: \(result.kernels); BLAS: \(result.blas), core \(result.blasCore), "
+                + "threads: \(result.threads), median of \(repeats)\n\n"
             out += "GEMM                       OpenBLAS GFLOP/s    Assay GFLOP/s    ratio\n"
             for g in gemm {
                 out += "  \(g.shape.padding(toLength: 24, withPad: " ", startingAt: 0))"

@@ -60,7 +60,8 @@ struct BenchKernels: ParsableCommand {
         let m = rows
         let shapes: [(String, Int, Int)] = [("qkv", 576, 960), ("o_proj", 576, 576), ("gate_up", 576, 3072), ("down", 1536, 576),
                                              ("lm_head/16", 576, 3072)]
-        out += "\nGEMM (\(m) rows), GFLOP/s          " + variants.map { "assay \($0)".padding(toLength: 14, withPad: " ", startingAt: 0) }.joined()
+        out += "\nGEMM (\(m) rows), GFLOP/s          "
+            + variants.map { "assay \($0)".padding(toLength: 14, withPad: " ", startingAt: 0) }.joined()
             + "OpenBLAS    ratio\n"
         for ways in [1, threads] {
             for (name, k, n) in shapes {
@@ -73,7 +74,10 @@ struct BenchKernels: ParsableCommand {
                 for isa in variants {
                     let t = a.withUnsafeBufferPointer { ap in
                         c.withUnsafeMutableBufferPointer { cp in
-                            median { packed.multiply(m: m, a: ap.baseAddress!, lda: k, c: cp.baseAddress!, ldc: n, accumulate: false, ways: ways, isa: isa) }
+                            median {
+                                packed.multiply(m: m, a: ap.baseAddress!, lda: k, c: cp.baseAddress!, ldc: n, accumulate: false,
+                                                ways: ways, isa: isa)
+                            }
                         }
                     }
                     best = max(best, flops / t / 1e9)
@@ -84,7 +88,8 @@ struct BenchKernels: ParsableCommand {
                     w.withUnsafeBufferPointer { wp in
                         c.withUnsafeMutableBufferPointer { cp in
                             median {
-                                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k), 1, ap.baseAddress, Int32(k),
+                                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k), 1,
+                                            ap.baseAddress, Int32(k),
                                             wp.baseAddress, Int32(k), 0, cp.baseAddress, Int32(n))
                             }
                         }
@@ -115,7 +120,10 @@ struct BenchKernels: ParsableCommand {
                 for isa in variants {
                     let t = x.withUnsafeBufferPointer { xp in
                         y.withUnsafeMutableBufferPointer { yp in
-                            median { packed.multiply(m: 1, a: xp.baseAddress!, lda: k, c: yp.baseAddress!, ldc: n, accumulate: false, ways: ways, isa: isa) }
+                            median {
+                                packed.multiply(m: 1, a: xp.baseAddress!, lda: k, c: yp.baseAddress!, ldc: n, accumulate: false,
+                                                ways: ways, isa: isa)
+                            }
                         }
                     }
                     let gbs = Double(packed.byteCount) / t / 1e9

@@ -95,7 +95,8 @@ public final class GPT2Model: CausalLanguageModel, @unchecked Sendable {
             layers.append(Layer(
                 ln1w: try t("ln_1.weight", [d], "n_embd"), ln1b: try t("ln_1.bias", [d], "n_embd"),
                 ln2w: try t("ln_2.weight", [d], "n_embd"), ln2b: try t("ln_2.bias", [d], "n_embd"),
-                wqkv: try m("attn.c_attn.weight", [d, 3 * d], "n_embd, 3 × n_embd"), bqkv: try t("attn.c_attn.bias", [3 * d], "3 × n_embd"),
+                wqkv: try m("attn.c_attn.weight", [d, 3 * d], "n_embd, 3 × n_embd"),
+                bqkv: try t("attn.c_attn.bias", [3 * d], "3 × n_embd"),
                 wo: try m("attn.c_proj.weight", [d, d], "n_embd"),
                 bo: try t("attn.c_proj.bias", [d], "n_embd"),
                 fc: try m("mlp.c_fc.weight", [d, f], "n_embd, n_inner"),

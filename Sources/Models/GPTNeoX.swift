@@ -101,7 +101,9 @@ public final class GPTNeoXModel: CausalLanguageModel, @unchecked Sendable {
                 ln1w: try t("input_layernorm.weight", [d], "hidden_size"), ln1b: try t("input_layernorm.bias", [d], "hidden_size"),
                 ln2w: try t("post_attention_layernorm.weight", [d], "hidden_size"),
                 ln2b: try t("post_attention_layernorm.bias", [d], "hidden_size"),
-                wqkv: PackedMatrix(stacking: (0..<3).flatMap { which in (0..<heads).map { h in qkv.slice((h * 3 + which) * hd ..< (h * 3 + which + 1) * hd) } }),
+                wqkv: PackedMatrix(stacking: (0..<3).flatMap { which in
+                    (0..<heads).map { h in qkv.slice((h * 3 + which) * hd ..< (h * 3 + which + 1) * hd) }
+                }),
                 bqkv: qkvb.map { b in let a = b.array; return Tensor(shape: [3 * d], data: order.map { a[$0] }) },
                 wo: try w.takeMatrix(p + "attention.dense.weight", [d, d], field: "hidden_size"),
                 bo: config.attentionBias ? try t("attention.dense.bias", [d], "hidden_size") : nil,

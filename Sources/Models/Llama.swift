@@ -109,7 +109,9 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
         for i in 0..<config.numHiddenLayers {
             let p = "model.layers.\(i)."
             func t(_ n: String, _ s: [Int], _ field: String) throws(ModelError) -> Tensor { try w.take(p + n, s, field: field) }
-            func m(_ n: String, _ s: [Int], _ field: String) throws(ModelError) -> PackedMatrix.Rows { try w.takeRows(p + n, s, field: field) }
+            func m(_ n: String, _ s: [Int], _ field: String) throws(ModelError) -> PackedMatrix.Rows {
+                try w.takeRows(p + n, s, field: field)
+            }
             func b(_ n: String, _ s: [Int], _ on: Bool, _ field: String) throws(ModelError) -> Tensor? { on ? try w.take(p + n, s, field: field) : nil }
             let wq = try m("self_attn.q_proj.weight", [qDim, d], "num_attention_heads × head_dim, hidden_size")
             let wk = try m("self_attn.k_proj.weight", [kv, d], "num_key_value_heads × head_dim, hidden_size")
@@ -184,7 +186,8 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
         let rows = packing.logitRows(batch)
         if rows.isEmpty { return ForwardResult(logits: packing.split(Tensor(zeros: [0, c.vocabSize]), batch), captured: captured) }
         let last = try x.gatherRows(rows).rmsNorm(weight: norm, eps: c.rmsNormEps)   // (R, d)
-        return ForwardResult(logits: packing.split(try prof.measure("gemm.lm_head") { try last.linear(lmHead) }, batch), captured: captured)  // (R, V)
+        let logits = try prof.measure("gemm.lm_head") { try last.linear(lmHead) }  // (R, V)
+        return ForwardResult(logits: packing.split(logits, batch), captured: captured)
     }
 }
 

@@ -64,7 +64,9 @@ public final class WeightStore {
     /// for NaN/Inf, as rows to pack (`PackedMatrix`). Overrides (merged adapters) are Float32.
     public func takeRows(_ name: String, _ shape: [Int], field: String) throws(ModelError) -> PackedMatrix.Rows {
         guard let got = self.shape(name) else { throw .missingTensor(file: source, tensor: name) }
-        guard got == shape, shape.count == 2 else { throw .tensorShape(file: source, tensor: name, expected: shape, got: got, field: field) }
+        guard got == shape, shape.count == 2 else {
+            throw .tensorShape(file: source, tensor: name, expected: shape, got: got, field: field)
+        }
         if overrides[name] != nil { return PackedMatrix.Rows(try take(name, shape, field: field)) }
         consumed.insert(name)
         guard let file = checkpoint?.file(containing: name), let info = file.info(name) else {
