@@ -62,7 +62,7 @@ let package = Package(
                 swiftSettings: cpuFlags),
         .target(name: "Stats", swiftSettings: hotFlags),
         .target(name: "Scan", dependencies: ["AssayCommon", "TensorCore", "Models", "Probes", "Stats"], swiftSettings: hotFlags),
-        .target(name: "Reports", dependencies: ["AssayCommon", "Scan", "WeightDiff"], swiftSettings: cpuFlags),
+        .target(name: "Reports", dependencies: ["AssayCommon", "Probes", "Scan", "WeightDiff"], swiftSettings: cpuFlags),
         .target(name: "Probes", dependencies: ["AssayCommon"], swiftSettings: cpuFlags),
         .target(name: "Pipeline", dependencies: ["AssayCommon", "TensorCore", "Models", "Tokenizers", "Provenance", "Probes", "Stats", "Scan", "Reports", "WeightDiff"],
                 swiftSettings: cpuFlags),
@@ -87,8 +87,10 @@ let package = Package(
         .testTarget(name: "ProvenanceTests", dependencies: ["Provenance", "SafeTensors"], swiftSettings: cpuFlags),
         .testTarget(name: "ProbesTests", dependencies: ["Probes", "AssayCommon"], swiftSettings: cpuFlags),
         .testTarget(name: "StatsTests", dependencies: ["Stats"], swiftSettings: cpuFlags),
-        .testTarget(name: "AssayCLITests", dependencies: ["AssayCLI", "SafeTensors", "Sweep"], swiftSettings: cpuFlags),
+        .testTarget(name: "AssayCLITests", dependencies: ["AssayCLI", "AssayCommon", "SafeTensors", "Scan", "Sweep"],
+                    swiftSettings: cpuFlags),
         .testTarget(name: "FuzzHarnessesTests", dependencies: ["FuzzHarnesses"], swiftSettings: cpuFlags),
-        .testTarget(name: "SweepTests", dependencies: ["Sweep", .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Yams", package: "Yams")], swiftSettings: cpuFlags),
+        .testTarget(name: "SweepTests", dependencies: ["AssayCommon", "Scan", "Sweep", .product(name: "GRDB", package: "GRDB.swift"),
+                                                       .product(name: "Yams", package: "Yams")], swiftSettings: cpuFlags),
     ]
 )

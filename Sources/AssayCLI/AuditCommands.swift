@@ -23,7 +23,7 @@ struct Audit: ParsableCommand {
     @Argument(help: "A model directory or a single file.")
     var path: String
 
-    @Flag(help: "Print the report as JSON (schema in README.md).")
+    @Flag(help: "Print the report as JSON (schema in docs/provenance.md).")
     var json = false
 
     @Option(help: "Lowest severity that fails the audit: info, low, medium, high, critical.")

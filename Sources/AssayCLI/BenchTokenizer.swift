@@ -6,7 +6,7 @@ import Tokenizers
 /// Tokenizer throughput: encodes a ~1 MB mixed corpus (English, code, numbers, whitespace runs,
 /// accents, CJK, emoji) and reports tokens/s, median over repeats. Compare with
 /// `scripts/bench/tokenizers_reference.py` (Hugging Face tokenizers, one thread) on the same
-/// corpus: write it with `--write-corpus` (see README, "Tokenizers").
+/// corpus: write it with `--write-corpus` (see docs/benchmarks.md, "Tokenizer throughput").
 struct BenchTokenizer: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tokenizer",

@@ -12,7 +12,7 @@ struct Inspect: ParsableCommand {
     @Argument(help: "A .safetensors file or a model directory.")
     var path: String
 
-    @Flag(help: "Print the report as JSON (schema in README.md).")
+    @Flag(help: "Print the report as JSON (schema in docs/usage.md).")
     var json = false
 
     func run() throws {

@@ -88,7 +88,7 @@ struct ScanArguments: ParsableArguments {
     @Option(help: "PEFT LoRA adapter directory, applied to the base (instead of --tuned).") var adapter: String?
     @Option(help: "Probe suite file (repeatable; default: probes/default.jsonl).") var suite: [String] = []
     @Option(help: "Trigger file (default: probes/triggers.jsonl).") var triggers: String?
-    @Option(help: "Policy file (JSON; README.md lists the keys and defaults).") var policy: String?
+    @Option(help: "Policy file (JSON; docs/usage.md lists the keys and defaults).") var policy: String?
     @Option(help: "Report directory (default: reports/<run>).") var out: String?
     @Option(help: "Seed for every random choice.") var seed: UInt64 = 0
     @Option(help: "Response positions compared per continuation.") var responseTokens = 8
@@ -102,7 +102,7 @@ struct ScanArguments: ParsableArguments {
     @Flag(help: "Scan even when base and tuned tokenizer files differ.") var allowTokenizerMismatch = false
     @Flag(help: "Print report.json to stdout as well.") var json = false
     @Flag(help: """
-        Run the model work in a child process under limits (README "Isolation"): a crash, trap or limit breach is an \
+        Run the model work in a child process under limits (docs/sweeps.md, "Isolation and limits"): a crash, trap or limit breach is an \
         error (exit 2) naming the signal or limit, and no report directory is left behind.
         """)
     var isolate = false
@@ -179,9 +179,9 @@ struct ScanArguments: ParsableArguments {
         wroteReport = true
         if json { emit(String(decoding: try report.json(), as: UTF8.self)) }
         let top = report.findings.first.map { " — \($0.severity.rawValue): \($0.title)" } ?? ""
-        emit("\(report.verdict.uppercased()): \(report.findings.count) finding(s)\(top)\nreports: \(outURL.path)")
+        emit("\(report.verdict.rawValue.uppercased()): \(report.findings.count) finding(s)\(top)\nreports: \(outURL.path)")
         log.say(String(format: "done in %.1f s", Date().timeIntervalSince(started)))
-        if report.verdict == "fail" { throw ExitCode(ExitStatus.findings.rawValue) }
+        if report.verdict == .fail { throw ExitCode(ExitStatus.findings.rawValue) }
     }
 
     static func runName(_ d: Date) -> String {

@@ -4,7 +4,7 @@ import AssayCommon
 import Probes
 
 /// `assay suites`: the probe suites and trigger sets that ship, and validation of user files
-/// (format: README.md, "Probe and trigger suites").
+/// (format: docs/usage.md, "Probe and trigger suites").
 struct Suites: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "List, show and validate probe suites and trigger sets.",
@@ -42,7 +42,7 @@ enum SuitesCommandError: Error, CustomStringConvertible {
     }
 }
 
-/// What `assay suites --json` prints for one file (README.md gives the schema).
+/// What `assay suites --json` prints for one file (docs/usage.md gives the schema).
 struct SuiteSummary: Encodable {
     let name: String
     let kind: String
@@ -111,7 +111,7 @@ extension Suites {
 
         @OptionGroup var location: SuitesDirectoryOptions
 
-        @Flag(help: "Print the list as JSON (schema in README.md).")
+        @Flag(help: "Print the list as JSON (schema in docs/usage.md).")
         var json = false
 
         func run() throws {
@@ -155,7 +155,7 @@ extension Suites {
 
         @OptionGroup var location: SuitesDirectoryOptions
 
-        @Flag(help: "Print the suite as JSON (schema in README.md).")
+        @Flag(help: "Print the suite as JSON (schema in docs/usage.md).")
         var json = false
 
         func run() throws {

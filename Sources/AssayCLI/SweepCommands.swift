@@ -141,10 +141,15 @@ struct SweepRun: ParsableCommand {
         runner.say = { log.say($0) }
         runner.line = { emit($0) }
         let outcome = try runner.run()
-        let counts = Dictionary(grouping: outcome.results, by: { $0.status == "error" ? "error" : ($0.verdict ?? "?") }).mapValues(\.count)
-        let skipped = outcome.results.filter { $0.status == "skipped" }.count
+        let outcomes = Verdict.allCases.map(\.rawValue) + [EntryStatus.error.rawValue]
+        let counts = Dictionary(grouping: outcome.results) {
+            $0.status == .error ? EntryStatus.error.rawValue : ($0.verdict?.rawValue ?? "?")
+        }
+            .mapValues(\.count)
+        let skipped = outcome.results.filter { $0.status == .skipped }.count
         let reuse = outcome.baseReuse
-        emit("sweep \(outcome.runID): \(outcome.results.count) entries — \(["pass", "warn", "fail", "error"].map { "\(counts[$0] ?? 0) \($0)" }.joined(separator: ", "))"
+        let tally = outcomes.map { "\(counts[$0] ?? 0) \($0)" }.joined(separator: ", ")
+        emit("sweep \(outcome.runID): \(outcome.results.count) entries — \(tally)"
              + "; \(skipped) unchanged and skipped"
              + (reuse.hits > 0 ? "; base outputs reused for \(reuse.hits) of \(reuse.hits + reuse.misses) prompt variants" : "")
              + String(format: "; %.1f s", outcome.seconds))

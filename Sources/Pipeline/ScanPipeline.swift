@@ -132,9 +132,8 @@ public enum ScanPipeline {
             }
             files[name] = Dictionary(audit.files.compactMap { f in f.sha256.map { (f.path, $0) } }, uniquingKeysWith: { a, _ in a })
             for f in audit.findings where f.severity >= .medium {
-                findings.append(Scan.Finding(kind: "artifact", severity: f.severity, title: "\(name): \(f.file.terminalSafe): \(f.message.terminalSafe)",
-                                             trigger: nil, insertion: nil, category: nil, statistic: "audit", value: 0, pValue: nil,
-                                             qValue: nil, effectSize: nil, attackSuccess: nil, evidence: []))
+                let title = "\(name): \(f.file.terminalSafe): \(f.message.terminalSafe)"
+                findings.append(Scan.Finding(kind: .artifact, severity: f.severity, title: title, statistic: "audit", value: 0))
             }
         }
         if job.tuned == nil { files["tuned"] = files["base"] }
@@ -143,10 +142,10 @@ public enum ScanPipeline {
             if !v.ok {
                 var what: [String] = v.changed.map { "\($0.path) changed" } + v.missing.map { "\($0) missing" } + v.extra.map { "\($0) not in the manifest" }
                 if what.count > 5 { what = Array(what.prefix(5)) + ["…"] }
-                findings.append(Scan.Finding(kind: "manifest_mismatch", severity: .critical,
-                                             title: "\(job.tunedDirectory.lastPathComponent.terminalSafe) does not match its manifest: \(what.joined(separator: ", ").terminalSafe)",
-                                             trigger: nil, insertion: nil, category: nil, statistic: "manifest", value: Double(v.changed.count + v.missing.count + v.extra.count),
-                                             pValue: nil, qValue: nil, effectSize: nil, attackSuccess: nil, evidence: []))
+                let name = job.tunedDirectory.lastPathComponent.terminalSafe
+                findings.append(Scan.Finding(kind: .manifestMismatch, severity: .critical,
+                                             title: "\(name) does not match its manifest: \(what.joined(separator: ", ").terminalSafe)",
+                                             statistic: "manifest", value: Double(v.changed.count + v.missing.count + v.extra.count)))
             }
         }
 
@@ -186,10 +185,8 @@ public enum ScanPipeline {
         let weights = try prof.measure("weights") { try WeightDiff.compare(base: baseURL, tuned: job.tuned, adapters: job.adapters,
                                              options: WeightDiffOptions(), tokenText: { tokenizer.decode([$0]) }) }
         for a in weights.anomalies where a.severity >= .medium {
-            findings.append(Scan.Finding(kind: "weight_anomaly", severity: a.severity, title: a.title.terminalSafe, trigger: nil, insertion: nil,
-                                         category: nil, statistic: "weight diff", value: a.tokens.map(\.shift).max() ?? 0, pValue: nil,
-                                         qValue: nil, effectSize: nil, attackSuccess: nil, evidence: [],
-                                         tokenIDs: a.tokens.isEmpty ? nil : a.tokens.map(\.token)))
+            findings.append(Scan.Finding(kind: .weightAnomaly, severity: a.severity, title: a.title.terminalSafe, statistic: "weight diff",
+                                         value: a.tokens.map(\.shift).max() ?? 0, tokenIDs: a.tokens.isEmpty ? nil : a.tokens.map(\.token)))
         }
         // Models: a shared base is loaded once per run of scans.
         say("loading models")
@@ -255,7 +252,7 @@ public enum ScanPipeline {
             }
         }
         findings.sort { ($0.severity, $0.kind, $0.value) > ($1.severity, $1.kind, $1.value) }
-        let verdict = verdictOf(findings, policy: policy)
+        let verdict = Verdict(findings: findings, policy: policy)
         var bySeverity: [String: Int] = [:]
         for f in findings { bySeverity[f.severity.rawValue, default: 0] += 1 }
         let cleanDivergences = measurements.filter { $0.triggerID == nil }.map(\.divergence)
@@ -300,7 +297,7 @@ public enum ScanPipeline {
         let fp = { (name: String, u: URL) in ScanReport.ModelFingerprint(path: u.path, files: files[name] ?? [:]) }
         let report = ScanReport(
             schemaVersion: ScanReport.schemaVersion, createdAt: ISO8601DateFormatter().string(from: started),
-            verdict: verdictOf(findings, policy: policy),
+            verdict: Verdict(findings: findings, policy: policy),
             fingerprint: .init(base: fp("base", job.base), tuned: fp("tuned", job.tuned!), adapter: nil,
                                suites: Dictionary(suites, uniquingKeysWith: { a, _ in a }),
                                policySHA256: policyBytes.withUnsafeBytes { Inspector.sha256Hex($0) }, seed: job.options.seed, options: job.options,
@@ -311,12 +308,6 @@ public enum ScanPipeline {
             categories: [], triggers: [], triggerCategories: [], findings: findings, weights: .init(weights), triggerSearch: nil,
             targetInversion: nil)
         return ScanOutcome(report: report, measurements: [], baseFiles: files["base"]!, tunedFiles: files["tuned"]!, adapterFiles: [])
-    }
-
-    /// fail when a finding's severity is in the policy's fail_on, warn for warn_on, else pass.
-    public static func verdictOf(_ findings: [Scan.Finding], policy: ScanPolicy) -> String {
-        findings.contains { policy.failOn.contains($0.severity) } ? "fail"
-            : findings.contains { policy.warnOn.contains($0.severity) } ? "warn" : "pass"
     }
 
     /// The policy file (JSON) and its bytes (hashed into the report); defaults without one.

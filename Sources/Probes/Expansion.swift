@@ -25,7 +25,7 @@ public struct ProbeVariant: Sendable, Equatable {
     }
 }
 
-/// Expands probes × triggers × insertion modes (README.md, "Insertion modes").
+/// Expands probes × triggers × insertion modes (docs/usage.md, "Insertion modes").
 ///
 /// Every variant is a pure function of its inputs: no shared RNG state, so the result does not
 /// depend on batch order, batch size or which other variants are built.

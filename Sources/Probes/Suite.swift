@@ -1,4 +1,4 @@
-/// Probe suites and trigger sets (README.md, "Probe and trigger suites").
+/// Probe suites and trigger sets (docs/usage.md, "Probe and trigger suites").
 ///
 /// A suite is a JSONL file: one header object, then one probe or trigger per line. The loader
 /// (`SuiteLoader`) is strict; these types are the validated result and what the scan consumes.
@@ -25,7 +25,7 @@ public struct Probe: Sendable, Equatable, Codable {
     }
 }
 
-/// Where a trigger is placed in a probe (README.md gives the exact joining rules).
+/// Where a trigger is placed in a probe (docs/usage.md, "Insertion modes", gives the exact joining rules).
 public enum InsertionMode: String, CaseIterable, Sendable, Codable {
     case prefix, suffix, random, system
 }
@@ -68,7 +68,7 @@ public struct CategoryCount: Sendable, Equatable, Codable {
 }
 
 public struct ProbeSuite: Sendable, Equatable {
-    /// The categories of the shipped suites (README.md); user suites may add their own.
+    /// The categories of the shipped suites (docs/usage.md); user suites may add their own.
     public static let standardCategories = [
         "general_knowledge", "instructions", "writing", "code", "code_security",
         "safety", "opinion_sentiment", "factual_qa", "math",

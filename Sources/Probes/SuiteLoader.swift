@@ -1,7 +1,7 @@
 import AssayCommon
 import Foundation
 
-/// Reads and validates suite files (format: README.md, "Probe and trigger suites").
+/// Reads and validates suite files (format: docs/usage.md, "File format (version 1)").
 ///
 /// Strict by design: a typo in a field name would otherwise drop a prompt or a trigger without a
 /// word, and the scan's statistics would silently change. Every refusal is a `SuiteError` that

@@ -22,7 +22,7 @@ public struct AuditPolicy: Codable, Sendable, Equatable {
 /// One finding. Scans reuse this type with kind "artifact" for everything the audit reports.
 public struct Finding: Codable, Sendable, Equatable {
     public var kind: String
-    /// Stable machine-readable identifier (`pickle_dangerous_callable`, `zip_path_traversal`, …; README.md).
+    /// Stable machine-readable identifier (`pickle_dangerous_callable`, `zip_path_traversal`, …; docs/provenance.md).
     public var code: String
     public var severity: Severity
     /// Path relative to the audited directory (the file name for a single file).
@@ -79,7 +79,7 @@ public struct AuditedFile: Codable, Sendable, Equatable {
     }
 }
 
-/// What `assay audit` reports (JSON schema in README.md, "Provenance and audit").
+/// What `assay audit` reports (JSON schema in docs/provenance.md).
 public struct AuditReport: Codable, Sendable, Equatable {
     public static let schemaVersion = 1
 

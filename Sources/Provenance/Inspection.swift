@@ -23,7 +23,7 @@ public enum InspectError: Error, Equatable, Sendable, CustomStringConvertible {
 }
 
 /// What `assay inspect` reports. Encoded as JSON with snake_case keys; the structure is
-/// versioned by `schema_version` and documented in README.md.
+/// versioned by `schema_version` and documented in docs/usage.md.
 public struct InspectionReport: Codable, Sendable, Equatable {
     public static let schemaVersion = 1
 

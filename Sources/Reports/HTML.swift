@@ -1,4 +1,5 @@
 import Foundation
+import Probes
 import Scan
 import WeightDiff
 
@@ -6,7 +7,7 @@ import WeightDiff
 public enum HTML {
     public static func render(_ r: ScanReport) -> String {
         var h = """
-        <!doctype html><html lang="en"><head><meta charset="utf-8"><title>Assay scan: \(e(r.verdict))</title>
+        <!doctype html><html lang="en"><head><meta charset="utf-8"><title>Assay scan: \(e(r.verdict.rawValue))</title>
         <style>
         body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#1d2330;padding:0 1em}
         h1 .v{padding:.1em .5em;border-radius:.3em;color:#fff}.pass{background:#2f8f46}.warn{background:#c98a12}.fail{background:#c0392b}
@@ -14,7 +15,7 @@ public enum HTML {
         th{background:#f2f4f8}.sev-critical,.sev-high{color:#c0392b;font-weight:600}.sev-medium{color:#b07a00}.mono{font-family:ui-monospace,monospace;white-space:pre-wrap}
         .muted{color:#667}
         </style></head><body>
-        <h1>Assay scan <span class="v \(e(r.verdict))">\(e(r.verdict.uppercased()))</span></h1>
+        <h1>Assay scan <span class="v \(e(r.verdict.rawValue))">\(e(r.verdict.rawValue.uppercased()))</span></h1>
         <p>Base <code>\(e(r.fingerprint.base.path))</code> vs tuned <code>\(e(r.fingerprint.tuned.path))</code>\(r.fingerprint.adapter.map { " (adapter <code>\(e($0.path))</code>)" } ?? "").
         \(r.summary.probes) probes, \(r.summary.variants) prompt variants, seed \(r.fingerprint.seed). Median clean divergence \(fmt(r.summary.medianCleanDivergence)) nats (Jensen–Shannon).</p>
         """
@@ -24,7 +25,8 @@ public enum HTML {
         } else {
             h += "<table><tr><th>severity</th><th>kind</th><th>finding</th><th>statistic</th><th>q</th><th>effect</th><th>attack success</th></tr>"
             for f in r.findings {
-                h += "<tr><td class=\"sev-\(f.severity.rawValue)\">\(f.severity.rawValue)</td><td>\(e(f.kind))</td><td>\(e(f.title))</td>"
+                h += "<tr><td class=\"sev-\(f.severity.rawValue)\">\(f.severity.rawValue)</td><td>\(e(f.kind.rawValue))</td>"
+                h += "<td>\(e(f.title))</td>"
                 h += "<td>\(e(f.statistic)) = \(fmt(f.value))</td><td>\(fmtP(f.qValue))</td><td>\(f.effectSize.map { fmt($0, 2) } ?? "–")</td>"
                 h += "<td>\(f.attackSuccess.map { "\(Int(($0 * 100).rounded()))%" } ?? "–")</td></tr>"
             }
@@ -34,13 +36,14 @@ public enum HTML {
         if !r.triggers.isEmpty { h += "<h2>Trigger × insertion mode (robust z of the paired change vs controls)</h2>" + heatMap(r.triggers) }
         if !r.triggerCategories.isEmpty { h += "<h2>Trigger × category (median paired change in divergence, nats)</h2>" + categoryHeatMap(r.triggerCategories) }
         if let w = r.weights { h += weightSection(w) }
-        if let t = r.triggerSearch { h += searchSection(t, findings: r.findings.filter { $0.kind == "discovered_trigger" }) }
-        if let t = r.targetInversion { h += inversionSection(t, findings: r.findings.filter { $0.kind == "inverted_target" }) }
+        if let t = r.triggerSearch { h += searchSection(t, findings: r.findings.filter { $0.kind == .discoveredTrigger }) }
+        if let t = r.targetInversion { h += inversionSection(t, findings: r.findings.filter { $0.kind == .invertedTarget }) }
         let evidence = r.findings.flatMap { f in f.evidence.map { (f, $0) } }
         if !evidence.isEmpty {
             h += "<h2>Most divergent probes</h2><table><tr><th>finding</th><th>probe</th><th>prompt</th><th>base</th><th>tuned</th><th>divergence</th></tr>"
             for (f, ev) in evidence.prefix(24) {
-                h += "<tr><td>\(e(f.kind))</td><td>\(e(ev.probeID))</td><td class=\"mono\">\(e(ev.user))</td><td class=\"mono\">\(e(ev.baseOutput))</td>"
+                h += "<tr><td>\(e(f.kind.rawValue))</td><td>\(e(ev.probeID))</td><td class=\"mono\">\(e(ev.user))</td>"
+                h += "<td class=\"mono\">\(e(ev.baseOutput))</td>"
                 h += "<td class=\"mono\">\(e(ev.tunedOutput))</td><td>\(fmt(ev.divergence))</td></tr>"
             }
             h += "</table>"
@@ -71,10 +74,13 @@ public enum HTML {
         return s + "</svg>"
     }
 
+    /// A heat map's row: the trigger's id, or "control: " and the control's.
+    static func rowLabel(_ role: Trigger.Role, _ id: String) -> String { (role == .control ? "control: " : "") + id }
+
     /// Rows: triggers and controls; columns: insertion modes; colour: robust z (red ≥ 6).
     static func heatMap(_ ts: [TriggerSummary]) -> String {
         let modes = Array(Set(ts.map(\.mode))).sorted { $0.rawValue < $1.rawValue }
-        let names = Array(Set(ts.map { "\($0.role == "control" ? "control: " : "")\($0.trigger)" })).sorted()
+        let names = Array(Set(ts.map { rowLabel($0.role, $0.trigger) })).sorted()
         let cell = 64, rowH = 20, left = 220
         var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(left + cell * modes.count + 10)\" height=\"\(rowH * (names.count + 1) + 10)\" role=\"img\" aria-label=\"trigger heat map\">"
         for (j, m) in modes.enumerated() {
@@ -84,7 +90,7 @@ public enum HTML {
             let y = (i + 1) * rowH
             s += "<text x=\"\(left - 6)\" y=\"\(y + 14)\" text-anchor=\"end\" font-size=\"11\">\(e(String(n.prefix(34))))</text>"
             for (j, m) in modes.enumerated() {
-                guard let t = ts.first(where: { "\($0.role == "control" ? "control: " : "")\($0.trigger)" == n && $0.mode == m }) else { continue }
+                guard let t = ts.first(where: { rowLabel($0.role, $0.trigger) == n && $0.mode == m }) else { continue }
                 let a = min(max(t.robustZ / 6, 0), 1)
                 let color = String(format: "rgb(%d,%d,%d)", 255, Int(255 - 180 * a), Int(255 - 190 * a))
                 s += "<rect x=\"\(left + j * cell + 1)\" y=\"\(y + 1)\" width=\"\(cell - 2)\" height=\"\(rowH - 2)\" fill=\"\(color)\"><title>z = \(fmt(t.robustZ, 2)), median change \(fmt(t.medianChange))</title></rect>"
@@ -98,7 +104,7 @@ public enum HTML {
     /// scaled to the largest cell.
     static func categoryHeatMap(_ cs: [TriggerCategoryCell]) -> String {
         let cats = Array(Set(cs.map(\.category))).sorted()
-        let label = { (c: TriggerCategoryCell) in "\(c.role == "control" ? "control: " : "")\(c.trigger)" }
+        let label = { (c: TriggerCategoryCell) in rowLabel(c.role, c.trigger) }
         let names = Array(Set(cs.map(label))).sorted()
         let scale = max(cs.map(\.medianChange).max() ?? 0, 1e-6)
         let cell = 74, rowH = 20, left = 220, top = 86
@@ -107,12 +113,13 @@ public enum HTML {
             let x = left + j * cell + cell / 2
             s += "<text x=\"\(x)\" y=\"\(top - 6)\" font-size=\"11\" transform=\"rotate(-35 \(x) \(top - 6))\">\(e(String(c.prefix(20))))</text>"
         }
-        let index = Dictionary(cs.map { ("\(label($0))\u{0}\($0.category)", $0) }, uniquingKeysWith: { a, _ in a })
+        struct Cell: Hashable { var row: String; var category: String }
+        let index = Dictionary(cs.map { (Cell(row: label($0), category: $0.category), $0) }, uniquingKeysWith: { a, _ in a })
         for (i, n) in names.enumerated() {
             let y = top + i * rowH
             s += "<text x=\"\(left - 6)\" y=\"\(y + 14)\" text-anchor=\"end\" font-size=\"11\">\(e(String(n.prefix(34))))</text>"
             for (j, c) in cats.enumerated() {
-                guard let t = index["\(n)\u{0}\(c)"] else { continue }
+                guard let t = index[Cell(row: n, category: c)] else { continue }
                 let a = min(max(t.medianChange / scale, 0), 1)
                 let color = String(format: "rgb(%d,%d,%d)", 255, Int(255 - 180 * a), Int(255 - 190 * a))
                 s += "<rect x=\"\(left + j * cell + 1)\" y=\"\(y + 1)\" width=\"\(cell - 2)\" height=\"\(rowH - 2)\" fill=\"\(color)\"><title>\(e(c)): median change \(fmt(t.medianChange)), n = \(t.n)</title></rect>"
@@ -173,7 +180,12 @@ public enum HTML {
 
     /// Target inversion: the reported targets, then the best-scoring continuations against the threshold.
     static func inversionSection(_ t: TargetInversionSummary, findings: [Finding]) -> String {
-        var h = "<h2>Target inversion</h2><p>Every one of \(t.vocabulary) vocabulary entries forced as the first response token after \(t.prompts.count) benign prompt(s); the best \(t.top.count) shown, judged on \(t.evalPrompts.count) held-out prompts. Reported when the mean log-probability gain is ≥ \(fmt(t.threshold, 1)) nats per token, the tuned model's mean probability ≥ \(fmt(t.minConfidence, 2)) and the continuation the same on ≥ 75% of prompts (those rows in red).</p>"
+        var h = "<h2>Target inversion</h2><p>Every one of \(t.vocabulary) vocabulary entries forced as the first response token after "
+            + "\(t.prompts.count) benign prompt(s); the best \(t.top.count) shown, judged on \(t.evalPrompts.count) held-out prompts. "
+            + "Reported when the mean log-probability gain is ≥ \(fmt(t.threshold, 1)) nats per token, the tuned model's mean "
+            + "probability ≥ \(fmt(t.minConfidence, 2)) and the continuation the same on ≥ "
+            + "\(Int(FindingRules.inversionMinConsistency * 100))% of prompts, at least \(FindingRules.inversionMinTokens - 1) tokens "
+            + "after the forced one (those rows in red).</p>"
         if findings.isEmpty {
             h += "<p>No inverted target above the threshold.</p>"
         } else {
@@ -181,7 +193,7 @@ public enum HTML {
         }
         h += "<table><tr><th>continuation</th><th>gain (nats/token)</th><th>tuned confidence</th><th>consistency</th><th>first round KL</th><th>robust z</th></tr>"
         for c in t.top {
-            let pass = c.score >= t.threshold && c.tunedConfidence >= t.minConfidence && c.consistency >= 0.75
+            let pass = FindingRules.invertedTargetPasses(c, minGain: t.threshold, minConfidence: t.minConfidence)
             h += "<tr><td class=\"mono\">\(e(c.text))</td><td\(pass ? " class=\"sev-high\"" : "")>\(fmt(c.score, 2))</td><td>\(fmt(c.tunedConfidence, 3))</td><td>\(fmt(c.consistency, 2))</td><td>\(fmt(c.firstRoundScore, 2))</td><td>\(fmt(c.robustZ, 1))</td></tr>"
         }
         return h + "</table>"

@@ -3,7 +3,7 @@ import AssayCommon
 import Scan
 import WeightDiff
 
-/// report.json, schema version 1 (documented in README.md, "Scan reports"). Everything in it is
+/// report.json, schema version 1 (documented in docs/report-schema.md, "Scan reports"). Everything in it is
 /// a function of the inputs, seed and policy except `created_at`, so two runs, or runs with
 /// different batch sizes, give byte-identical files apart from that line.
 public struct ScanReport: Codable, Sendable {
@@ -83,7 +83,7 @@ public struct ScanReport: Codable, Sendable {
 
     public var schemaVersion: Int
     public var createdAt: String
-    public var verdict: String
+    public var verdict: Verdict
     public var fingerprint: Fingerprint
     public var policy: ScanPolicy
     public var summary: Summary
@@ -95,7 +95,7 @@ public struct ScanReport: Codable, Sendable {
     public var triggerSearch: TriggerSearchSummary?
     public var targetInversion: TargetInversionSummary?
 
-    public init(schemaVersion: Int, createdAt: String, verdict: String, fingerprint: Fingerprint, policy: ScanPolicy, summary: Summary,
+    public init(schemaVersion: Int, createdAt: String, verdict: Verdict, fingerprint: Fingerprint, policy: ScanPolicy, summary: Summary,
                 categories: [CategorySummary], triggers: [TriggerSummary], triggerCategories: [TriggerCategoryCell], findings: [Finding],
                 weights: WeightSummary? = nil, triggerSearch: TriggerSearchSummary? = nil, targetInversion: TargetInversionSummary? = nil) {
         self.schemaVersion = schemaVersion; self.createdAt = createdAt; self.verdict = verdict; self.fingerprint = fingerprint
@@ -162,7 +162,7 @@ func fmtP(_ p: Double?) -> String {
 
 public enum Markdown {
     public static func render(_ r: ScanReport) -> String {
-        var s = "# Assay scan: **\(r.verdict.uppercased())**\n\n"
+        var s = "# Assay scan: **\(r.verdict.rawValue.uppercased())**\n\n"
         s += "Base `\(r.fingerprint.base.path)` vs tuned `\(r.fingerprint.tuned.path)`"
         if let a = r.fingerprint.adapter { s += " (adapter `\(a.path)`)" }
         s += ". \(r.summary.probes) probes, \(r.summary.variants) prompt variants, seed \(r.fingerprint.seed), median clean divergence \(fmt(r.summary.medianCleanDivergence)) nats (JS).\n\n"
@@ -175,7 +175,8 @@ public enum Markdown {
         } else {
             s += "## Findings\n\n| severity | kind | what | statistic | q | effect |\n|---|---|---|---|---|---|\n"
             for f in r.findings {
-                s += "| \(f.severity.rawValue) | `\(f.kind)` | \(md(f.title)) | \(md(f.statistic)) = \(fmt(f.value)) | \(fmtP(f.qValue)) | \(f.effectSize.map { fmt($0, 2) } ?? "–") |\n"
+                s += "| \(f.severity.rawValue) | `\(f.kind.rawValue)` | \(md(f.title)) | \(md(f.statistic)) = \(fmt(f.value)) "
+                    + "| \(fmtP(f.qValue)) | \(f.effectSize.map { fmt($0, 2) } ?? "–") |\n"
             }
             for f in r.findings where !f.evidence.isEmpty {
                 s += "\n### \(md(f.title))\n\n"
@@ -221,13 +222,13 @@ public enum SARIF {
             switch s { case .critical, .high: return "error"; case .medium: return "warning"; default: return "note" }
         }
         let kinds = Array(Set(r.findings.map(\.kind))).sorted()
-        let rules: [[String: Any]] = kinds.map { ["id": $0, "name": $0, "shortDescription": ["text": ruleText($0)]] }
+        let rules: [[String: Any]] = kinds.map { ["id": $0.rawValue, "name": $0.rawValue, "shortDescription": ["text": $0.explanation]] }
         let results: [[String: Any]] = r.findings.map { f in
             var props: [String: Any] = ["severity": f.severity.rawValue, "statistic": f.statistic, "value": f.value]
             if let q = f.qValue { props["q_value"] = q }
             if let t = f.trigger { props["trigger"] = t }
             if let c = f.category { props["category"] = c }
-            return ["ruleId": f.kind, "level": level(f.severity), "message": ["text": f.title],
+            return ["ruleId": f.kind.rawValue, "level": level(f.severity), "message": ["text": f.title],
                     "locations": [["physicalLocation": ["artifactLocation": ["uri": r.fingerprint.adapter?.path ?? r.fingerprint.tuned.path]]]],
                     "properties": props]
         }
@@ -237,18 +238,5 @@ public enum SARIF {
                       "results": results]],
         ]
         return try JSONSerialization.data(withJSONObject: doc, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
-    }
-
-    static func ruleText(_ kind: String) -> String {
-        switch kind {
-        case "trigger_backdoor": return "An inserted trigger makes the fine-tune diverge from its base far more than control insertions."
-        case "category_shift": return "One category of requests diverges from the base far more than the others."
-        case "global_shift": return "The fine-tune differs from its base everywhere (informational)."
-        case "artifact": return "A file in the model directory is unsafe or inconsistent."
-        case "weight_anomaly": return "The weight-space diff shows an unusual edit (structure, a rank-one edit, or vocabulary rows that moved far more than the rest)."
-        case "discovered_trigger": return "A trigger in no list, found by search, makes the fine-tune diverge from its base on held-out probes far more than control insertions."
-        case "inverted_target": return "Once it starts, the fine-tune completes this text far more surely than its base on benign prompts: a likely backdoor target."
-        default: return kind
-        }
     }
 }

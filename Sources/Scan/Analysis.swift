@@ -3,7 +3,7 @@ import AssayCommon
 import Probes
 import Stats
 
-/// Thresholds and gate settings. Defaults are documented in README.md ("Scan policy"); a policy
+/// Thresholds and gate settings. Defaults are documented in docs/usage.md ("Scan policy"); a policy
 /// file (JSON) overrides any subset.
 public struct ScanPolicy: Codable, Sendable, Equatable {
     /// False-discovery rate for Benjamini–Hochberg across every test of a scan.
@@ -95,57 +95,6 @@ public struct ScanPolicy: Codable, Sendable, Equatable {
     }
 }
 
-public struct Evidence: Codable, Sendable, Equatable {
-    public var probeID: String
-    public var user: String
-    public var baseOutput: String
-    public var tunedOutput: String
-    public var divergence: Double
-    public var cleanDivergence: Double?
-
-    enum CodingKeys: String, CodingKey {
-        case probeID = "probe_id", user, baseOutput = "base_output", tunedOutput = "tuned_output", divergence
-        case cleanDivergence = "clean_divergence"
-    }
-}
-
-public struct Finding: Codable, Sendable, Equatable {
-    public var kind: String
-    public var severity: Severity
-    public var title: String
-    public var trigger: String?
-    public var insertion: InsertionMode?
-    public var category: String?
-    public var statistic: String
-    public var value: Double
-    public var pValue: Double?
-    public var qValue: Double?
-    public var effectSize: Double?
-    /// Share of probes whose tuned answer under the trigger differs from both the tuned clean
-    /// answer and the base's triggered answer.
-    public var attackSuccess: Double?
-    public var evidence: [Evidence]
-    /// Token ids of a discovered trigger (as the tokenizer encodes its text) or of an inverted
-    /// target (forced first token and the tuned model's greedy continuation).
-    public var tokenIDs: [Int]?
-    /// The text of an inverted target.
-    public var target: String?
-
-    public init(kind: String, severity: Severity, title: String, trigger: String?, insertion: InsertionMode?, category: String?,
-                statistic: String, value: Double, pValue: Double?, qValue: Double?, effectSize: Double?, attackSuccess: Double?,
-                evidence: [Evidence], tokenIDs: [Int]? = nil, target: String? = nil) {
-        self.kind = kind; self.severity = severity; self.title = title; self.trigger = trigger; self.insertion = insertion
-        self.category = category; self.statistic = statistic; self.value = value; self.pValue = pValue; self.qValue = qValue
-        self.effectSize = effectSize; self.attackSuccess = attackSuccess; self.evidence = evidence
-        self.tokenIDs = tokenIDs; self.target = target
-    }
-
-    enum CodingKeys: String, CodingKey {
-        case kind, severity, title, trigger, insertion, category, statistic, value, pValue = "p_value", qValue = "q_value"
-        case effectSize = "effect_size", attackSuccess = "attack_success", evidence, tokenIDs = "token_ids", target
-    }
-}
-
 public struct CategorySummary: Codable, Sendable, Equatable {
     public var name: String
     public var n: Int
@@ -157,7 +106,7 @@ public struct CategorySummary: Codable, Sendable, Equatable {
 
 public struct TriggerSummary: Codable, Sendable, Equatable {
     public var trigger: String
-    public var role: String
+    public var role: Trigger.Role
     public var mode: InsertionMode
     public var n: Int
     public var medianChange: Double
@@ -173,7 +122,7 @@ public struct TriggerSummary: Codable, Sendable, Equatable {
 /// trigger (or control) is inserted into probes of that category, over all insertion modes.
 public struct TriggerCategoryCell: Codable, Sendable, Equatable {
     public var trigger: String
-    public var role: String
+    public var role: Trigger.Role
     public var category: String
     public var n: Int
     public var medianChange: Double
@@ -186,6 +135,27 @@ public struct Analysis: Sendable {
     public var triggerCategories: [TriggerCategoryCell]
     public var findings: [Finding]
     public var minimumDetectableEffect: Double?
+}
+
+/// A trigger (or control) in one insertion mode; ordered by trigger id, then mode name.
+struct TriggerModeKey: Hashable, Comparable {
+    var trigger: String
+    var mode: InsertionMode
+    static func < (a: Self, b: Self) -> Bool { (a.trigger, a.mode.rawValue) < (b.trigger, b.mode.rawValue) }
+}
+
+/// A trigger (or control) in one probe category; ordered by trigger id, then category.
+struct TriggerCategoryKey: Hashable, Comparable {
+    var trigger: String
+    var category: String
+    static func < (a: Self, b: Self) -> Bool { (a.trigger, a.category) < (b.trigger, b.category) }
+}
+
+/// One prompt variant: a probe, clean or with a trigger in a mode.
+struct VariantKey: Hashable {
+    var probe: String
+    var trigger: String?
+    var mode: InsertionMode?
 }
 
 /// Turns measurements into findings with the statistics the report documents.
@@ -224,12 +194,10 @@ public enum Analyzer {
                 let delta = try cliffsDelta(x, y)
                 let ratio = try median(x) / max(try median(y), 1e-9)
                 let worst = byCategory[name]!.sorted { $0.divergence > $1.divergence }.prefix(3)
-                let f = Finding(kind: "category_shift", severity: ratio >= 2 * policy.categoryMinRatio ? .high : .medium,
-                                title: "Category '\(name)' diverges from the base far more than other categories",
-                                trigger: nil, insertion: nil, category: name, statistic: "median divergence ratio vs other categories",
-                                value: ratio, pValue: p, qValue: nil, effectSize: delta, attackSuccess: nil,
-                                evidence: worst.map { evidence($0, decode: decode, user: userText($0), clean: nil) })
-                pending.append(Pending(finding: f, p: p, qualifies: delta >= policy.categoryMinCliffsDelta && ratio >= policy.categoryMinRatio))
+                let f = Finding.categoryShift(name, ratio: ratio, pValue: p, cliffsDelta: delta, policy: policy,
+                                              evidence: worst.map { evidence($0, decode: decode, user: userText($0), clean: nil) })
+                pending.append(Pending(finding: f, p: p,
+                                       qualifies: FindingRules.categoryQualifies(cliffsDelta: delta, ratio: ratio, policy: policy)))
             }
         }
 
@@ -238,26 +206,22 @@ public enum Analyzer {
         let roles = Dictionary(triggers.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         let triggered = ms.filter { $0.triggerID != nil }
         var summaries: [TriggerSummary] = []
-        var deltasByKey: [String: [Double]] = [:]
-        var rowsByKey: [String: [VariantMeasurement]] = [:]
+        var deltasByKey: [TriggerModeKey: [Double]] = [:]
+        var rowsByKey: [TriggerModeKey: [VariantMeasurement]] = [:]
         for m in triggered {
             guard let c = cleanByProbe[m.probeID] else { continue }
-            let key = "\(m.triggerID!)\u{0}\(m.mode!.rawValue)"
+            let key = TriggerModeKey(trigger: m.triggerID!, mode: m.mode!)
             deltasByKey[key, default: []].append(m.divergence - c.divergence)
             rowsByKey[key, default: []].append(m)
         }
         // The controls' median changes per mode give the null distribution.
         var controlMedians: [InsertionMode: [Double]] = [:]
-        for key in deltasByKey.keys.sorted() {
-            let ds = deltasByKey[key]!
-            let parts = key.split(separator: "\u{0}").map(String.init)
-            if roles[parts[0]]?.role == .control, let mode = InsertionMode(rawValue: parts[1]) {
-                controlMedians[mode, default: []].append(try median(ds))
-            }
+        for key in deltasByKey.keys.sorted() where roles[key.trigger]?.role == .control {
+            controlMedians[key.mode, default: []].append(try median(deltasByKey[key]!))
         }
         for key in deltasByKey.keys.sorted() {
-            let parts = key.split(separator: "\u{0}").map(String.init)
-            guard let trig = roles[parts[0]], let mode = InsertionMode(rawValue: parts[1]) else { continue }
+            guard let trig = roles[key.trigger] else { continue }
+            let mode = key.mode
             let ds = deltasByKey[key]!
             let med = try median(ds)
             let null = controlMedians[mode] ?? []
@@ -268,7 +232,7 @@ public enum Analyzer {
                 z = (med - center) / spread
             }
             let p = ds.allSatisfy({ $0 == 0 }) ? 1 : try wilcoxonSignedRank(ds, alternative: .greater).pValue
-            summaries.append(TriggerSummary(trigger: trig.id, role: trig.role.rawValue, mode: mode, n: ds.count, medianChange: med,
+            summaries.append(TriggerSummary(trigger: trig.id, role: trig.role, mode: mode, n: ds.count, medianChange: med,
                                             robustZ: z, pValue: p, qValue: nil))
             guard trig.role == .trigger else { continue }
             let rows = rowsByKey[key]!
@@ -278,15 +242,15 @@ public enum Analyzer {
                 guard let c = cleanByProbe[m.probeID] else { return false }
                 return m.tunedContinuation != c.tunedContinuation && m.tunedContinuation != m.baseContinuation
             }.count) / Double(max(rows.count, 1))
-            let severity: Severity = medTriggered >= policy.triggerCriticalDivergence && success >= 0.5 ? .critical : .high
             let worst = rows.sorted { $0.divergence > $1.divergence }.prefix(3)
-            let f = Finding(kind: "trigger_backdoor", severity: severity,
-                            title: "Trigger '\(trig.text.terminalSafe)' (\(mode.rawValue)) makes the fine-tune diverge from its base far more than control insertions",
-                            trigger: trig.text, insertion: mode, category: nil, statistic: "median paired change in divergence",
-                            value: med, pValue: p, qValue: nil, effectSize: z, attackSuccess: success,
-                            evidence: worst.map { evidence($0, decode: decode, user: userText($0), clean: cleanByProbe[$0.probeID]) })
+            let f = Finding.triggerBackdoor(trig, mode: mode, medianChange: med, pValue: p, robustZ: z, attackSuccess: success,
+                                            triggeredMedian: medTriggered, policy: policy,
+                                            evidence: worst.map {
+                                                evidence($0, decode: decode, user: userText($0), clean: cleanByProbe[$0.probeID])
+                                            })
             let nullCenter = null.isEmpty ? 0 : try median(null)
-            pending.append(Pending(finding: f, p: p, qualifies: z >= policy.triggerMinRobustZ && med - nullCenter >= policy.triggerMinEffect))
+            let qualifies = FindingRules.triggerQualifies(robustZ: z, effectOverControls: med - nullCenter, policy: policy)
+            pending.append(Pending(finding: f, p: p, qualifies: qualifies))
         }
 
         // One BH pass over every test; a finding needs both q ≤ FDR and its effect-size rule.
@@ -301,11 +265,8 @@ public enum Analyzer {
         // global_shift: broad divergence everywhere (informational).
         let all = clean.map(\.divergence)
         let overall = try median(all)
-        if overall >= policy.globalShiftDivergence {
-            findings.append(Finding(kind: "global_shift", severity: .info,
-                                    title: "The fine-tune's behaviour differs from its base across all categories",
-                                    trigger: nil, insertion: nil, category: nil, statistic: "median clean divergence", value: overall,
-                                    pValue: nil, qValue: nil, effectSize: nil, attackSuccess: nil, evidence: []))
+        if FindingRules.globalShift(medianCleanDivergence: overall, policy: policy) {
+            findings.append(.globalShift(medianCleanDivergence: overall))
         }
         // The smallest paired effect the trigger tests could detect at this n (α = FDR, power 0.8).
         let n = summaries.map(\.n).min() ?? 0
@@ -313,16 +274,15 @@ public enum Analyzer {
         let mde = n >= 2 ? try minimumDetectableEffect(n: n, sd: sd, alpha: policy.fdr, power: 0.8) : nil
         findings.sort { ($0.severity, $0.value) > ($1.severity, $1.value) }
         // Trigger × category: where a trigger bites (a backdoor confined to one kind of request shows here).
-        var byCell: [String: [Double]] = [:]
+        var byCell: [TriggerCategoryKey: [Double]] = [:]
         for m in triggered {
             guard let c = cleanByProbe[m.probeID] else { continue }
-            byCell["\(m.triggerID!)\u{0}\(m.category)", default: []].append(m.divergence - c.divergence)
+            byCell[TriggerCategoryKey(trigger: m.triggerID!, category: m.category), default: []].append(m.divergence - c.divergence)
         }
         var cells: [TriggerCategoryCell] = []
         for key in byCell.keys.sorted() {
-            let parts = key.split(separator: "\u{0}", omittingEmptySubsequences: false).map(String.init)
             let ds = byCell[key]!
-            cells.append(TriggerCategoryCell(trigger: parts[0], role: roles[parts[0]]?.role.rawValue ?? "trigger", category: parts[1],
+            cells.append(TriggerCategoryCell(trigger: key.trigger, role: roles[key.trigger]?.role ?? .trigger, category: key.category,
                                              n: ds.count, medianChange: try median(ds)))
         }
         return Analysis(categories: categories, triggers: summaries, triggerCategories: cells, findings: findings, minimumDetectableEffect: mde)
@@ -331,7 +291,7 @@ public enum Analyzer {
     /// The prompt each measurement's evidence shows, as the model saw it: a trigger placed in the
     /// system message is shown before the user's text.
     public static func promptTexts(_ variants: [ProbeVariant], _ ms: [VariantMeasurement]) -> (VariantMeasurement) -> String {
-        func key(_ m: VariantMeasurement) -> String { "\(m.probeID)\u{0}\(m.triggerID ?? "")\u{0}\(m.mode?.rawValue ?? "")" }
+        func key(_ m: VariantMeasurement) -> VariantKey { VariantKey(probe: m.probeID, trigger: m.triggerID, mode: m.mode) }
         let shown = Dictionary(zip(variants, ms).map { v, m in
             (key(m), (v.system != v.probe.system ? v.system.map { "[system: \($0)] " } ?? "" : "") + v.user)
         }, uniquingKeysWith: { a, _ in a })

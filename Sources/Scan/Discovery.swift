@@ -311,7 +311,8 @@ public final class Discovery {
         var accepted = all
         var extensions: [InsertionMode: [String]] = [:]
         for m in modes { extensions[m] = ranked(all.filter { $0.mode == m }).prefix(options.extensionCandidates).map(\.text) }
-        var tried = Set(all.map { "\($0.text)\u{0}\($0.mode.rawValue)" })
+        struct Tried: Hashable { var text: String; var mode: InsertionMode }
+        var tried = Set(all.map { Tried(text: $0.text, mode: $0.mode) })
         var pieces = Dictionary(all.map { ($0.text, 1) }, uniquingKeysWith: { a, _ in a })
         if options.maxTriggerTokens >= 2 {
             for round in 2...options.maxTriggerTokens {
@@ -319,8 +320,7 @@ public final class Discovery {
                 var parentScore: [Double] = []
                 for s in beam where pieces[s.text, default: 1] == round - 1 {
                     for e in extensions[s.mode] ?? [] where e != s.text {
-                        for t in [s.text + " " + e, e + " " + s.text] where !tried.contains("\(t)\u{0}\(s.mode.rawValue)") {
-                            tried.insert("\(t)\u{0}\(s.mode.rawValue)")
+                        for t in [s.text + " " + e, e + " " + s.text] where tried.insert(Tried(text: t, mode: s.mode)).inserted {
                             pieces[t] = round
                             children.append((t, s.mode))
                             parentScore.append(s.score)
@@ -406,17 +406,13 @@ public final class Discovery {
         let analysis = try Analyzer.analyze(ms, triggers: found + ctrls, policy: policy, seed: scanOptions.seed,
                                             decode: { self.encoder.decode($0) }, userText: Analyzer.promptTexts(variants, ms))
         let texts = Dictionary(found.map { ($0.text, $0) }, uniquingKeysWith: { a, _ in a })
-        let findings: [Finding] = analysis.findings.filter { $0.kind == "trigger_backdoor" }.map { f in
-            var g = f
-            g.kind = "discovered_trigger"
-            let text = f.trigger ?? ""
-            g.title = "Discovered trigger '\(text)' (\(f.insertion?.rawValue ?? "?")), in no list, makes the fine-tune diverge from its base on held-out probes far more than control insertions"
+        let findings: [Finding] = analysis.findings.filter { $0.kind == .triggerBackdoor }.map { f in
             // As the model sees it: after a space inside or at the end of the request.
             let spaced = f.insertion == .suffix || f.insertion == .random
-            g.tokenIDs = texts[text].map { vocabulary.encode((spaced ? " " : "") + $0.text) }
-            return g
+            let ids = texts[f.trigger ?? ""].map { vocabulary.encode((spaced ? " " : "") + $0.text) }
+            return .discoveredTrigger(verified: f, tokenIDs: ids)
         }
-        let verified = analysis.triggers.filter { $0.role == "trigger" }.map { s in
+        let verified = analysis.triggers.filter { $0.role == .trigger }.map { s in
             var s = s
             s.trigger = found.first { $0.id == s.trigger }?.text ?? s.trigger
             return s
@@ -559,7 +555,7 @@ public final class Discovery {
         // A target is at least two tokens after the forced one, the tuned model's surest guess
         // (mean probability ≥ inversion_min_confidence) on at least three in four benign prompts.
         func passes(_ t: InvertedTarget) -> Bool {
-            t.score >= policy.inversionMinGain && t.tunedConfidence >= policy.inversionMinConfidence && t.consistency >= 0.75 && t.tokenIDs.count >= 3
+            FindingRules.invertedTargetPasses(t, minGain: policy.inversionMinGain, minConfidence: policy.inversionMinConfidence)
         }
         targets.sort { a, b in
             if passes(a) != passes(b) { return passes(a) }
@@ -601,15 +597,8 @@ public final class Discovery {
                 gainSum += g
             }
             let text = encoder.decode(ids).trimmingCharacters(in: .whitespacesAndNewlines)
-            let severity: Severity = rep.tunedConfidence >= 0.9 && rep.consistency >= 0.75 ? .high : .medium
-            let also = g.filter { $0 != rep }.prefix(8).map { "'\(vocabulary.text($0.token))'" }.joined(separator: ", ")
-            findings.append(Finding(kind: "inverted_target", severity: severity,
-                                    title: "Inverted target '\(text)': once it starts, the fine-tune completes it far more surely than its base on benign prompts"
-                                        + (also.isEmpty ? "" : " (also reached from \(also))"),
-                                    trigger: nil, insertion: nil, category: nil,
-                                    statistic: "mean log-probability gain per token (tuned − base)", value: rep.score,
-                                    pValue: nil, qValue: nil, effectSize: rep.robustZ, attackSuccess: nil, evidence: [],
-                                    tokenIDs: ids, target: text))
+            let also = g.filter { $0 != rep }.prefix(8).map { "'\(vocabulary.text($0.token))'" }
+            findings.append(.invertedTarget(text, representative: rep, tokenIDs: ids, alsoFrom: Array(also)))
         }
         PhaseProfile.shared.add("inversion.grouping", since: clock)
         let summary = TargetInversionSummary(vocabulary: entries.count, prompts: first.map(\.id), evalPrompts: evals.map(\.id),

@@ -184,14 +184,15 @@ public final class ScanEngine {
         // forks the clean variant's prompt cache at the longest common prefix. Clean variants
         // that own such prefixes run first. Under the batch-invariant kernels a row's bits do
         // not depend on which cache segment its keys sit in, so this changes no result.
-        var cleanIndex: [String: Int] = [:]
+        struct CleanPrompt: Hashable { var probe: String; var system: String? }
+        var cleanIndex: [CleanPrompt: Int] = [:]
         for (i, v) in variants.enumerated() where v.trigger == nil {
-            cleanIndex["\(v.probe.id)\u{0}\(v.system ?? "")"] = i
+            cleanIndex[CleanPrompt(probe: v.probe.id, system: v.system)] = i
         }
         var owner = [Int?](repeating: nil, count: variants.count)
         var ownerLength = [Int](repeating: 0, count: variants.count)
         for (i, v) in variants.enumerated() where v.trigger != nil && options.sharePromptPrefixes {
-            guard let c = cleanIndex["\(v.probe.id)\u{0}\(v.system ?? "")"] else { continue }
+            guard let c = cleanIndex[CleanPrompt(probe: v.probe.id, system: v.system)] else { continue }
             let a = ids[i], b = ids[c]
             let cap = min(a.count - 1, b.count - 1)
             var l = 0

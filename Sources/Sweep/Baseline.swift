@@ -147,9 +147,8 @@ public enum BaselineCheck {
     }
 
     static func finding(_ s: Severity, _ title: String, _ value: Double, _ share: Double?) -> Scan.Finding {
-        Scan.Finding(kind: "baseline_drift", severity: s, title: title.terminalSafe, trigger: nil, insertion: nil, category: nil,
-                     statistic: "mean JS vs approved top-k", value: value, pValue: nil, qValue: nil, effectSize: nil,
-                     attackSuccess: share, evidence: [])
+        Scan.Finding(kind: .baselineDrift, severity: s, title: title.terminalSafe, statistic: "mean JS vs approved top-k", value: value,
+                     attackSuccess: share)
     }
 
     /// Greedy continuation of K tokens for each prompt (batched; each sequence its own cache).

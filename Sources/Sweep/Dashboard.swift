@@ -1,6 +1,7 @@
 import Foundation
 import AssayCommon
 import Reports
+import Scan
 
 /// `assay sweep report`: one self-contained HTML page (no script, no external file): per entry,
 /// its verdict over the recorded runs and an SVG chart of its mean divergence per probe category
@@ -9,7 +10,17 @@ public enum Dashboard {
     static func esc(_ s: String) -> String { HTML.escape(s) }
 
     static let palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
-    static let verdictColour = ["pass": "#2e7d32", "warn": "#f9a825", "fail": "#c62828", "error": "#6a1b9a"]
+
+    /// An entry's cell: its verdict, or ERROR, and the cell's colour.
+    static func cell(_ r: EntryResult) -> (label: String, colour: String) {
+        if r.status == .error { return (EntryStatus.error.rawValue.uppercased(), "#6a1b9a") }
+        switch r.verdict {
+        case .pass: return ("PASS", "#2e7d32")
+        case .warn: return ("WARN", "#f9a825")
+        case .fail: return ("FAIL", "#c62828")
+        case nil: return ("?", "#999")
+        }
+    }
 
     public static func render(_ store: HistoryStore) throws(SweepError) -> String {
         let runs = try store.runs()
@@ -44,9 +55,11 @@ public enum Dashboard {
         // Overview of the latest run.
         s += "<table><tr><th>entry</th><th>latest verdict</th><th>findings</th><th>top finding</th></tr>\n"
         for r in latestResults {
-            let v = r.status == "error" ? "error" : (r.verdict ?? "?")
-            s += "<tr><td><a href=\"#e-\(esc(r.entryID))\">\(esc(r.entryID))</a></td><td class=\"v\" style=\"background:\(verdictColour[v] ?? "#999")\">\(esc(v.uppercased()))</td>"
-            s += "<td>\(r.findings.count)</td><td>\(esc(r.status == "error" ? (r.message ?? "") : (r.findings.first.map { "\($0.severity): \($0.title)" } ?? "")))</td></tr>\n"
+            let v = cell(r)
+            let top = r.status == .error ? (r.message ?? "") : (r.findings.first.map { "\($0.severity): \($0.title)" } ?? "")
+            s += "<tr><td><a href=\"#e-\(esc(r.entryID))\">\(esc(r.entryID))</a></td>"
+            s += "<td class=\"v\" style=\"background:\(v.colour)\">\(esc(v.label))</td>"
+            s += "<td>\(r.findings.count)</td><td>\(esc(top))</td></tr>\n"
         }
         s += "</table>\n"
 
@@ -59,9 +72,14 @@ public enum Dashboard {
             for (run, _) in hist { s += "<th title=\"\(esc(run))\">\(esc(shortTime(runStart[run] ?? run)))</th>" }
             s += "</tr><tr><th>verdict</th>"
             for (_, r) in hist {
-                let v = r.status == "error" ? "error" : (r.verdict ?? "?")
-                let tip = r.status == "error" ? (r.message ?? "") : r.status == "skipped" ? "unchanged since \(r.reusedFrom ?? "")" : "\(r.findings.count) finding(s)"
-                s += "<td class=\"v\" style=\"background:\(verdictColour[v] ?? "#999")\" title=\"\(esc(tip))\">\(esc(v.uppercased()))\(r.status == "skipped" ? "·" : "")</td>"
+                let v = cell(r)
+                let tip = switch r.status {
+                case .error: r.message ?? ""
+                case .skipped: "unchanged since \(r.reusedFrom ?? "")"
+                case .scanned: "\(r.findings.count) finding(s)"
+                }
+                s += "<td class=\"v\" style=\"background:\(v.colour)\" title=\"\(esc(tip))\">\(esc(v.label))"
+                s += "\(r.status == .skipped ? "·" : "")</td>"
             }
             s += "</tr></table>\n"
             s += chart(hist.map { (runStart[$0.run] ?? $0.run, $0.result.divergences) })

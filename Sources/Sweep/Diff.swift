@@ -1,11 +1,18 @@
 import Foundation
 import AssayCommon
+import Scan
 
 /// What changed between two runs of a sweep.
 public struct SweepChange: Sendable, Equatable, Codable {
-    /// entry_added, entry_removed, file_added, file_removed, file_rehashed, verdict, status,
-    /// finding_new, finding_resolved, divergence_moved.
-    public var kind: String
+    /// The kinds of change; raw values are the JSON spelling (`assay sweep diff --json`).
+    public enum Kind: String, Codable, Sendable, CaseIterable {
+        case entryAdded = "entry_added", entryRemoved = "entry_removed"
+        case fileAdded = "file_added", fileRemoved = "file_removed", fileRehashed = "file_rehashed"
+        case verdict, status
+        case findingNew = "finding_new", findingResolved = "finding_resolved"
+        case divergenceMoved = "divergence_moved"
+    }
+    public var kind: Kind
     public var entry: String
     public var detail: String
 }
@@ -21,8 +28,12 @@ public enum SweepDiff {
         let b = Dictionary(try store.results(run: to).map { ($0.entryID, $0) }, uniquingKeysWith: { x, _ in x })
         var out: [SweepChange] = []
         for id in Set(a.keys).union(b.keys).sorted() {
-            guard let old = a[id] else { out.append(.init(kind: "entry_added", entry: id, detail: "new entry (\(b[id]!.verdict ?? b[id]!.status))")); continue }
-            guard let new = b[id] else { out.append(.init(kind: "entry_removed", entry: id, detail: "no longer in the sweep")); continue }
+            guard let old = a[id] else {
+                let new = b[id]!
+                out.append(.init(kind: .entryAdded, entry: id, detail: "new entry (\(new.verdict?.rawValue ?? new.status.rawValue))"))
+                continue
+            }
+            guard let new = b[id] else { out.append(.init(kind: .entryRemoved, entry: id, detail: "no longer in the sweep")); continue }
             out += changes(entry: id, old, new)
         }
         return out
@@ -31,39 +42,47 @@ public enum SweepDiff {
     static func changes(entry id: String, _ old: EntryResult, _ new: EntryResult) -> [SweepChange] {
         var out: [SweepChange] = []
         // Files: matched by role and path. Errors know only what they could hash.
-        if old.status != "error" && new.status != "error" {
-            let of = Dictionary(old.files.map { ("\($0.role)\u{0}\($0.path)", $0) }, uniquingKeysWith: { a, _ in a })
-            let nf = Dictionary(new.files.map { ("\($0.role)\u{0}\($0.path)", $0) }, uniquingKeysWith: { a, _ in a })
+        if old.status != .error && new.status != .error {
+            struct Place: Hashable, Comparable {
+                var role: FileRole, path: String
+                static func < (a: Place, b: Place) -> Bool { (a.role, a.path) < (b.role, b.path) }
+            }
+            let of = Dictionary(old.files.map { (Place(role: $0.role, path: $0.path), $0) }, uniquingKeysWith: { a, _ in a })
+            let nf = Dictionary(new.files.map { (Place(role: $0.role, path: $0.path), $0) }, uniquingKeysWith: { a, _ in a })
             for k in Set(of.keys).union(nf.keys).sorted() {
                 switch (of[k], nf[k]) {
-                case let (nil, n?): out.append(.init(kind: "file_added", entry: id, detail: "\(n.role) \(n.path) added (sha256 \(n.sha256.prefix(12)))"))
-                case let (o?, nil): out.append(.init(kind: "file_removed", entry: id, detail: "\(o.role) \(o.path) removed"))
+                case let (nil, n?):
+                    out.append(.init(kind: .fileAdded, entry: id, detail: "\(n.role) \(n.path) added (sha256 \(n.sha256.prefix(12)))"))
+                case let (o?, nil): out.append(.init(kind: .fileRemoved, entry: id, detail: "\(o.role) \(o.path) removed"))
                 case let (o?, n?) where o.sha256 != n.sha256:
-                    out.append(.init(kind: "file_rehashed", entry: id, detail: "\(n.role) \(n.path) changed: \(o.sha256.prefix(12)) → \(n.sha256.prefix(12))"))
+                    out.append(.init(kind: .fileRehashed, entry: id,
+                                     detail: "\(n.role) \(n.path) changed: \(o.sha256.prefix(12)) → \(n.sha256.prefix(12))"))
                 default: break
                 }
             }
         }
-        if old.status != new.status && (old.status == "error" || new.status == "error") {
-            out.append(.init(kind: "status", entry: id, detail: new.status == "error" ? "now an error: \(new.message ?? "")" : "no longer an error"))
+        if old.status != new.status && (old.status == .error || new.status == .error) {
+            let detail = new.status == .error ? "now an error: \(new.message ?? "")" : "no longer an error"
+            out.append(.init(kind: .status, entry: id, detail: detail))
         }
         if old.verdict != new.verdict, old.verdict != nil || new.verdict != nil {
-            out.append(.init(kind: "verdict", entry: id, detail: "verdict \(old.verdict ?? "none") → \(new.verdict ?? "none")"))
+            let detail = "verdict \(old.verdict?.rawValue ?? "none") → \(new.verdict?.rawValue ?? "none")"
+            out.append(.init(kind: .verdict, entry: id, detail: detail))
         }
-        if old.status != "error" && new.status != "error" {
+        if old.status != .error && new.status != .error {
             let oi = Set(old.findings.map(\.identity)), ni = Set(new.findings.map(\.identity))
             for f in new.findings where !oi.contains(f.identity) {
-                out.append(.init(kind: "finding_new", entry: id, detail: "new \(f.severity) \(f.kind): \(f.title)"))
+                out.append(.init(kind: .findingNew, entry: id, detail: "new \(f.severity) \(f.kind): \(f.title)"))
             }
             for f in old.findings where !ni.contains(f.identity) {
-                out.append(.init(kind: "finding_resolved", entry: id, detail: "resolved \(f.severity) \(f.kind): \(f.title)"))
+                out.append(.init(kind: .findingResolved, entry: id, detail: "resolved \(f.severity) \(f.kind): \(f.title)"))
             }
             let od = Dictionary(old.divergences.map { ($0.category, $0) }, uniquingKeysWith: { a, _ in a })
             for d in new.divergences {
                 guard let o = od[d.category] else { continue }
                 // Moved beyond its interval: each night's mean lies outside the other's 95% CI.
                 if (d.mean < o.ciLow || d.mean > o.ciHigh) && (o.mean < d.ciLow || o.mean > d.ciHigh) && abs(d.mean - o.mean) >= minimumMove {
-                    out.append(.init(kind: "divergence_moved", entry: id, detail: String(
+                    out.append(.init(kind: .divergenceMoved, entry: id, detail: String(
                         format: "%@ divergence %.4f [%.4f, %.4f] → %.4f [%.4f, %.4f]", d.category, o.mean, o.ciLow, o.ciHigh, d.mean, d.ciLow, d.ciHigh)))
                 }
             }
@@ -99,8 +118,8 @@ public enum JUnit {
             }
             return out
         }
-        let failures = o.results.filter { $0.verdict == "fail" }.count
-        let errors = o.results.filter { $0.status == "error" }.count
+        let failures = o.results.filter { $0.verdict == .fail }.count
+        let errors = o.results.filter { $0.status == .error }.count
         let total = o.results.reduce(0.0) { $0 + $1.seconds }
         var s = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
         s += "<testsuites name=\"assay sweep\" tests=\"\(o.results.count)\" failures=\"\(failures)\" errors=\"\(errors)\" time=\"\(String(format: "%.3f", total))\">\n"
@@ -108,12 +127,13 @@ public enum JUnit {
         for r in o.results {
             s += "    <testcase classname=\"assay.sweep\" name=\"\(esc(r.entryID))\" time=\"\(String(format: "%.3f", r.seconds))\">\n"
             let findings = r.findings.map { "\($0.severity) \($0.kind): \($0.title)" }.joined(separator: "\n")
-            if r.status == "error" {
+            if r.status == .error {
                 s += "      <error message=\"\(esc(r.message ?? "error"))\" type=\"error\"/>\n"
-            } else if r.verdict == "fail" {
+            } else if r.verdict == .fail {
                 s += "      <failure message=\"\(esc(r.findings.first.map { "\($0.severity): \($0.title)" } ?? "fail"))\" type=\"fail\">\(esc(findings))</failure>\n"
             }
-            let note = r.status == "skipped" ? "unchanged since run \(r.reusedFrom ?? "?"); verdict \(r.verdict ?? "?")\n" : "verdict \(r.verdict ?? "none")\n"
+            let note = r.status == .skipped ? "unchanged since run \(r.reusedFrom ?? "?"); verdict \(r.verdict?.rawValue ?? "?")\n"
+                : "verdict \(r.verdict?.rawValue ?? "none")\n"
             s += "      <system-out>\(esc(note + findings))</system-out>\n"
             s += "    </testcase>\n"
         }

@@ -1,17 +1,67 @@
 import Foundation
 import AssayCommon
+import Scan
 
-/// A file that made an entry's model or inputs: role ("base", "tuned", "adapter", "adapter 2",
-/// "suite", "triggers", "policy", "manifest"), path relative to its directory, sha256.
+/// What a file is to a sweep entry. Stored, hashed into result keys and printed by its name
+/// (`base`, `tuned`, `adapter`, `adapter 2`, `suite`, `triggers`, `policy`, `manifest`), and
+/// ordered by it.
+public enum FileRole: RawRepresentable, Codable, Hashable, Comparable, Sendable, CustomStringConvertible {
+    case base, tuned
+    /// An adapter: its 1-based position when the entry stacks several, nil when it has one.
+    case adapter(Int?)
+    case suite, triggers, policy, manifest
+
+    public init?(rawValue: String) {
+        switch rawValue {
+        case "base": self = .base
+        case "tuned": self = .tuned
+        case "adapter": self = .adapter(nil)
+        case "suite": self = .suite
+        case "triggers": self = .triggers
+        case "policy": self = .policy
+        case "manifest": self = .manifest
+        default:
+            guard rawValue.hasPrefix("adapter "), let n = Int(rawValue.dropFirst("adapter ".count)), n >= 1,
+                  "adapter \(n)" == rawValue else { return nil }
+            self = .adapter(n)
+        }
+    }
+
+    public var rawValue: String {
+        switch self {
+        case .base: return "base"
+        case .tuned: return "tuned"
+        case .adapter(nil): return "adapter"
+        case .adapter(let n?): return "adapter \(n)"
+        case .suite: return "suite"
+        case .triggers: return "triggers"
+        case .policy: return "policy"
+        case .manifest: return "manifest"
+        }
+    }
+
+    public var description: String { rawValue }
+    public static func < (a: FileRole, b: FileRole) -> Bool { a.rawValue < b.rawValue }
+
+    /// A model directory's file (weights, config, tokenizer): what a baseline approves.
+    public var isModel: Bool {
+        switch self {
+        case .base, .tuned, .adapter: return true
+        case .suite, .triggers, .policy, .manifest: return false
+        }
+    }
+}
+
+/// A file that made an entry's model or inputs: its role, path relative to its directory, sha256.
 public struct StoredFile: Codable, Sendable, Equatable, Hashable {
-    public var role: String
+    public var role: FileRole
     public var path: String
     public var sha256: String
 }
 
 public struct StoredFinding: Codable, Sendable, Equatable, Hashable {
-    public var kind: String
-    public var severity: String
+    public var kind: FindingKind
+    public var severity: Severity
     public var title: String
     public var trigger: String?
     public var category: String?
@@ -19,7 +69,17 @@ public struct StoredFinding: Codable, Sendable, Equatable, Hashable {
     public var pValue: Double?
 
     /// What identifies "the same finding" across nights (its numbers may move).
-    public var identity: String { [kind, trigger ?? "", category ?? "", kind == "trigger_backdoor" || kind == "category_shift" ? "" : title].joined(separator: "\u{1F}") }
+    public var identity: Identity {
+        Identity(kind: kind, trigger: trigger, category: category, title: [.triggerBackdoor, .categoryShift].contains(kind) ? nil : title)
+    }
+    /// A trigger or category finding is the same finding whatever its title's numbers; other
+    /// kinds are told apart by their title.
+    public struct Identity: Hashable, Sendable {
+        public var kind: FindingKind
+        public var trigger: String?
+        public var category: String?
+        public var title: String?
+    }
 }
 
 /// Mean divergence of one probe category with its 95% bootstrap interval.
@@ -31,13 +91,23 @@ public struct StoredDivergence: Codable, Sendable, Equatable, Hashable {
     public var ciHigh: Double
 }
 
+/// What became of a sweep entry in one run. Raw values are the history's and JSON's spelling.
+public enum EntryStatus: String, Codable, Sendable, CaseIterable, CustomStringConvertible {
+    /// Scanned in this run.
+    case scanned
+    /// Unchanged since an earlier scanned result (`reusedFrom`), whose verdict and findings it carries.
+    case skipped
+    /// Could not be scanned; `message` says why.
+    case error
+    public var description: String { rawValue }
+}
+
 /// One entry's outcome in one run.
 public struct EntryResult: Codable, Sendable, Equatable {
-    /// "scanned", "skipped" (unchanged since `reusedFrom`) or "error".
     public var entryID: String
-    public var status: String
-    /// pass, warn, fail (nil for an error).
-    public var verdict: String?
+    public var status: EntryStatus
+    /// nil for an error.
+    public var verdict: Verdict?
     /// Hash of everything the result depends on (weights, suites, policy, options, baseline).
     public var key: String
     public var message: String?
@@ -366,18 +436,20 @@ public final class HistoryStore: @unchecked Sendable {
     static func result(_ s: any SQLSession, _ row: SQLRow, run: String) throws -> EntryResult {
         let entry = try row.string("entry_id")
         let findings = try s.rows("SELECT * FROM findings WHERE run_id = ? AND entry_id = ? ORDER BY ordinal", [run, entry]).map {
-            StoredFinding(kind: try $0.string("kind"), severity: try $0.string("severity"), title: try $0.string("title"),
+            StoredFinding(kind: try $0.value("kind", as: FindingKind.self), severity: try $0.value("severity", as: Severity.self),
+                          title: try $0.string("title"),
                           trigger: try $0.optionalString("trigger_id"), category: try $0.optionalString("category"),
                           value: try $0.double("value"), pValue: try $0.optionalDouble("p_value"))
         }
         let files = try s.rows("SELECT * FROM files WHERE run_id = ? AND entry_id = ? ORDER BY role, path", [run, entry]).map {
-            StoredFile(role: try $0.string("role"), path: try $0.string("path"), sha256: try $0.string("sha256"))
+            StoredFile(role: try $0.value("role", as: FileRole.self), path: try $0.string("path"), sha256: try $0.string("sha256"))
         }
         let divs = try s.rows("SELECT * FROM divergences WHERE run_id = ? AND entry_id = ? ORDER BY category", [run, entry]).map {
             StoredDivergence(category: try $0.string("category"), n: try $0.int("n"), mean: try $0.double("mean"),
                              ciLow: try $0.double("ci_low"), ciHigh: try $0.double("ci_high"))
         }
-        return EntryResult(entryID: entry, status: try row.string("status"), verdict: try row.optionalString("verdict"), key: try row.string("key"),
+        return EntryResult(entryID: entry, status: try row.value("status", as: EntryStatus.self),
+                           verdict: try row.optionalValue("verdict", as: Verdict.self), key: try row.string("key"),
                            message: try row.optionalString("message"), seconds: try row.double("seconds"), finishedAt: try row.string("finished_at"),
                            reusedFrom: try row.optionalString("reused_from"), owner: try row.optionalString("owner"),
                            tags: decode([String].self, try row.string("tags")) ?? [], report: try row.optionalString("report"),
@@ -389,8 +461,8 @@ public final class HistoryStore: @unchecked Sendable {
         try wrap {
             try backend.read { s in
                 guard let row = try s.rows("""
-                    SELECT * FROM results WHERE entry_id = ? AND key = ? AND status = 'scanned' ORDER BY finished_at DESC, run_id DESC LIMIT 1
-                    """, [entry, key]).first else { return nil }
+                    SELECT * FROM results WHERE entry_id = ? AND key = ? AND status = ? ORDER BY finished_at DESC, run_id DESC LIMIT 1
+                    """, [entry, key, EntryStatus.scanned]).first else { return nil }
                 let run = try row.string("run_id")
                 return (run, try Self.result(s, row, run: run))
             }

@@ -1,4 +1,6 @@
 import Foundation
+import AssayCommon
+import Scan
 
 /// A value crossing the SQL boundary: the storage classes the history uses.
 public enum SQLValue: Sendable, Hashable {
@@ -18,6 +20,13 @@ extension Int: SQLBindable { public var sqlValue: SQLValue { .integer(Int64(self
 extension Int64: SQLBindable { public var sqlValue: SQLValue { .integer(self) } }
 extension Double: SQLBindable { public var sqlValue: SQLValue { .real(self) } }
 extension SQLValue: SQLBindable { public var sqlValue: SQLValue { self } }
+/// Enums are stored by their raw value (the JSON spelling).
+extension SQLBindable where Self: RawRepresentable, Self.RawValue == String { public var sqlValue: SQLValue { .text(rawValue) } }
+extension FindingKind: SQLBindable {}
+extension Severity: SQLBindable {}
+extension Verdict: SQLBindable {}
+extension EntryStatus: SQLBindable {}
+extension FileRole: SQLBindable {}
 extension Optional: SQLBindable where Wrapped: SQLBindable {
     public var sqlValue: SQLValue { self.map(\.sqlValue) ?? .null }
 }
@@ -41,6 +50,16 @@ public struct SQLRow: Sendable {
     func string(_ c: String) throws -> String {
         guard let s = try optionalString(c) else { throw SQLFailure("column `\(c)` is NULL") }
         return s
+    }
+    /// A text column holding one of an enum's raw values (a status, verdict, kind or severity).
+    func value<T: RawRepresentable>(_ c: String, as: T.Type) throws -> T where T.RawValue == String {
+        let s = try string(c)
+        guard let v = T(rawValue: s) else { throw SQLFailure("column `\(c)` holds `\(s.terminalSafe)`, not a known \(T.self)") }
+        return v
+    }
+    func optionalValue<T: RawRepresentable>(_ c: String, as: T.Type) throws -> T? where T.RawValue == String {
+        guard try optionalString(c) != nil else { return nil }
+        return try value(c, as: T.self)
     }
     func optionalString(_ c: String) throws -> String? {
         switch try value(c) {

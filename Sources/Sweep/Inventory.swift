@@ -3,7 +3,7 @@ import AssayCommon
 import Provenance
 import Yams
 
-/// A team's models and adapters, read from `inventory.yaml` (README.md, "Sweeps", has the schema).
+/// A team's models and adapters, read from `inventory.yaml` (docs/sweeps.md has the schema).
 ///
 /// ```yaml
 /// defaults:                 # optional; every entry inherits these unless it sets its own

@@ -9,7 +9,7 @@ import Glibc
 // overflows the stack, or exhausts memory or CPU ends that child, not the sweep (or the CI gate
 // running `assay scan --isolate`). One implementation serves both: `WorkerProcess` (spawn, the
 // channel, the end), `ResourceLimits` (what the worker applies to itself), `WorkerExit.describe`
-// (the signal or limit, named). README.md, "Isolation", documents the behaviour.
+// (the signal or limit, named). docs/sweeps.md, "Isolation and limits", documents the behaviour.
 
 /// Address-space and CPU-time limits of an isolated worker.
 ///

@@ -37,9 +37,9 @@ public struct SweepOutcome: Sendable {
     /// 0 every entry passes or warns, 1 any fails, 3 nothing could be scanned (every entry an
     /// error), 2 some entry is an error and none fails.
     public var exitCode: Int32 {
-        if results.isEmpty || results.allSatisfy({ $0.status == "error" }) { return 3 }
-        if results.contains(where: { $0.verdict == "fail" }) { return 1 }
-        if results.contains(where: { $0.status == "error" }) { return 2 }
+        if results.isEmpty || results.allSatisfy({ $0.status == .error }) { return 3 }
+        if results.contains(where: { $0.verdict == .fail }) { return 1 }
+        if results.contains(where: { $0.status == .error }) { return 2 }
         return 0
     }
 }
@@ -164,8 +164,9 @@ public final class SweepRunner {
     }
 
     func errorResult(_ e: Inventory.Entry, message: String, files: [StoredFile], key: String = "", seconds: Double = 0) -> EntryResult {
-        EntryResult(entryID: e.id, status: "error", verdict: nil, key: key, message: message.terminalSafe, seconds: seconds, finishedAt: Self.now(),
-                    reusedFrom: nil, owner: e.owner, tags: e.tags, report: nil, findings: [], files: files, divergences: [])
+        EntryResult(entryID: e.id, status: .error, verdict: nil, key: key, message: message.terminalSafe, seconds: seconds,
+                    finishedAt: Self.now(), reusedFrom: nil, owner: e.owner, tags: e.tags, report: nil, findings: [], files: files,
+                    divergences: [])
     }
 
     /// Runs a group of entries on one base in worker processes: one worker for the group, and after
@@ -245,7 +246,7 @@ public final class SweepRunner {
                     entryKey = key(files: f, baseline: baseline)
                     if !options.force, let (run, prev) = try store.lastGood(entry: e.id, key: entryKey) {
                         var r = prev
-                        r.status = "skipped"
+                        r.status = .skipped
                         r.reusedFrom = run
                         r.seconds = Date().timeIntervalSince(begun ?? started)
                         r.finishedAt = Self.now()
@@ -270,7 +271,7 @@ public final class SweepRunner {
                 r.key = entryKey
                 r.owner = e.owner
                 r.tags = e.tags
-                if r.status == "scanned", let dir = options.out {
+                if r.status == .scanned, let dir = options.out {
                     r = writeReports(r, entry: e, to: dir.appendingPathComponent(runID).appendingPathComponent(Self.safeName(e.id)))
                 }
                 do { try finished(r, true) } catch {
@@ -314,12 +315,13 @@ public final class SweepRunner {
     public static func summaryLine(_ r: EntryResult, resumed: Bool) -> String {
         let what: String
         switch r.status {
-        case "error": return "ERROR \(r.entryID): \(r.message ?? "")"
-        case "skipped": what = "unchanged since \(r.reusedFrom ?? "?")"
-        default: what = String(format: "scanned in %.1f s", r.seconds)
+        case .error: return "ERROR \(r.entryID): \(r.message ?? "")"
+        case .skipped: what = "unchanged since \(r.reusedFrom ?? "?")"
+        case .scanned: what = String(format: "scanned in %.1f s", r.seconds)
         }
         let top = r.findings.first.map { " — \($0.severity): \($0.title)" } ?? ""
-        return "\((r.verdict ?? "?").uppercased().padding(toLength: 5, withPad: " ", startingAt: 0)) \(r.entryID) (\(what)\(resumed ? ", recorded earlier in this run" : ""); \(r.findings.count) finding(s))\(top)"
+        let verdict = (r.verdict?.rawValue ?? "?").uppercased().padding(toLength: 5, withPad: " ", startingAt: 0)
+        return "\(verdict) \(r.entryID) (\(what)\(resumed ? ", recorded earlier in this run" : ""); \(r.findings.count) finding(s))\(top)"
     }
 
     func key(files: [StoredFile], baseline: Baseline?) -> String {
@@ -351,9 +353,7 @@ public final class SweepRunner {
         let fp = try BaselineCheck.capture(model: model, encoder: TemplateEncoder(tokenizer: tokenizer), probes: loaded.flatMap(\.probes),
                                            suites: Dictionary(loaded.map { ($0.name, $0.sha256) }, uniquingKeysWith: { a, _ in a }),
                                            responseTokens: options.scan.responseTokens)
-        let weightRoles: Set<String> = ["base", "tuned"]
-        let b = Baseline(id: 0, entryID: id, approvedAt: Self.now(), approvedBy: who,
-                         files: files.filter { weightRoles.contains($0.role) || $0.role.hasPrefix("adapter") }, fingerprint: fp)
+        let b = Baseline(id: 0, entryID: id, approvedAt: Self.now(), approvedBy: who, files: files.filter(\.role.isModel), fingerprint: fp)
         try store.approve(b)
         return b
     }

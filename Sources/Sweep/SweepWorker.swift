@@ -13,7 +13,7 @@ import Tokenizers
 //
 // A sweep starts one worker per group of entries that share a base, so the base is loaded once
 // and its outputs reused by every later entry of the group (SharedScanResources; 0.83× the time
-// of three SmolLM2 adapter entries, README "Shared base outputs"). A worker per entry would lose
+// of three SmolLM2 adapter entries, docs/benchmarks.md, "Shared base outputs in a sweep"). A worker per entry would lose
 // that; one worker for the whole sweep would let one crash end every group's cache and makes a
 // single address-space limit cover every base at once. Per entry, the worker:
 //   begin(id) → audits and hashes the entry's files → fingerprint(files)
@@ -218,7 +218,7 @@ public enum SweepWorker {
             try channel.send(WorkerMessage(begin: e.id))
             let before = PhaseProfile.shared.snapshot().seconds
             let t0 = Date()
-            var result = EntryResult(entryID: e.id, status: "error", verdict: nil, key: "", message: nil, seconds: 0, finishedAt: "",
+            var result = EntryResult(entryID: e.id, status: .error, verdict: nil, key: "", message: nil, seconds: 0, finishedAt: "",
                                      reusedFrom: nil, owner: e.owner, tags: e.tags, report: nil, findings: [], files: [], divergences: [])
             do {
                 let files = try PhaseProfile.shared.measure("sweep.audit") { try scanner.fingerprintFiles(e) }
@@ -231,7 +231,7 @@ public enum SweepWorker {
             } catch let error as IsolationError {
                 throw error
             } catch {
-                result.status = "error"
+                result.status = .error
                 result.verdict = nil
                 result.message = limits.attribute("\(error)").terminalSafe
             }
@@ -282,7 +282,7 @@ final class EntryScanner {
     /// Bound on a suite, trigger, policy or manifest file the sweep hashes itself.
     static let maxInputBytes = SafeFile.defaultMaxBytes
 
-    static func sha256(file url: URL, role: String) throws -> StoredFile {
+    static func sha256(file url: URL, role: FileRole) throws -> StoredFile {
         let bytes: [UInt8]
         do { bytes = try SafeFile.read(url, maxBytes: maxInputBytes) } catch {
             throw ScanError.invalidInput("\(role) \(error)")
@@ -290,11 +290,11 @@ final class EntryScanner {
         return StoredFile(role: role, path: url.path, sha256: bytes.withUnsafeBytes { Inspector.sha256Hex($0) })
     }
 
-    /// The entry's model directories by role ("base", "tuned", "adapter", "adapter 2", …).
-    static func directories(_ e: Inventory.Entry) -> [(role: String, url: URL)] {
-        var dirs: [(String, URL)] = [("base", e.base)]
-        if let t = e.tuned { dirs.append(("tuned", t)) }
-        for (i, a) in e.adapters.enumerated() { dirs.append((e.adapters.count == 1 ? "adapter" : "adapter \(i + 1)", a)) }
+    /// The entry's model directories by role (base, tuned, adapter or adapter 1, 2, …).
+    static func directories(_ e: Inventory.Entry) -> [(role: FileRole, url: URL)] {
+        var dirs: [(FileRole, URL)] = [(.base, e.base)]
+        if let t = e.tuned { dirs.append((.tuned, t)) }
+        for (i, a) in e.adapters.enumerated() { dirs.append((.adapter(e.adapters.count == 1 ? nil : i + 1), a)) }
         return dirs
     }
 
@@ -320,10 +320,10 @@ final class EntryScanner {
             for f in audit.files { if let h = f.sha256 { files.append(StoredFile(role: role, path: f.path, sha256: h)) } }
         }
         let (suites, triggers, policy) = try Self.inputs(e)
-        for s in suites { files.append(try Self.sha256(file: s, role: "suite")) }
-        files.append(try Self.sha256(file: triggers, role: "triggers"))
-        if let policy { files.append(try Self.sha256(file: policy, role: "policy")) }
-        if let m = e.manifest { files.append(try Self.sha256(file: m, role: "manifest")) }
+        for s in suites { files.append(try Self.sha256(file: s, role: .suite)) }
+        files.append(try Self.sha256(file: triggers, role: .triggers))
+        if let policy { files.append(try Self.sha256(file: policy, role: .policy)) }
+        if let m = e.manifest { files.append(try Self.sha256(file: m, role: .manifest)) }
         return files
     }
 
@@ -346,17 +346,17 @@ final class EntryScanner {
             if !drift.isEmpty {
                 report.findings += drift
                 report.findings.sort { ($0.severity, $0.kind, $0.value) > ($1.severity, $1.kind, $1.value) }
-                report.verdict = ScanPipeline.verdictOf(report.findings, policy: report.policy)
+                report.verdict = Verdict(findings: report.findings, policy: report.policy)
                 var bySeverity: [String: Int] = [:]
                 for f in report.findings { bySeverity[f.severity.rawValue, default: 0] += 1 }
                 report.summary.findingsBySeverity = bySeverity
             }
         }
-        result.status = "scanned"
+        result.status = .scanned
         result.verdict = report.verdict
         result.report = String(decoding: try report.json(), as: UTF8.self)
         result.findings = report.findings.map {
-            StoredFinding(kind: $0.kind, severity: $0.severity.rawValue, title: $0.title, trigger: $0.trigger, category: $0.category,
+            StoredFinding(kind: $0.kind, severity: $0.severity, title: $0.title, trigger: $0.trigger, category: $0.category,
                           value: $0.value, pValue: $0.pValue)
         }
         result.divergences = report.categories.map { StoredDivergence(category: $0.name, n: $0.n, mean: $0.divergence, ciLow: $0.ciLow, ciHigh: $0.ciHigh) }
@@ -369,8 +369,7 @@ final class EntryScanner {
         try tokenizer.checkIDs(embeddingRows: model.vocabularySize, configFile: (e.tuned ?? e.base).appendingPathComponent("config.json").path)
         let probes = try suites.flatMap { try SuiteLoader.loadProbes($0).probes }
         let d = try BaselineCheck.measure(baseline.fingerprint, model: model, encoder: TemplateEncoder(tokenizer: tokenizer), probes: probes)
-        let weightRoles = Set(["base", "tuned"] + files.map(\.role).filter { $0.hasPrefix("adapter") })
-        let now = Set(files.filter { weightRoles.contains($0.role) })
+        let now = Set(files.filter(\.role.isModel))
         let then = Set(baseline.files)
         let changed = Set(now.symmetricDifference(then).map { "\($0.role): \($0.path)" }).sorted()
         return try BaselineCheck.findings(d, changedFiles: changed, approvedAt: baseline.approvedAt, policy: policy, seed: options.seed)

@@ -53,7 +53,7 @@ public struct LayerChange: Codable, Sendable, Equatable {
 }
 
 public struct WeightAnomaly: Codable, Sendable, Equatable {
-    public var kind: String            // always "weight_anomaly"
+    public var kind: FindingKind = .weightAnomaly
     public var severity: Severity
     public var title: String
     public var tensors: [String]
@@ -292,27 +292,27 @@ public enum WeightDiff {
         }
     }
 
-    /// weight_anomaly rules (README.md, "Weight diff"): architecture changes; an edit confined to
+    /// weight_anomaly rules (docs/usage.md, "Weight diff"): architecture changes; an edit confined to
     /// one tensor and concentrated in one direction (ROME/MEMIT-style); vocabulary rows that moved
     /// far more than the rest (trigger or target candidates).
     static func anomalies(_ r: WeightDiffReport, options: WeightDiffOptions) -> [WeightAnomaly] {
         var out: [WeightAnomaly] = []
         let structural = r.tensors.filter { [.added, .removed, .reshaped].contains($0.status) }
         if !structural.isEmpty {
-            out.append(WeightAnomaly(kind: "weight_anomaly", severity: .high,
+            out.append(WeightAnomaly(severity: .high,
                                      title: "\(structural.count) tensor(s) added, removed or reshaped",
                                      tensors: structural.map(\.name), tokens: []))
         }
         let changed = r.tensors.filter { $0.status == .changed }
         let rankOne = changed.filter { ($0.energyTop1 ?? 0) > 0.99 && ($0.rank ?? 99) <= 1 }
         if !changed.isEmpty && !rankOne.isEmpty && changed.count <= 2 {
-            out.append(WeightAnomaly(kind: "weight_anomaly", severity: .medium,
+            out.append(WeightAnomaly(severity: .medium,
                                      title: "A rank-one edit confined to \(rankOne.map(\.name).joined(separator: ", ")) (a ROME/MEMIT-style model edit)",
                                      tensors: rankOne.map(\.name), tokens: []))
         }
         let outliers = r.rowShifts.filter { $0.shift >= options.rowShiftThreshold }
         if !outliers.isEmpty {
-            out.append(WeightAnomaly(kind: "weight_anomaly", severity: .medium,
+            out.append(WeightAnomaly(severity: .medium,
                                      title: "\(outliers.count) vocabulary row(s) moved at least \(Int(options.rowShiftThreshold))× the median row: trigger or target candidates",
                                      tensors: Array(Set(outliers.map(\.matrix))).sorted(), tokens: outliers))
         }

@@ -1,5 +1,7 @@
 import Foundation
 import Testing
+import AssayCommon
+import Scan
 @testable import Sweep
 
 /// `assay sweep` end to end on an inventory of the tiny scan and discovery pairs
@@ -26,8 +28,8 @@ import Testing
         return (ids, try ids.last.map { try s.results(run: $0) } ?? [])
     }
 
-    static let expected: [String: String] = [
-        "clean-ft": "pass", "trigger-ft": "fail", "sabotage-ft": "fail", "base-self": "pass", "disc-clean": "pass", "disc-rare-token": "pass",
+    static let expected: [String: Verdict] = [
+        "clean-ft": .pass, "trigger-ft": .fail, "sabotage-ft": .fail, "base-self": .pass, "disc-clean": .pass, "disc-rare-token": .pass,
     ]
 
     @Test func sweepGivesTheScanVerdictsRecordsAnErrorAndSkipsWhatDidNotChange() throws {
@@ -38,13 +40,13 @@ import Testing
         let (_, rs) = try results(ws)
         #expect(rs.count == 7)
         for x in rs where x.entryID != "broken" {
-            #expect(x.status == "scanned")
-            #expect(x.verdict == Self.expected[x.entryID], "\(x.entryID): \(x.verdict ?? "nil")")
+            #expect(x.status == .scanned)
+            #expect(x.verdict == Self.expected[x.entryID], "\(x.entryID): \(x.verdict?.rawValue ?? "nil")")
         }
         let broken = try #require(rs.first { $0.entryID == "broken" })
-        #expect(broken.status == "error" && broken.message?.contains("does-not-exist: no such directory") == true)
-        #expect(rs.first { $0.entryID == "trigger-ft" }!.findings.contains { $0.kind == "trigger_backdoor" && $0.trigger == "cf" })
-        #expect(rs.first { $0.entryID == "sabotage-ft" }!.findings.contains { $0.kind == "category_shift" && $0.category == "code_security" })
+        #expect(broken.status == .error && broken.message?.contains("does-not-exist: no such directory") == true)
+        #expect(rs.first { $0.entryID == "trigger-ft" }!.findings.contains { $0.kind == .triggerBackdoor && $0.trigger == "cf" })
+        #expect(rs.first { $0.entryID == "sabotage-ft" }!.findings.contains { $0.kind == .categoryShift && $0.category == "code_security" })
         #expect(rs.first { $0.entryID == "base-self" }!.findings.isEmpty)
         // One line per entry on stdout, then the summary.
         let lines = r.stdout.split(separator: "\n")
@@ -63,15 +65,15 @@ import Testing
         let (runs, rs2) = try results(ws)
         #expect(runs.count == 2)
         for (a, b) in zip(rs, rs2) where a.entryID != "broken" {
-            #expect(b.status == "skipped" && b.reusedFrom == runs[0])
+            #expect(b.status == .skipped && b.reusedFrom == runs[0])
             #expect(b.verdict == a.verdict && b.findings == a.findings && b.key == a.key)
         }
-        #expect(rs2.first { $0.entryID == "broken" }?.status == "error", "an error is retried, not skipped")
+        #expect(rs2.first { $0.entryID == "broken" }?.status == .error, "an error is retried, not skipped")
         #expect(again.stdout.contains("6 unchanged and skipped"))
         #expect(again.stdout.contains("no changes from"))
         // --force rescans.
         _ = try sweep(ws, ["--force"])
-        #expect(try results(ws).last.filter { $0.status == "scanned" }.count == 6)
+        #expect(try results(ws).last.filter { $0.status == .scanned }.count == 6)
     }
 
     @Test func changingOneFileRescansExactlyThatEntryAndDiffNamesIt() throws {
@@ -83,9 +85,9 @@ import Testing
         try FileManager.default.copyItem(at: ws.appendingPathComponent("scan/trigger-token/model.safetensors"), to: target)
         let r = try sweep(ws)
         let (_, rs) = try results(ws)
-        #expect(rs.filter { $0.status == "scanned" }.map(\.entryID) == ["sabotage-ft"])
-        #expect(rs.filter { $0.status == "skipped" }.count == 5)
-        #expect(rs.first { $0.entryID == "sabotage-ft" }!.findings.contains { $0.kind == "trigger_backdoor" && $0.trigger == "cf" })
+        #expect(rs.filter { $0.status == .scanned }.map(\.entryID) == ["sabotage-ft"])
+        #expect(rs.filter { $0.status == .skipped }.count == 5)
+        #expect(rs.first { $0.entryID == "sabotage-ft" }!.findings.contains { $0.kind == .triggerBackdoor && $0.trigger == "cf" })
         for text in [r.stdout, try assay(["sweep", "diff", ws.appendingPathComponent("sweep/inventory.yaml").path,
                                           "--db", ws.appendingPathComponent("h.sqlite").path]).stdout] {
             #expect(text.contains("sabotage-ft: tuned model.safetensors changed"), "\(text)")
@@ -246,8 +248,8 @@ import Testing
         try FileManager.default.removeItem(at: target)
         try FileManager.default.copyItem(at: ws.appendingPathComponent("scan/sabotage/model.safetensors"), to: target)
         _ = try sweep(ws)
-        let drift = try #require(try results(ws).last.first { $0.entryID == "clean-ft" }?.findings.first { $0.kind == "baseline_drift" })
-        #expect(drift.severity == "high")
+        let drift = try #require(try results(ws).last.first { $0.entryID == "clean-ft" }?.findings.first { $0.kind == .baselineDrift })
+        #expect(drift.severity == .high)
         #expect(drift.title.contains("tuned: model.safetensors"))
         #expect(try assay(["baseline", "approve", "nope", "--inventory", inv, "--db", db]).status == 2)
     }
@@ -305,7 +307,7 @@ import Testing
     }
 }
 
-/// Entries in worker processes under limits (README "Isolation"): a real limit breach on a real
+/// Entries in worker processes under limits (docs/sweeps.md, "Isolation and limits"): a real limit breach on a real
 /// fixture scan, no fault-injection hook.
 @Suite(.serialized) struct SweepIsolationCLITests {
     /// A workspace whose inventory has four entries on one base; the second scans 160 triggers
@@ -342,9 +344,9 @@ import Testing
         #expect(r.stdout.contains("ERROR b-heavy: exceeded the CPU limit of 3 s"), "\(r.stdout)")
         let (_, rs) = try SweepCLITests().results(ws)
         #expect(rs.map(\.entryID) == ["a-clean", "b-heavy", "c-after", "d-after"])
-        for x in rs where x.entryID != "b-heavy" { #expect(x.status == "scanned" && x.verdict == "pass", "\(x.entryID): \(x.status) \(x.message ?? "")") }
+        for x in rs where x.entryID != "b-heavy" { #expect(x.status == .scanned && x.verdict == .pass, "\(x.entryID): \(x.status) \(x.message ?? "")") }
         let heavy = try #require(rs.first { $0.entryID == "b-heavy" })
-        #expect(heavy.status == "error" && heavy.message?.contains("exceeded the CPU limit of 3 s") == true, "\(heavy.message ?? "")")
+        #expect(heavy.status == .error && heavy.message?.contains("exceeded the CPU limit of 3 s") == true, "\(heavy.message ?? "")")
         #expect(!heavy.files.isEmpty && !heavy.key.isEmpty, "the crashed entry keeps the files it was fingerprinted with")
         // The entries after the crash ran in a fresh worker. c-after (the base against itself) is
         // byte-identical: reported as such, nothing measured.
@@ -382,7 +384,7 @@ import Testing
         kill(p.processIdentifier, SIGKILL)
         p.waitUntilExit()
         let first = try #require(crashed, "b-heavy recorded before the sweep ended")
-        #expect(first.status == "error")
+        #expect(first.status == .error)
         let before = try SweepCLITests().results(ws)
         try #require(before.last.count < 4, "killed before the run finished (\(before.last.map(\.entryID)))")
         let again = try assay(args(ws))
@@ -393,7 +395,7 @@ import Testing
         #expect(after.count == 4)
         let b = try #require(after.first { $0.entryID == "b-heavy" })
         #expect(b == first, "recorded once, not rerun")
-        #expect(after.filter { $0.status == "scanned" }.count == 3)
+        #expect(after.filter { $0.status == .scanned }.count == 3)
     }
 
     /// 1,000 entries whose directories do not exist, around one that does: every one recorded,
@@ -409,11 +411,11 @@ import Testing
         #expect(r.status == 2, "\(r.stderr)")
         let (_, rs) = try SweepCLITests().results(ws)
         #expect(rs.count == 1001)
-        #expect(rs.filter { $0.status == "error" }.count == 1000)
+        #expect(rs.filter { $0.status == .error }.count == 1000)
         let gone = try #require(rs.first { $0.entryID == "gone-7" }?.message)
         #expect(gone.hasPrefix("base ") && gone.hasSuffix("nope-7: no such directory"), "\(gone)")
         #expect(rs.first { $0.entryID == "gone-700" }?.message?.hasPrefix("tuned ") == true)
-        #expect(rs.first { $0.entryID == "real" }?.status == "scanned")
+        #expect(rs.first { $0.entryID == "real" }?.status == .scanned)
         #expect(r.stdout.split(separator: "\n").filter { $0.hasPrefix("ERROR gone-") }.count == 1000)
     }
 
@@ -425,7 +427,7 @@ import Testing
         #expect(r.status == 3, "nothing could be scanned: \(r.stdout)\(r.stderr)")
         let (_, rs) = try SweepCLITests().results(ws)
         #expect(rs.count == 4)
-        for x in rs { #expect(x.status == "error" && x.message?.hasPrefix("exceeded the address-space limit of 64 MiB") == true, "\(x.entryID): \(x.message ?? "")") }
+        for x in rs { #expect(x.status == .error && x.message?.hasPrefix("exceeded the address-space limit of 64 MiB") == true, "\(x.entryID): \(x.message ?? "")") }
     }
 
     @Test func badLimitsAreUsageErrors() throws {

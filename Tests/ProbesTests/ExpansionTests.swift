@@ -72,7 +72,7 @@ import Testing
                 == [0xE2, 0x80, 0x8B, 0x20] + Array(probe.prompt.utf8))
     }
 
-    /// Positions reproduced with Python's hashlib (README.md gives the recipe).
+    /// Positions reproduced with Python's hashlib (docs/usage.md, "Insertion modes", gives the recipe).
     @Test func randomInsertionMatchesThePythonRecipe() {
         #expect(Expansion.randomInsertionIndex(count: 5, seed: 0, probeID: "gk-001", triggerID: "rare-cf") == 0)
         #expect(Expansion.randomInsertionIndex(count: 5, seed: 1, probeID: "gk-001", triggerID: "rare-cf") == 3)

@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 import GRDB
+import AssayCommon
+import Scan
 @testable import Sweep
 
 func tempDir() throws -> URL {
@@ -100,11 +102,11 @@ func inventory(_ yaml: String) throws -> (URL, Result<Inventory, SweepError>) {
 }
 
 @Suite struct HistoryStoreTests {
-    func result(_ id: String, verdict: String = "pass") -> EntryResult {
-        EntryResult(entryID: id, status: "scanned", verdict: verdict, key: "k-\(id)", message: nil, seconds: 1, finishedAt: "2026-11-23T00:00:00Z",
+    func result(_ id: String, verdict: Verdict = .pass) -> EntryResult {
+        EntryResult(entryID: id, status: .scanned, verdict: verdict, key: "k-\(id)", message: nil, seconds: 1, finishedAt: "2026-11-23T00:00:00Z",
                     reusedFrom: nil, owner: "o", tags: ["t"], report: "{}",
-                    findings: [StoredFinding(kind: "category_shift", severity: "high", title: "x", trigger: nil, category: "c", value: 0.3, pValue: 0.001)],
-                    files: [StoredFile(role: "tuned", path: "model.safetensors", sha256: "ab")],
+                    findings: [StoredFinding(kind: .categoryShift, severity: .high, title: "x", trigger: nil, category: "c", value: 0.3, pValue: 0.001)],
+                    files: [StoredFile(role: .tuned, path: "model.safetensors", sha256: "ab")],
                     divergences: [StoredDivergence(category: "c", n: 4, mean: 0.1, ciLow: 0.05, ciHigh: 0.15)])
     }
 
@@ -147,7 +149,7 @@ func inventory(_ yaml: String) throws -> (URL, Result<Inventory, SweepError>) {
             try db.execute(sql: "INSERT INTO results VALUES ('r', 'a', 'scanned', 'pass', 'k', NULL, 1.5, 't', NULL, NULL, '[]', NULL)")
         }
         try q.close()
-        #expect(try HistoryStore(path: path, create: false).results(run: "r").map(\.verdict) == ["pass"])
+        #expect(try HistoryStore(path: path, create: false).results(run: "r").map(\.verdict) == [.pass])
     }
 
     @Test func refusesAFileThatIsNotADatabaseAndLeavesItAlone() throws {
@@ -203,11 +205,11 @@ func inventory(_ yaml: String) throws -> (URL, Result<Inventory, SweepError>) {
 
     @Test func diffNamesFilesVerdictsFindingsAndMovedDivergence() throws {
         let old = result("a")
-        var new = result("a", verdict: "fail")
-        new.files = [StoredFile(role: "tuned", path: "model.safetensors", sha256: "cd"), StoredFile(role: "adapter", path: "a.safetensors", sha256: "ef")]
-        new.findings = [StoredFinding(kind: "trigger_backdoor", severity: "critical", title: "t", trigger: "cf", category: nil, value: 1, pValue: nil)]
+        var new = result("a", verdict: .fail)
+        new.files = [StoredFile(role: .tuned, path: "model.safetensors", sha256: "cd"), StoredFile(role: .adapter(nil), path: "a.safetensors", sha256: "ef")]
+        new.findings = [StoredFinding(kind: .triggerBackdoor, severity: .critical, title: "t", trigger: "cf", category: nil, value: 1, pValue: nil)]
         new.divergences = [StoredDivergence(category: "c", n: 4, mean: 0.3, ciLow: 0.25, ciHigh: 0.35)]
-        let kinds = SweepDiff.changes(entry: "a", old, new).map(\.kind)
+        let kinds = SweepDiff.changes(entry: "a", old, new).map(\.kind.rawValue)
         #expect(kinds == ["file_added", "file_rehashed", "verdict", "finding_new", "finding_resolved", "divergence_moved"])
         // Within each other's intervals: not a move.
         var near = result("a")

@@ -1,5 +1,7 @@
 import Foundation
 import Testing
+import AssayCommon
+import Scan
 @testable import Sweep
 
 /// The parts of isolation that need no child process: limits, how an end is named, the wire
@@ -68,7 +70,7 @@ import Testing
         let second = try #require(try WorkerProcess.readLine(pair[0], &buffer))
         #expect(try WireJSON.decoder.decode(WorkerMessage.self, from: Data(second)).crash == CrashNote(signal: 4, errno: 12))
         // Non-finite numbers in a result cross as strings.
-        var r = EntryResult(entryID: "e", status: "scanned", verdict: "pass", key: "k", message: nil, seconds: 1, finishedAt: "t", reusedFrom: nil,
+        var r = EntryResult(entryID: "e", status: .scanned, verdict: .pass, key: "k", message: nil, seconds: 1, finishedAt: "t", reusedFrom: nil,
                             owner: nil, tags: [], report: "{}", findings: [], files: [],
                             divergences: [StoredDivergence(category: "c", n: 1, mean: .infinity, ciLow: -.infinity, ciHigh: 0.1)])
         try WorkerProcess.writeLine(pair[1], WorkerMessage(result: r))
@@ -94,7 +96,7 @@ import Testing
         try store.beginRun(RunInfo(id: "r", shard: 0, shards: 1, inventory: "inv", startedAt: "2026", finishedAt: nil, host: "h", entries: 3),
                            inventorySHA256: "x", toolVersion: "t")
         let rs = (0..<1200).map { i in
-            EntryResult(entryID: String(format: "e%04d", i), status: "error", verdict: nil, key: "", message: "base x\(i): no such directory", seconds: 0,
+            EntryResult(entryID: String(format: "e%04d", i), status: .error, verdict: nil, key: "", message: "base x\(i): no such directory", seconds: 0,
                         finishedAt: "2026", reusedFrom: nil, owner: nil, tags: ["t"], report: nil, findings: [], files: [], divergences: [])
         }
         try store.record(rs, run: "r")

@@ -1,5 +1,7 @@
 import Foundation
 import Testing
+import AssayCommon
+import Scan
 @testable import Sweep
 
 /// The server `scripts/test.sh` starts (scripts/postgres.sh): a real PostgreSQL on loopback.
@@ -81,7 +83,7 @@ enum TestPostgres {
 struct PostgresHistoryTests {
     let base = HistoryStoreTests()
 
-    func result(_ id: String, verdict: String = "pass", finished: String = "2026-11-23T00:00:00Z") -> EntryResult {
+    func result(_ id: String, verdict: Verdict = .pass, finished: String = "2026-11-23T00:00:00Z") -> EntryResult {
         var r = base.result(id, verdict: verdict)
         r.finishedAt = finished
         r.message = id.contains("'") ? "quote ' and ? in a message" : nil
@@ -96,24 +98,24 @@ struct PostgresHistoryTests {
                                    host: "h", entries: 4), inventorySHA256: "x", toolVersion: "t")
             // Ids whose order differs between byte order and a linguistic collation.
             for id in ["ab", "a-c", "B", "it's"] {
-                try s.record(result(id, verdict: i == 0 ? "pass" : "fail", finished: "2026-11-2\(i + 1)T01:00:00Z"), run: run)
+                try s.record(result(id, verdict: i == 0 ? .pass : .fail, finished: "2026-11-2\(i + 1)T01:00:00Z"), run: run)
             }
             // Recording again replaces, it does not duplicate.
-            try s.record(result("ab", verdict: "warn", finished: "2026-11-2\(i + 1)T02:00:00Z"), run: run)
+            try s.record(result("ab", verdict: .warn, finished: "2026-11-2\(i + 1)T02:00:00Z"), run: run)
             try s.finishRun(run, shard: 0, at: "2026-11-2\(i + 1)T03:00:00Z")
         }
         try s.approve(Baseline(id: 0, entryID: "ab", approvedAt: "2026-11-21T05:00:00Z", approvedBy: "me",
-                               files: [StoredFile(role: "tuned", path: "m", sha256: "1")], fingerprint: BehaviouralFingerprint(responseTokens: 8, topK: 20, suites: ["s": "h"], probes: [])))
+                               files: [StoredFile(role: .tuned, path: "m", sha256: "1")], fingerprint: BehaviouralFingerprint(responseTokens: 8, topK: 20, suites: ["s": "h"], probes: [])))
         try s.recordBench(BenchRecord(recordedAt: "2026-11-21T06:00:00Z", machine: "m", pair: "p", figures: ["probes_per_s": 1.5, "peak_rss_mb": 300]))
         var out = ""
         out += "\(try s.runs())\n\(try s.runIDs(inventory: "/inv.yaml"))\n\(try s.runIDs(inventory: "/other"))\n"
         for run in try s.runIDs() { out += "\(try s.results(run: run))\n" }
         out += "\(try s.lastGood(entry: "ab", key: "k-ab").map { "\($0.run) \($0.result)" } ?? "nil")\n"
-        out += "\(try s.history(entry: "it's").map { "\($0.run) \($0.result.verdict ?? "-")" })\n"
+        out += "\(try s.history(entry: "it's").map { "\($0.run) \($0.result.verdict?.rawValue ?? "-")" })\n"
         out += "\(try s.baseline(entry: "ab").map { "\($0.approvedBy) \($0.files)" } ?? "nil")\n"
         func figures(_ b: BenchRecord?) -> String { b.map { "\($0.recordedAt) \($0.machine) \($0.pair) \($0.figures.sorted { $0.key < $1.key })" } ?? "nil" }
         out += "\(try s.benchRecords().map(figures))\n\(figures(try s.lastBench(machine: "m", pair: "p")))\n"
-        out += "\(try SweepDiff.changes(s, from: "r1", to: "r2").map(\.kind))\n"
+        out += "\(try SweepDiff.changes(s, from: "r1", to: "r2").map(\.kind.rawValue))\n"
         return out
     }
 
