@@ -2,56 +2,6 @@ import Foundation
 import AssayCommon
 import Scan
 
-/// What a file is to a sweep entry. Stored, hashed into result keys and printed by its name
-/// (`base`, `tuned`, `adapter`, `adapter 2`, `suite`, `triggers`, `policy`, `manifest`), and
-/// ordered by it.
-public enum FileRole: RawRepresentable, Codable, Hashable, Comparable, Sendable, CustomStringConvertible {
-    case base, tuned
-    /// An adapter: its 1-based position when the entry stacks several, nil when it has one.
-    case adapter(Int?)
-    case suite, triggers, policy, manifest
-
-    public init?(rawValue: String) {
-        switch rawValue {
-        case "base": self = .base
-        case "tuned": self = .tuned
-        case "adapter": self = .adapter(nil)
-        case "suite": self = .suite
-        case "triggers": self = .triggers
-        case "policy": self = .policy
-        case "manifest": self = .manifest
-        default:
-            guard rawValue.hasPrefix("adapter "), let n = Int(rawValue.dropFirst("adapter ".count)), n >= 1,
-                  "adapter \(n)" == rawValue else { return nil }
-            self = .adapter(n)
-        }
-    }
-
-    public var rawValue: String {
-        switch self {
-        case .base: return "base"
-        case .tuned: return "tuned"
-        case .adapter(nil): return "adapter"
-        case .adapter(let n?): return "adapter \(n)"
-        case .suite: return "suite"
-        case .triggers: return "triggers"
-        case .policy: return "policy"
-        case .manifest: return "manifest"
-        }
-    }
-
-    public var description: String { rawValue }
-    public static func < (a: FileRole, b: FileRole) -> Bool { a.rawValue < b.rawValue }
-
-    /// A model directory's file (weights, config, tokenizer): what a baseline approves.
-    public var isModel: Bool {
-        switch self {
-        case .base, .tuned, .adapter: return true
-        case .suite, .triggers, .policy, .manifest: return false
-        }
-    }
-}
-
 /// A file that made an entry's model or inputs: its role, path relative to its directory, sha256.
 public struct StoredFile: Codable, Sendable, Equatable, Hashable {
     public var role: FileRole

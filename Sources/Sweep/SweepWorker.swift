@@ -294,7 +294,7 @@ final class EntryScanner {
     static func directories(_ e: Inventory.Entry) -> [(role: FileRole, url: URL)] {
         var dirs: [(FileRole, URL)] = [(.base, e.base)]
         if let t = e.tuned { dirs.append((.tuned, t)) }
-        for (i, a) in e.adapters.enumerated() { dirs.append((.adapter(e.adapters.count == 1 ? nil : i + 1), a)) }
+        dirs += zip(FileRole.adapters(e.adapters.count), e.adapters).map { ($0, $1) }
         return dirs
     }
 
