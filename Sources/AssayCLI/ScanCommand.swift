@@ -110,6 +110,8 @@ struct ScanArguments: ParsableArguments {
     var memoryLimit: String?
     @Option(help: "CPU time limit of the isolated scan, summed over threads: 7200, 90s, 30m, 2h, none (default: 2h). Implies --isolate.")
     var cpuLimit: String?
+    @Option(help: "Wall-clock limit of the isolated scan: 14400, 90s, 30m, 4h, none (default: 4h). Implies --isolate.")
+    var timeLimit: String?
 
     func validate() throws {
         guard (tuned == nil) != (adapter == nil) else { throw ValidationError("give exactly one of --tuned and --adapter") }
@@ -120,9 +122,11 @@ struct ScanArguments: ParsableArguments {
         _ = try limits()
     }
 
-    var isolating: Bool { isolate || memoryLimit != nil || cpuLimit != nil }
+    var isolating: Bool { isolate || memoryLimit != nil || cpuLimit != nil || timeLimit != nil }
 
-    func limits() throws -> ResourceLimits { try parseLimits(memory: memoryLimit, cpu: cpuLimit, flags: ("--memory-limit", "--cpu-limit")) }
+    func limits() throws -> ResourceLimits {
+        try parseLimits(memory: memoryLimit, cpu: cpuLimit, wall: timeLimit, flags: ("--memory-limit", "--cpu-limit", "--time-limit"))
+    }
 
     /// The scan these arguments describe.
     func job(discovery: DiscoveryArguments, knownTriggers: Bool) -> ScanJob {

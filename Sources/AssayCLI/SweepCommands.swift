@@ -74,6 +74,7 @@ struct SweepRun: ParsableCommand {
         """)
     var entryMemoryLimit: String?
     @Option(help: "CPU time limit per entry, summed over threads: 7200, 90s, 30m, 2h, none (default: 2h).") var entryCpuLimit: String?
+    @Option(help: "Wall-clock limit per entry: 14400, 90s, 30m, 4h, none (default: 4h).") var entryTimeLimit: String?
 
     func validate() throws {
         guard (1...64).contains(responseTokens) else { throw ValidationError("--response-tokens must be between 1 and 64") }
@@ -86,7 +87,8 @@ struct SweepRun: ParsableCommand {
     }
 
     func limits() throws -> ResourceLimits {
-        try parseLimits(memory: entryMemoryLimit, cpu: entryCpuLimit, flags: ("--entry-memory-limit", "--entry-cpu-limit"))
+        try parseLimits(memory: entryMemoryLimit, cpu: entryCpuLimit, wall: entryTimeLimit,
+                        flags: ("--entry-memory-limit", "--entry-cpu-limit", "--entry-time-limit"))
     }
 
     static func parseShard(_ s: String) throws -> (Int, Int) {
@@ -167,7 +169,8 @@ struct SweepRun: ParsableCommand {
 }
 
 /// Resource limits from `--…-memory-limit` and `--…-cpu-limit` (defaults: ResourceLimits()).
-func parseLimits(memory: String?, cpu: String?, flags: (memory: String, cpu: String)) throws -> ResourceLimits {
+func parseLimits(memory: String?, cpu: String?, wall: String?,
+                 flags: (memory: String, cpu: String, wall: String)) throws -> ResourceLimits {
     var limits = ResourceLimits()
     if let memory {
         guard let b = ResourceLimits.parseBytes(memory) else {
@@ -178,6 +181,12 @@ func parseLimits(memory: String?, cpu: String?, flags: (memory: String, cpu: Str
     if let cpu {
         guard let s = ResourceLimits.parseSeconds(cpu) else { throw ValidationError("\(flags.cpu) must be seconds, 90s, 30m or 2h, or `none`") }
         limits.cpuSeconds = s
+    }
+    if let wall {
+        guard let s = ResourceLimits.parseSeconds(wall) else {
+            throw ValidationError("\(flags.wall) must be seconds, 90s, 30m or 4h, or `none`")
+        }
+        limits.wallSeconds = s
     }
     return limits
 }

@@ -24,11 +24,21 @@ public struct ResourceLimits: Sendable, Codable, Equatable {
     public var addressSpaceBytes: UInt64?
     /// RLIMIT_CPU per entry (per scan), in CPU seconds summed over threads (nil: unlimited).
     public var cpuSeconds: UInt64?
+    /// Wall-clock time per entry (per scan), enforced by the parent, which kills the worker
+    /// (nil: unlimited). It bounds what the CPU limit cannot: a worker that hangs without
+    /// computing (a blocked read, a deadlock).
+    public var wallSeconds: UInt64?
 
-    public init(addressSpaceBytes: UInt64? = ResourceLimits.defaultAddressSpaceBytes, cpuSeconds: UInt64? = ResourceLimits.defaultCPUSeconds) {
+    public init(addressSpaceBytes: UInt64? = ResourceLimits.defaultAddressSpaceBytes,
+                cpuSeconds: UInt64? = ResourceLimits.defaultCPUSeconds, wallSeconds: UInt64? = ResourceLimits.defaultWallSeconds) {
         self.addressSpaceBytes = addressSpaceBytes
         self.cpuSeconds = cpuSeconds
+        self.wallSeconds = wallSeconds
     }
+
+    /// Four hours per entry: twice the CPU budget's two hours on one core, so on a busy machine a
+    /// slow but working scan reaches its CPU limit (and is named for it) before this one.
+    public static let defaultWallSeconds: UInt64 = 14_400
 
     /// The smaller of 16 GiB and 75% of physical memory: a worker cannot push the machine into
     /// swap or the OOM killer (which might pick the sweep itself), and 16 GiB holds a pair of
@@ -79,7 +89,8 @@ public struct ResourceLimits: Sendable, Codable, Equatable {
     }
 
     public var summary: String {
-        "memory \(addressSpaceBytes.map(Self.formatBytes) ?? "unlimited"), CPU \(cpuSeconds.map { "\($0) s" } ?? "unlimited") per entry"
+        "memory \(addressSpaceBytes.map(Self.formatBytes) ?? "unlimited"), CPU \(cpuSeconds.map { "\($0) s" } ?? "unlimited") "
+            + "and wall clock \(wallSeconds.map { "\($0) s" } ?? "unlimited") per entry"
     }
 
     #if os(Linux)
@@ -222,6 +233,64 @@ public struct IsolationOptions: Sendable {
     /// Threads the worker computes with (nil: all cores).
     public var threads: Int?
     public init() {}
+}
+
+/// Kills a worker whose entry runs past the wall-clock limit. Armed when an entry begins and
+/// disarmed when it ends; the timer runs on its own queue, so it fires while the parent is blocked
+/// reading the worker's channel.
+final class WallClockWatchdog: @unchecked Sendable {
+    let seconds: UInt64?
+    private let pid: pid_t
+    private let queue = DispatchQueue(label: "assay.watchdog")
+    private let lock = NSLock()
+    private var timer: DispatchSourceTimer?
+    private var didFire = false
+
+    init(seconds: UInt64?, worker: WorkerProcess) {
+        self.seconds = seconds
+        self.pid = worker.pid
+    }
+
+    /// Starts (or restarts) the clock for the next entry.
+    func arm() {
+        guard let seconds else { return }
+        disarm()
+        let t = DispatchSource.makeTimerSource(queue: queue)
+        t.schedule(deadline: .now() + .seconds(Int(min(seconds, UInt64(Int32.max)))))
+        let pid = self.pid
+        t.setEventHandler { [weak self] in
+            guard let self else { return }
+            self.lock.lock()
+            self.didFire = true
+            self.lock.unlock()
+            // The worker is not reaped until the parent's wait(), so the pid is still ours.
+            kill(pid, SIGKILL)
+        }
+        lock.lock()
+        timer = t
+        lock.unlock()
+        t.resume()
+    }
+
+    func disarm() {
+        lock.lock()
+        let t = timer
+        timer = nil
+        lock.unlock()
+        t?.cancel()
+    }
+
+    var fired: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return didFire
+    }
+
+    /// The entry's error when the limit ended the worker.
+    func breach() -> String? {
+        guard fired, let seconds else { return nil }
+        return "exceeded the wall-clock limit of \(seconds) s (killed by signal \(SIGKILL), SIGKILL)"
+    }
 }
 
 /// One worker child: spawned with posix_spawn (no shell), a socket pair as fd 3 for JSON lines

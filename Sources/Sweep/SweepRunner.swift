@@ -214,6 +214,7 @@ public final class SweepRunner {
         } catch {
             return fail("\(error)")
         }
+        let watchdog = WallClockWatchdog(seconds: options.isolation.limits.wallSeconds, worker: worker)
         // The entry in progress: when it began, its files and key once fingerprinted.
         var begun: Date?
         var files: [StoredFile] = []
@@ -235,6 +236,7 @@ public final class SweepRunner {
             if let id = m.begin {
                 guard id == current()?.id else { protocolError = "the worker began `\(id.terminalSafe)` out of turn"; break }
                 begun = Date()
+                watchdog.arm()
                 files = []
                 entryKey = ""
             }
@@ -255,6 +257,7 @@ public final class SweepRunner {
                         try finished(r, true)
                         out.reported += 1
                         begun = nil
+                        watchdog.disarm()
                         decision = Decision(scan: false, baseline: nil)
                     } else {
                         decision = Decision(scan: true, baseline: baseline)
@@ -280,6 +283,7 @@ public final class SweepRunner {
                 }
                 out.reported += 1
                 begun = nil
+                watchdog.disarm()
                 if let u = m.reuse, u.count == 2 { out.reuse = (u[0], u[1]) }
             }
         }
@@ -287,8 +291,9 @@ public final class SweepRunner {
         // lets a live one see end of file and exit.
         if protocolError != nil || out.stop != nil { worker.terminate() }
         let end = worker.wait()
+        watchdog.disarm()
         guard out.stop == nil, out.reported < entries.count else { return out }
-        let why = protocolError.map { "worker protocol error: \($0)" }
+        let why = protocolError.map { "worker protocol error: \($0)" } ?? watchdog.breach()
             ?? end.describe(crash: crash, limits: options.isolation.limits, stderr: worker.stderr)
         return fail(why, files: files, key: entryKey, since: begun ?? started)
     }

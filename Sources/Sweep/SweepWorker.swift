@@ -386,6 +386,8 @@ public enum IsolatedScan {
     public static func run(_ job: ScanJob, isolation: IsolationOptions, startedAt: Date, say: @escaping (String) -> Void,
                            progress: @escaping (Int, Int) -> Void, note: @escaping (String) -> Void) throws -> ScanReport {
         let worker = try WorkerProcess.spawn(isolation)
+        let watchdog = WallClockWatchdog(seconds: isolation.limits.wallSeconds, worker: worker)
+        watchdog.arm()
         var crash: CrashNote?
         var reportText: String?
         var failure: ScanFailure?
@@ -409,6 +411,7 @@ public enum IsolatedScan {
             }
         }
         let end = worker.wait()
+        watchdog.disarm()
         if let failure {
             if failure.exitCode == 3 { throw ScanError.nothingToScan(failure.message) }
             throw IsolationError.failed(failure.message)
@@ -419,6 +422,7 @@ public enum IsolatedScan {
             }
         }
         if let protocolError { throw protocolError }
-        throw IsolationError.crashed("scan process: " + end.describe(crash: crash, limits: isolation.limits, stderr: worker.stderr))
+        throw IsolationError.crashed("scan process: "
+                                     + (watchdog.breach() ?? end.describe(crash: crash, limits: isolation.limits, stderr: worker.stderr)))
     }
 }

@@ -220,6 +220,13 @@ import TensorCore
         #expect(c.stderr.contains("error: scan process: exceeded the CPU limit of 1 s"), "\(c.stderr)")
         #expect(!FileManager.default.fileExists(atPath: cpu.path))
 
+        // The same scan under a wall-clock limit alone: the parent kills the worker at 1 s.
+        let wall = temp("wall")
+        let w = try scan("clean", out: wall, ["--time-limit", "1", "--cpu-limit", "none", "--response-tokens", "64"])
+        #expect(w.status == 2, "\(w.stdout)\(w.stderr)")
+        #expect(w.stderr.contains("error: scan process: exceeded the wall-clock limit of 1 s"), "\(w.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: wall.path))
+
         // An existing --out directory is left as it was (empty here), not half-filled.
         let existing = temp("existing")
         try FileManager.default.createDirectory(at: existing, withIntermediateDirectories: true)

@@ -361,6 +361,27 @@ import Scan
         #expect(free.stdout.contains("3 unchanged and skipped"))
     }
 
+    /// A wall-clock limit bounds an entry whatever it spends its time on (the parent kills the
+    /// worker; the CPU limit is off here). b-heavy scans 600 triggers (about 30 s of CPU in a debug
+    /// build), the others well under a second each, so a 10 s limit stops exactly that one.
+    @Test func entryOverItsWallClockLimitIsAnErrorAndTheEntriesAfterItAreScanned() throws {
+        let ws = try workspace()
+        var triggers = try String(contentsOf: ws.appendingPathComponent("scan/triggers.jsonl"), encoding: .utf8)
+        for i in 1...600 { triggers += "{\"id\": \"extra-\(i)\", \"text\": \"zq\(i)\", \"family\": \"fixture\", \"role\": \"trigger\"}\n" }
+        try triggers.write(to: ws.appendingPathComponent("sweep/heavy-triggers.jsonl"), atomically: true, encoding: .utf8)
+        let started = Date()
+        let r = try assay(args(ws).dropLast(2) + ["--entry-cpu-limit", "none", "--entry-time-limit", "10"])
+        #expect(r.status == 2, "an entry error, nothing failing: \(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("ERROR b-heavy: exceeded the wall-clock limit of 10 s"), "\(r.stdout)")
+        let (_, rs) = try SweepCLITests().results(ws)
+        #expect(rs.map(\.entryID) == ["a-clean", "b-heavy", "c-after", "d-after"])
+        for x in rs where x.entryID != "b-heavy" { #expect(x.status == .scanned, "\(x.entryID): \(x.message ?? "")") }
+        let heavy = try #require(rs.first { $0.entryID == "b-heavy" })
+        #expect(heavy.seconds >= 10 && heavy.seconds < 25, "killed at the limit: \(heavy.seconds) s")
+        #expect(Date().timeIntervalSince(started) < 60)
+        #expect(try assay(args(ws).dropLast(2) + ["--entry-time-limit", "later"]).status == 4)
+    }
+
     /// The sweep killed (kill -9) after the crashed entry was recorded: running it again resumes
     /// the same run past that entry, which is not run again.
     @Test func resumedSweepDoesNotRerunTheEntryThatCrashed() throws {
