@@ -288,16 +288,26 @@ struct BaselineCommand: ParsableCommand {
 struct BaselineApprove: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "approve",
-        abstract: "Approve an entry's current model: record its behavioural fingerprint and weight hashes (who, when).")
+        abstract: "Approve an entry's current model: record its behavioural fingerprint and weight hashes (who, when).",
+        discussion: "The model is loaded and run in a worker process under limits, as a sweep entry is.")
     @Argument(help: "Entry id.") var entry: String
     @Option(help: "inventory.yaml") var inventory: String
     @OptionGroup var history: HistoryArguments
     @Option(help: "Who approves (default: $USER).") var by: String?
     @Option(help: "Response positions fingerprinted per probe.") var responseTokens = 8
     @Option(help: "Threads (default: all cores).") var threads: Int?
+    @Option(help: "Address-space limit of the worker: 16G, 512M, none (default: the smaller of 16 GiB and 75% of memory).")
+    var memoryLimit: String?
+    @Option(help: "CPU time limit, summed over threads: 7200, 90s, 30m, 2h, none (default: 2h).") var cpuLimit: String?
+    @Option(help: "Wall-clock limit: 14400, 90s, 30m, 4h, none (default: 4h).") var timeLimit: String?
+
+    func limits() throws -> ResourceLimits {
+        try parseLimits(memory: memoryLimit, cpu: cpuLimit, wall: timeLimit, flags: ("--memory-limit", "--cpu-limit", "--time-limit"))
+    }
 
     func validate() throws {
         guard (1...64).contains(responseTokens) else { throw ValidationError("--response-tokens must be between 1 and 64") }
+        _ = try limits()
     }
 
     func run() throws {
@@ -306,7 +316,8 @@ struct BaselineApprove: ParsableCommand {
         let store = try history.open(inventory: invURL)
         var o = SweepOptions()
         o.scan.responseTokens = responseTokens
-        Parallel.configure(threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
+        o.isolation.threads = threads
+        o.isolation.limits = try limits()
         let who = by ?? ProcessInfo.processInfo.environment["USER"] ?? "unknown"
         let b = try SweepRunner(inventory: inv, store: store, options: o).approve(entry, by: who)
         emit("approved \(entry) at \(b.approvedAt) by \(who.terminalSafe): \(b.fingerprint.probes.count) probes fingerprinted, \(b.files.count) weight files pinned")

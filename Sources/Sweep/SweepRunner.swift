@@ -342,23 +342,13 @@ public final class SweepRunner {
         String(id.unicodeScalars.map { CharacterSet.alphanumerics.contains($0) || "-_.".unicodeScalars.contains($0) ? Character($0) : "_" })
     }
 
-    /// Approves the entry's current model: its behavioural fingerprint and weight hashes.
+    /// Approves the entry's current model: its behavioural fingerprint and weight hashes, taken
+    /// in a worker process under the sweep's limits (this process never loads the model).
     public func approve(_ id: String, by who: String) throws -> Baseline {
         guard let e = inventory.entries.first(where: { $0.id == id }) else { throw SweepError.unknownEntry(id) }
-        let scanner = EntryScanner(options: options.scan, shared: SharedScanResources(byteBudget: 0))
-        let files = try scanner.fingerprintFiles(e)
-        for (dir, a) in scanner.audits where a.verdict == .fail {
-            throw ScanError.invalidInput("\(dir.terminalSafe) fails the provenance audit; not approving it")
-        }
-        let (suites, _, _) = try EntryScanner.inputs(e)
-        let loaded = try suites.map { try SuiteLoader.loadProbes($0) }
-        let model = try ModelLoader.load(e.tuned ?? e.base, adapters: e.adapters)
-        let tokenizer = try Tokenizer.load(directory: e.base)
-        try tokenizer.checkIDs(embeddingRows: model.vocabularySize, configFile: (e.tuned ?? e.base).appendingPathComponent("config.json").path)
-        let fp = try BaselineCheck.capture(model: model, encoder: TemplateEncoder(tokenizer: tokenizer), probes: loaded.flatMap(\.probes),
-                                           suites: Dictionary(loaded.map { ($0.name, $0.sha256) }, uniquingKeysWith: { a, _ in a }),
-                                           responseTokens: options.scan.responseTokens)
-        let b = Baseline(id: 0, entryID: id, approvedAt: Self.now(), approvedBy: who, files: files.filter(\.role.isModel), fingerprint: fp)
+        var b = try IsolatedApproval.run(e, options: options)
+        b.approvedAt = Self.now()
+        b.approvedBy = who
         try store.approve(b)
         return b
     }

@@ -31,6 +31,13 @@ struct WorkerRequest: Codable {
     var parent: Int32
     var sweep: SweepGroupRequest?
     var scan: ScanRequest?
+    /// `assay baseline approve`: fingerprint one entry's current model.
+    var approve: ApproveRequest?
+}
+
+struct ApproveRequest: Codable {
+    var entry: WireEntry
+    var scan: WireScanOptions
 }
 
 struct SweepGroupRequest: Codable {
@@ -162,14 +169,16 @@ struct WorkerMessage: Codable {
     var reuse: [Int]?
     /// The isolated scan's report.json.
     var report: String?
+    /// The approval's files and behavioural fingerprint (who and when are the parent's).
+    var baseline: Baseline?
     var failure: ScanFailure?
     /// From the crash reporter (hand-written JSON in the signal handler).
     var crash: CrashNote?
 
     init(say: String? = nil, note: String? = nil, progress: [Int]? = nil, begin: String? = nil, fingerprint: [StoredFile]? = nil,
-         result: EntryResult? = nil, reuse: [Int]? = nil, report: String? = nil, failure: ScanFailure? = nil) {
+         result: EntryResult? = nil, reuse: [Int]? = nil, report: String? = nil, failure: ScanFailure? = nil, baseline: Baseline? = nil) {
         self.say = say; self.note = note; self.progress = progress; self.begin = begin; self.fingerprint = fingerprint
-        self.result = result; self.reuse = reuse; self.report = report; self.failure = failure
+        self.result = result; self.reuse = reuse; self.report = report; self.failure = failure; self.baseline = baseline
     }
 }
 
@@ -186,6 +195,8 @@ public enum SweepWorker {
             try serve(group, limits: request.limits, channel: channel)
         } else if let scan = request.scan {
             try serve(scan, limits: request.limits, channel: channel)
+        } else if let approve = request.approve {
+            try serveApproval(approve, limits: request.limits, channel: channel)
         } else {
             throw .worker("empty request")
         }
@@ -205,6 +216,19 @@ public enum SweepWorker {
         } catch {
             let code: Int32 = if case ScanError.nothingToScan = error { 3 } else { 2 }
             message = WorkerMessage(failure: ScanFailure(message: limits.attribute("\(error)", prefix: "scan process: "), exitCode: code))
+        }
+        try channel.send(message)
+    }
+
+    static func serveApproval(_ request: ApproveRequest, limits: ResourceLimits, channel: WorkerChannel) throws(IsolationError) {
+        try limits.startCPUBudget()
+        let message: WorkerMessage
+        do {
+            message = WorkerMessage(baseline: try EntryScanner.capture(request.entry.entry, scan: request.scan.options))
+        } catch let e as IsolationError {
+            throw e
+        } catch {
+            message = WorkerMessage(failure: ScanFailure(message: limits.attribute("\(error)", prefix: "approval process: "), exitCode: 2))
         }
         try channel.send(message)
     }
@@ -373,6 +397,62 @@ final class EntryScanner {
         let then = Set(baseline.files)
         let changed = Set(now.symmetricDifference(then).map { "\($0.role): \($0.path)" }).sorted()
         return try BaselineCheck.findings(d, changedFiles: changed, approvedAt: baseline.approvedAt, policy: policy, seed: options.seed)
+    }
+}
+
+extension EntryScanner {
+    /// What `assay baseline approve` records (who and when left to the caller): the entry's weight
+    /// files and its current model's behavioural fingerprint. Runs in the worker: it loads the
+    /// model, and refuses a directory that fails its provenance audit.
+    static func capture(_ e: Inventory.Entry, scan: ScanOptions) throws -> Baseline {
+        let scanner = EntryScanner(options: scan, shared: SharedScanResources(byteBudget: 0))
+        let files = try scanner.fingerprintFiles(e)
+        for (dir, a) in scanner.audits where a.verdict == .fail {
+            throw ScanError.invalidInput("\(dir.terminalSafe) fails the provenance audit; not approving it")
+        }
+        let (suites, _, _) = try inputs(e)
+        let loaded = try suites.map { try SuiteLoader.loadProbes($0) }
+        let model = try ModelLoader.load(e.tuned ?? e.base, adapters: e.adapters)
+        let tokenizer = try Tokenizer.load(directory: e.base)
+        let config = (e.tuned ?? e.base).appendingPathComponent("config.json").path
+        try tokenizer.checkIDs(embeddingRows: model.vocabularySize, configFile: config)
+        let fp = try BaselineCheck.capture(model: model, encoder: TemplateEncoder(tokenizer: tokenizer), probes: loaded.flatMap(\.probes),
+                                           suites: Dictionary(loaded.map { ($0.name, $0.sha256) }, uniquingKeysWith: { a, _ in a }),
+                                           responseTokens: scan.responseTokens)
+        return Baseline(id: 0, entryID: e.id, approvedAt: "", approvedBy: "", files: files.filter(\.role.isModel), fingerprint: fp)
+    }
+}
+
+/// `assay baseline approve` in a worker process under the sweep's limits: a model that crashes
+/// or hangs is an error (exit 2) naming the signal or limit, and nothing is recorded.
+enum IsolatedApproval {
+    static func run(_ e: Inventory.Entry, options: SweepOptions) throws -> Baseline {
+        let isolation = options.isolation
+        let worker = try WorkerProcess.spawn(isolation)
+        let watchdog = WallClockWatchdog(seconds: isolation.limits.wallSeconds, worker: worker)
+        watchdog.arm()
+        var crash: CrashNote?, baseline: Baseline?, failure: ScanFailure?, protocolError: IsolationError?
+        do {
+            try worker.send(WorkerRequest(limits: isolation.limits, parent: getpid(),
+                                          approve: ApproveRequest(entry: WireEntry(e), scan: WireScanOptions(options.scan))))
+            while let m = try worker.receive(WorkerMessage.self) {
+                if let c = m.crash { crash = c }
+                if let b = m.baseline { baseline = b }
+                if let f = m.failure { failure = f }
+            }
+        } catch {
+            if case .worker(let m) = error, m.hasPrefix("unreadable") || m.contains("exceeds") {
+                protocolError = error
+                worker.terminate()
+            }
+        }
+        let end = worker.wait()
+        watchdog.disarm()
+        if let failure { throw IsolationError.failed(failure.message) }
+        if let baseline, end == .exited(0) { return baseline }
+        if let protocolError { throw protocolError }
+        throw IsolationError.crashed("approval process: "
+                                     + (watchdog.breach() ?? end.describe(crash: crash, limits: isolation.limits, stderr: worker.stderr)))
     }
 }
 

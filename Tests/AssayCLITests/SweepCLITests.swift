@@ -254,6 +254,20 @@ import Scan
         #expect(try assay(["baseline", "approve", "nope", "--inventory", inv, "--db", db]).status == 2)
     }
 
+    /// Approving runs the model in a worker under limits: a breach is exit 2 naming the limit, and
+    /// nothing is approved.
+    @Test func approvalUnderItsLimitsRecordsNothingOnABreach() throws {
+        let ws = try workspace()
+        let inv = ws.appendingPathComponent("sweep/inventory.yaml").path
+        let db = ws.appendingPathComponent("h.sqlite").path
+        let r = try assay(["baseline", "approve", "clean-ft", "--inventory", inv, "--db", db, "--memory-limit", "64M"])
+        #expect(r.status == 2, "\(r.stdout)\(r.stderr)")
+        #expect(r.stderr.contains("approval process: exceeded the address-space limit of 64 MiB"), "\(r.stderr)")
+        let show = try assay(["baseline", "show", "clean-ft", "--inventory", inv, "--db", db])
+        #expect(show.status == 2 && show.stderr.contains("no baseline approved"), "\(show.stdout)\(show.stderr)")
+        #expect(try assay(["baseline", "approve", "clean-ft", "--inventory", inv, "--db", db, "--time-limit", "soon"]).status == 4)
+    }
+
     @Test func dashboardHasEveryEntryAndATrendChart() throws {
         let ws = try workspace()
         _ = try sweep(ws)
