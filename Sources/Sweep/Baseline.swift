@@ -52,7 +52,7 @@ public enum BaselineCheck {
         for start in stride(from: 0, to: probes.count, by: batchSize) {
             let batch = Array(probes[start..<min(start + batchSize, probes.count)])
             let prompts = try batch.map { try encoder.encode(system: $0.system, user: $0.prompt) }
-            let conts = try greedy(model: model, prompts: prompts, k: k)
+            let conts = try model.greedy(prompts: prompts, maxNewTokens: k, stopTokens: [])
             let rows = try teacherForced(model: model, prompts: prompts, continuations: conts)
             for (j, p) in batch.enumerated() {
                 let v = rows[j].shape[1]
@@ -149,19 +149,6 @@ public enum BaselineCheck {
     static func finding(_ s: Severity, _ title: String, _ value: Double, _ share: Double?) -> Scan.Finding {
         Scan.Finding(kind: .baselineDrift, severity: s, title: title.terminalSafe, statistic: "mean JS vs approved top-k", value: value,
                      attackSuccess: share)
-    }
-
-    /// Greedy continuation of K tokens for each prompt (batched; each sequence its own cache).
-    static func greedy(model: any CausalLanguageModel, prompts: [[Int]], k: Int) throws -> [[Int]] {
-        let caches = prompts.map { _ in model.makeCache() }
-        var logits = try model.forward(prompts.enumerated().map { SequenceInput(tokens: $1, cache: caches[$0], logitPositions: [$1.count - 1]) })
-        var conts: [[Int]] = prompts.map { _ in [] }
-        for step in 0..<k {
-            for j in prompts.indices { conts[j].append(logits[j].argmaxLastAxis()[0]) }
-            if step == k - 1 { break }
-            logits = try model.forward(prompts.indices.map { SequenceInput(tokens: [conts[$0].last!], cache: caches[$0], logitPositions: [0]) })
-        }
-        return conts
     }
 
     /// (K, V) log-probs at the K response positions of prompt + continuation, in one pass.
