@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import AssayCommon
+import History
 import Models
 import Pipeline
 import Probes

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import AssayCommon
+import History
 import Pipeline
 import Scan
 import Sweep

@@ -1,20 +1,13 @@
 import AssayCommon
 import Probes
 
-/// The outcome of a scan: `fail` when a finding's severity is in the policy's `fail_on`, `warn`
-/// when in `warn_on`, else `pass`. Raw values are the JSON spelling.
-public enum Verdict: String, Codable, Comparable, CaseIterable, Sendable, CustomStringConvertible {
-    case pass, warn, fail
-
-    public var description: String { rawValue }
-
+extension Verdict {
+    /// `fail` when a finding's severity is in the policy's `fail_on`, `warn` when in `warn_on`,
+    /// else `pass`.
     public init(findings: [Finding], policy: ScanPolicy) {
         self = findings.contains { policy.failOn.contains($0.severity) } ? .fail
             : findings.contains { policy.warnOn.contains($0.severity) } ? .warn : .pass
     }
-
-    private var rank: Int { Verdict.allCases.firstIndex(of: self)! }
-    public static func < (a: Verdict, b: Verdict) -> Bool { a.rank < b.rank }
 }
 
 /// A probe shown as evidence: both models' answers and their divergence.

@@ -1,34 +1,11 @@
 import Foundation
 import AssayCommon
+import History
 import Models
 import Probes
 import Scan
 import Stats
 import TensorCore
-
-/// What an approved model did on the entry's probes: per probe, its greedy continuation of K
-/// tokens and, at each of those K response positions, the top-k log-probabilities (teacher
-/// forced along that continuation). Enough to tell later whether a deployed model still behaves
-/// like what was approved, without the base.
-public struct BehaviouralFingerprint: Codable, Sendable, Equatable {
-    public struct Position: Codable, Sendable, Equatable {
-        public var ids: [Int]
-        public var logProbs: [Float]
-    }
-    public struct ProbePrint: Codable, Sendable, Equatable {
-        public var id: String
-        public var category: String
-        public var continuation: [Int]
-        public var positions: [Position]
-    }
-    public var responseTokens: Int
-    public var topK: Int
-    /// Suite name → sha256 the fingerprint was taken on.
-    public var suites: [String: String]
-    public var probes: [ProbePrint]
-
-    enum CodingKeys: String, CodingKey { case responseTokens = "response_tokens", topK = "top_k", suites, probes }
-}
 
 /// How far a model is from its approved fingerprint, per probe.
 public struct DriftMeasurement: Sendable, Equatable {

@@ -1,5 +1,6 @@
 import Foundation
 import AssayCommon
+import History
 import Scan
 
 /// What changed between two runs of a sweep.

@@ -1,5 +1,6 @@
 import Foundation
 import AssayCommon
+import History
 import Provenance
 import Yams
 

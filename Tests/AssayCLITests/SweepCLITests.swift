@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import AssayCommon
 import Scan
+@testable import History
 @testable import Sweep
 
 /// `assay sweep` end to end on an inventory of the tiny scan and discovery pairs

@@ -3,6 +3,7 @@ import Testing
 import GRDB
 import AssayCommon
 import Scan
+@testable import History
 @testable import Sweep
 
 func tempDir() throws -> URL {

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import AssayCommon
 import Scan
+@testable import History
 @testable import Sweep
 
 /// The parts of isolation that need no child process: limits, how an end is named, the wire

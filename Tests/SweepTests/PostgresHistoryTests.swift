@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import AssayCommon
 import Scan
+@testable import History
 @testable import Sweep
 
 /// The server `scripts/test.sh` starts (scripts/postgres.sh): a real PostgreSQL on loopback.

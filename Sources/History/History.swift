@@ -1,12 +1,15 @@
 import Foundation
 import AssayCommon
-import Scan
 
 /// A file that made an entry's model or inputs: its role, path relative to its directory, sha256.
 public struct StoredFile: Codable, Sendable, Equatable, Hashable {
     public var role: FileRole
     public var path: String
     public var sha256: String
+
+    public init(role: FileRole, path: String, sha256: String) {
+        self.role = role; self.path = path; self.sha256 = sha256
+    }
 }
 
 public struct StoredFinding: Codable, Sendable, Equatable, Hashable {
@@ -30,6 +33,12 @@ public struct StoredFinding: Codable, Sendable, Equatable, Hashable {
         public var category: String?
         public var title: String?
     }
+
+    public init(kind: FindingKind, severity: Severity, title: String, trigger: String? = nil, category: String? = nil, value: Double,
+                pValue: Double? = nil) {
+        self.kind = kind; self.severity = severity; self.title = title; self.trigger = trigger; self.category = category
+        self.value = value; self.pValue = pValue
+    }
 }
 
 /// Mean divergence of one probe category with its 95% bootstrap interval.
@@ -39,6 +48,10 @@ public struct StoredDivergence: Codable, Sendable, Equatable, Hashable {
     public var mean: Double
     public var ciLow: Double
     public var ciHigh: Double
+
+    public init(category: String, n: Int, mean: Double, ciLow: Double, ciHigh: Double) {
+        self.category = category; self.n = n; self.mean = mean; self.ciLow = ciLow; self.ciHigh = ciHigh
+    }
 }
 
 /// What became of a sweep entry in one run. Raw values are the history's and JSON's spelling.
@@ -78,6 +91,14 @@ public struct EntryResult: Codable, Sendable, Equatable {
         entryID == o.entryID && status == o.status && verdict == o.verdict && key == o.key && message == o.message
             && findings == o.findings && Set(files) == Set(o.files) && divergences == o.divergences
     }
+
+    public init(entryID: String, status: EntryStatus, verdict: Verdict? = nil, key: String, message: String? = nil, seconds: Double,
+                finishedAt: String, reusedFrom: String? = nil, owner: String? = nil, tags: [String], report: String? = nil,
+                findings: [StoredFinding], files: [StoredFile], divergences: [StoredDivergence]) {
+        self.entryID = entryID; self.status = status; self.verdict = verdict; self.key = key; self.message = message
+        self.seconds = seconds; self.finishedAt = finishedAt; self.reusedFrom = reusedFrom; self.owner = owner; self.tags = tags
+        self.report = report; self.findings = findings; self.files = files; self.divergences = divergences
+    }
 }
 
 public struct RunInfo: Sendable, Equatable {
@@ -89,6 +110,12 @@ public struct RunInfo: Sendable, Equatable {
     public var finishedAt: String?
     public var host: String
     public var entries: Int
+
+    public init(id: String, shard: Int, shards: Int, inventory: String, startedAt: String, finishedAt: String? = nil, host: String,
+                entries: Int) {
+        self.id = id; self.shard = shard; self.shards = shards; self.inventory = inventory; self.startedAt = startedAt
+        self.finishedAt = finishedAt; self.host = host; self.entries = entries
+    }
 }
 
 public struct Baseline: Codable, Sendable, Equatable {
@@ -99,6 +126,12 @@ public struct Baseline: Codable, Sendable, Equatable {
     /// The approved model's files (role, path, sha256).
     public var files: [StoredFile]
     public var fingerprint: BehaviouralFingerprint
+
+    public init(id: Int64, entryID: String, approvedAt: String, approvedBy: String, files: [StoredFile],
+                fingerprint: BehaviouralFingerprint) {
+        self.id = id; self.entryID = entryID; self.approvedAt = approvedAt; self.approvedBy = approvedBy; self.files = files
+        self.fingerprint = fingerprint
+    }
 }
 
 public struct BenchRecord: Sendable, Equatable {

@@ -1,6 +1,5 @@
 import Foundation
 import AssayCommon
-import Scan
 
 /// A value crossing the SQL boundary: the storage classes the history uses.
 public enum SQLValue: Sendable, Hashable {
