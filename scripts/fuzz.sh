@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Fuzzes Assay's parsers with libFuzzer + AddressSanitizer (FUZZING.md).
 #
-#   scripts/fuzz.sh [--runs N] [--time SECONDS] [--no-build] [HARNESS...]
+#   scripts/fuzz.sh [--runs N] [--time SECONDS] [--no-build] [--merge | --merge-only] [HARNESS...]
 #
 # Defaults: every harness, 10,000,000 executions or 1,800 s each, whichever comes first.
 # Seeds come from Fuzz/corpus/<harness>/ (committed); what the fuzzer adds goes to
-# .build-fuzz/corpus/<harness>/ (not committed: merge the interesting ones into Fuzz/corpus with
-# `-merge=1` by hand). A crash, leak, timeout or OOM lands in Fuzz/regressions/<harness>/, where
+# .build-fuzz/corpus/<harness>/ (not committed). `--merge` (after the run) or `--merge-only` (no
+# run) adds to Fuzz/corpus/<harness>/ the inputs of at most 16 KiB from there that reach coverage
+# the committed corpus does not (libFuzzer's -merge=1), for committing. A crash, leak, timeout or OOM lands in Fuzz/regressions/<harness>/, where
 # `swift test` (FuzzCorpusTests) replays it for ever after. One summary line per harness:
 #   HARNESS: N runs in S s (R exec/s), cov C, ft F, corpus K, status OK|CRASH
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=10000000
 build=1
+merge=0
+fuzz=1
 time_limit=1800
 all=(safetensors json tokenizer regex template pickle zip suite inventory adapter)
 picked=()
@@ -21,6 +24,8 @@ while [ $# -gt 0 ]; do
     --runs) runs="$2"; shift 2 ;;
     --time) time_limit="$2"; shift 2 ;;
     --no-build) build=0; shift ;;
+    --merge) merge=1; shift ;;
+    --merge-only) merge=1; fuzz=0; shift ;;
     -h|--help) sed -n 2,12p "$0"; exit 0 ;;
     *) picked+=("$1"); shift ;;
   esac
@@ -39,11 +44,26 @@ if [ "$build" = 1 ]; then
 fi
 bin="$(swift build "${flags[@]}" --show-bin-path)/AssayFuzz"
 
+# Adds the found inputs (≤ 16 KiB) that bring new coverage to the committed corpus.
+merge_found() {
+  local h="$1" small
+  small="$(mktemp -d)"
+  find "$scratch/corpus/$h" -type f -size -16385c -exec cp {} "$small/" \;
+  local before after
+  before="$(ls "Fuzz/corpus/$h" | wc -l)"
+  ASSAY_FUZZ_TARGET="$h" ASAN_OPTIONS=detect_leaks=0 "$bin" -merge=1 -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+    "Fuzz/corpus/$h" "$small" >"$scratch/$h.merge.log" 2>&1
+  after="$(ls "Fuzz/corpus/$h" | wc -l)"
+  rm -rf "$small"
+  echo "$h: merged $((after - before)) inputs into Fuzz/corpus/$h ($after in all)"
+}
+
 status=0
 for h in "${picked[@]}"; do
   work="$scratch/corpus/$h"
   crashes="Fuzz/regressions/$h"
   mkdir -p "$work" "$crashes"
+  if [ "$fuzz" = 0 ]; then merge_found "$h"; continue; fi
   log="$scratch/$h.log"
   # Each input gets 10 s and 2 GiB; leaks are errors (ASan's LeakSanitizer).
   if ASSAY_FUZZ_TARGET="$h" ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 "$bin" \
@@ -62,5 +82,6 @@ for h in "${picked[@]}"; do
   rate="?"; [ -n "$n" ] && [ "$s" != "?" ] && [ "$s" -gt 0 ] 2>/dev/null && rate=$((n / s))
   echo "$h: ${n:-0} runs in ${s} s (${rate} exec/s), cov ${cov:-?}, ft ${ft:-?}, corpus ${corp:-?}, status $result"
   [ "$result" = OK ] || grep -E 'ERROR|SUMMARY|Test unit written' "$log" | head -5 >&2
+  [ "$merge" = 0 ] || merge_found "$h"
 done
 exit $status
