@@ -424,36 +424,57 @@ extension EntryScanner {
     }
 }
 
+/// One request served by one worker: what came back and how the worker ended.
+struct WorkerRun {
+    var messages: [WorkerMessage] = []
+    var end: WorkerExit = .exited(0)
+    var crash: CrashNote?
+    var protocolError: IsolationError?
+    /// Why the worker ended when it did not report, named by signal or limit.
+    var cause = ""
+
+    /// Sends `request` to a fresh worker under `isolation` (the wall clock included) and reads
+    /// its messages until it closes the channel; `each` sees every message as it arrives.
+    static func serve(_ request: WorkerRequest, isolation: IsolationOptions, each: (WorkerMessage) -> Void = { _ in }) throws -> WorkerRun {
+        let worker = try WorkerProcess.spawn(isolation)
+        let watchdog = WallClockWatchdog(seconds: isolation.limits.wallSeconds, worker: worker)
+        watchdog.arm()
+        var run = WorkerRun()
+        do {
+            try worker.send(request)
+            while let m = try worker.receive(WorkerMessage.self) {
+                if let c = m.crash { run.crash = c }
+                each(m)
+                run.messages.append(m)
+            }
+        } catch {
+            // Undecodable output is a protocol error (the worker is ended); a request that cannot
+            // be sent means the worker died at once, and its end says why.
+            if case .worker(let m) = error, m.hasPrefix("unreadable") || m.contains("exceeds") {
+                run.protocolError = error
+                worker.terminate()
+            }
+        }
+        run.end = worker.wait()
+        watchdog.disarm()
+        run.cause = watchdog.breach() ?? run.end.describe(crash: run.crash, limits: isolation.limits, stderr: worker.stderr)
+        return run
+    }
+
+    var failure: ScanFailure? { messages.lazy.compactMap(\.failure).last }
+}
+
 /// `assay baseline approve` in a worker process under the sweep's limits: a model that crashes
 /// or hangs is an error (exit 2) naming the signal or limit, and nothing is recorded.
 enum IsolatedApproval {
     static func run(_ e: Inventory.Entry, options: SweepOptions) throws -> Baseline {
-        let isolation = options.isolation
-        let worker = try WorkerProcess.spawn(isolation)
-        let watchdog = WallClockWatchdog(seconds: isolation.limits.wallSeconds, worker: worker)
-        watchdog.arm()
-        var crash: CrashNote?, baseline: Baseline?, failure: ScanFailure?, protocolError: IsolationError?
-        do {
-            try worker.send(WorkerRequest(limits: isolation.limits, parent: getpid(),
-                                          approve: ApproveRequest(entry: WireEntry(e), scan: WireScanOptions(options.scan))))
-            while let m = try worker.receive(WorkerMessage.self) {
-                if let c = m.crash { crash = c }
-                if let b = m.baseline { baseline = b }
-                if let f = m.failure { failure = f }
-            }
-        } catch {
-            if case .worker(let m) = error, m.hasPrefix("unreadable") || m.contains("exceeds") {
-                protocolError = error
-                worker.terminate()
-            }
-        }
-        let end = worker.wait()
-        watchdog.disarm()
-        if let failure { throw IsolationError.failed(failure.message) }
-        if let baseline, end == .exited(0) { return baseline }
-        if let protocolError { throw protocolError }
-        throw IsolationError.crashed("approval process: "
-                                     + (watchdog.breach() ?? end.describe(crash: crash, limits: isolation.limits, stderr: worker.stderr)))
+        let request = WorkerRequest(limits: options.isolation.limits, parent: getpid(),
+                                    approve: ApproveRequest(entry: WireEntry(e), scan: WireScanOptions(options.scan)))
+        let run = try WorkerRun.serve(request, isolation: options.isolation)
+        if let failure = run.failure { throw IsolationError.failed(failure.message) }
+        if let baseline = run.messages.lazy.compactMap(\.baseline).last, run.end == .exited(0) { return baseline }
+        if let protocolError = run.protocolError { throw protocolError }
+        throw IsolationError.crashed("approval process: " + run.cause)
     }
 }
 
@@ -466,44 +487,22 @@ public enum IsolatedScan {
     /// when the worker dies.
     public static func run(_ job: ScanJob, isolation: IsolationOptions, startedAt: Date, say: @escaping (String) -> Void,
                            progress: @escaping (Int, Int) -> Void, note: @escaping (String) -> Void) throws -> ScanReport {
-        let worker = try WorkerProcess.spawn(isolation)
-        let watchdog = WallClockWatchdog(seconds: isolation.limits.wallSeconds, worker: worker)
-        watchdog.arm()
-        var crash: CrashNote?
-        var reportText: String?
-        var failure: ScanFailure?
-        var protocolError: IsolationError?
-        do {
-            try worker.send(WorkerRequest(limits: isolation.limits, parent: getpid(), sweep: nil, scan: ScanRequest(job, startedAt: startedAt)))
-            while let m = try worker.receive(WorkerMessage.self) {
-                if let s = m.say { say(s) }
-                if let p = m.progress, p.count == 2 { progress(p[0], p[1]) }
-                if let n = m.note { note(n) }
-                if let c = m.crash { crash = c }
-                if let r = m.report { reportText = r }
-                if let f = m.failure { failure = f }
-            }
-        } catch {
-            // Undecodable output is a protocol error (the worker is ended); a request that cannot
-            // be sent means the worker died at once, and its end says why.
-            if case .worker(let m) = error, m.hasPrefix("unreadable") || m.contains("exceeds") {
-                protocolError = error
-                worker.terminate()
-            }
+        let request = WorkerRequest(limits: isolation.limits, parent: getpid(), scan: ScanRequest(job, startedAt: startedAt))
+        let run = try WorkerRun.serve(request, isolation: isolation) { m in
+            if let s = m.say { say(s) }
+            if let p = m.progress, p.count == 2 { progress(p[0], p[1]) }
+            if let n = m.note { note(n) }
         }
-        let end = worker.wait()
-        watchdog.disarm()
-        if let failure {
+        if let failure = run.failure {
             if failure.exitCode == 3 { throw ScanError.nothingToScan(failure.message) }
             throw IsolationError.failed(failure.message)
         }
-        if let reportText, end == .exited(0) {
+        if let reportText = run.messages.lazy.compactMap(\.report).last, run.end == .exited(0) {
             do { return try WireJSON.decoder.decode(ScanReport.self, from: Data(reportText.utf8)) } catch {
                 throw IsolationError.worker("unreadable report from the worker: \(error)")
             }
         }
-        if let protocolError { throw protocolError }
-        throw IsolationError.crashed("scan process: "
-                                     + (watchdog.breach() ?? end.describe(crash: crash, limits: isolation.limits, stderr: worker.stderr)))
+        if let protocolError = run.protocolError { throw protocolError }
+        throw IsolationError.crashed("scan process: " + run.cause)
     }
 }
