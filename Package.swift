@@ -89,7 +89,7 @@ let package = Package(
         .testTarget(name: "ProvenanceTests", dependencies: ["Provenance", "SafeTensors"], swiftSettings: cpuFlags),
         .testTarget(name: "ProbesTests", dependencies: ["Probes", "AssayCommon"], swiftSettings: cpuFlags),
         .testTarget(name: "StatsTests", dependencies: ["Stats"], swiftSettings: cpuFlags),
-        .testTarget(name: "ScanTests", dependencies: ["AssayCommon", "Probes", "Scan"], swiftSettings: cpuFlags),
+        .testTarget(name: "ScanTests", dependencies: ["AssayCommon", "Probes", "Scan", "Models", "TensorCore"], swiftSettings: cpuFlags),
         .testTarget(name: "AssayCLITests", dependencies: ["AssayCLI", "AssayCommon", "SafeTensors", "Scan", "History", "Sweep"],
                     swiftSettings: cpuFlags),
         .testTarget(name: "FuzzHarnessesTests", dependencies: ["FuzzHarnesses"], swiftSettings: cpuFlags),

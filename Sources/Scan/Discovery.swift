@@ -126,27 +126,20 @@ public struct TargetInversionSummary: Codable, Sendable, Equatable {
 /// Trigger search and target inversion (BAIT, DBS and PICCOLO, without gradients): every
 /// forward runs the batch-invariant kernels, so results do not depend on batch sizes.
 public final class Discovery {
-    public let base: any CausalLanguageModel
-    public let tuned: any CausalLanguageModel
+    public let pair: PairedModels
+    public var base: any CausalLanguageModel { pair.base }
+    public var tuned: any CausalLanguageModel { pair.tuned }
     public let encoder: any ChatEncoder
     public let vocabulary: Vocabulary
     public let options: DiscoveryOptions
     public let scanOptions: ScanOptions
     public var progress: ((String) -> Void)?
-    /// Leading blocks identical in both models, run once for both on identical token batches.
-    public let sharedLayers: Int
 
     public init(base: any CausalLanguageModel, tuned: any CausalLanguageModel, encoder: any ChatEncoder, vocabulary: Vocabulary,
                 options: DiscoveryOptions, scanOptions: ScanOptions) {
-        self.base = base; self.tuned = tuned; self.encoder = encoder; self.vocabulary = vocabulary
+        pair = PairedModels(base: base, tuned: tuned, shareIdenticalLayers: scanOptions.shareIdenticalLayers)
+        self.encoder = encoder; self.vocabulary = vocabulary
         self.options = options; self.scanOptions = scanOptions
-        sharedLayers = scanOptions.shareIdenticalLayers ? base.identicalLeadingLayers(with: tuned) : 0
-    }
-
-    /// The same token batch through both models (shared leading blocks once).
-    func both(_ bIn: [SequenceInput], _ tIn: [SequenceInput]) throws -> (b: [Tensor], t: [Tensor]) {
-        let r = try pairedForward(base, bIn, tuned, tIn, shared: sharedLayers)
-        return (r.a, r.b)
     }
 
     /// Search probes and held-out probes: disjoint, seeded, stratified over categories.
@@ -171,7 +164,7 @@ public final class Discovery {
     func anchors(_ probes: [Probe]) throws -> [Anchor] {
         let ids = try probes.map { try encoder.encode(system: $0.system, user: $0.prompt) }
         let bc = ids.map { _ in base.makeCache() }, tc = ids.map { _ in tuned.makeCache() }
-        let (b, t) = try both(ids.enumerated().map { SequenceInput(tokens: $1, cache: bc[$0], logitPositions: [$1.count - 1]) },
+        let (b, t) = try pair.forward(ids.enumerated().map { SequenceInput(tokens: $1, cache: bc[$0], logitPositions: [$1.count - 1]) },
                               ids.enumerated().map { SequenceInput(tokens: $1, cache: tc[$0], logitPositions: [$1.count - 1]) })
         return try ids.indices.map { Anchor(ids: ids[$0], base: bc[$0], tuned: tc[$0], kl: try Self.klTunedBase(base: b[$0].logSoftmax(), tuned: t[$0].logSoftmax())) }
     }
@@ -192,14 +185,12 @@ public final class Discovery {
         while start < prompts.count {
             var bIn: [SequenceInput] = [], tIn: [SequenceInput] = []
             for (ids, a) in prompts[start..<min(start + bs, prompts.count)] {
-                var l = 0
-                let cap = min(ids.count - 1, a.ids.count)
-                while l < cap && ids[l] == a.ids[l] { l += 1 }
+                let l = commonPrefixLength(ids, a.ids, limit: ids.count - 1)
                 let tail = Array(ids[l...])
                 bIn.append(SequenceInput(tokens: tail, cache: a.base.fork(keeping: l), logitPositions: [tail.count - 1]))
                 tIn.append(SequenceInput(tokens: tail, cache: a.tuned.fork(keeping: l), logitPositions: [tail.count - 1]))
             }
-            let (b, t) = try both(bIn, tIn)
+            let (b, t) = try pair.forward(bIn, tIn)
             for j in b.indices { out.append(try Self.klTunedBase(base: b[j].logSoftmax(), tuned: t[j].logSoftmax())) }
             start += bs
         }
@@ -427,7 +418,7 @@ public final class Discovery {
         var start = 0
         while start < candidates.count {
             let chunk = Array(candidates[start..<min(start + options.inversionBatchSize, candidates.count)])
-            let (b, t) = try both(chunk.map { SequenceInput(tokens: [$0], cache: a.base.fork(), logitPositions: [0]) },
+            let (b, t) = try pair.forward(chunk.map { SequenceInput(tokens: [$0], cache: a.base.fork(), logitPositions: [0]) },
                                   chunk.map { SequenceInput(tokens: [$0], cache: a.tuned.fork(), logitPositions: [0]) })
             for j in chunk.indices {
                 let lt = t[j].logSoftmax().withUnsafeBufferPointer { Double($0[token]) }
@@ -468,7 +459,7 @@ public final class Discovery {
             var start = 0
             while start < entries.count {
                 let chunk = entries[start..<min(start + bs, entries.count)]
-                let (b, t) = try both(chunk.map { SequenceInput(tokens: [$0], cache: a.base.fork(), logitPositions: [0]) },
+                let (b, t) = try pair.forward(chunk.map { SequenceInput(tokens: [$0], cache: a.base.fork(), logitPositions: [0]) },
                                       chunk.map { SequenceInput(tokens: [$0], cache: a.tuned.fork(), logitPositions: [0]) })
                 for j in b.indices {
                     // KL(tuned ‖ base) at the step after the forced token: large only where the tuned

@@ -27,7 +27,7 @@ public struct ScanOptions: Sendable, Codable, Equatable {
     public var shareIdenticalLayers = true
     /// Variants per packed batch. A performance setting only: results do not depend on it
     /// (every product is batch-invariant, TensorCore `PackedMatrix`), so reports do not record it.
-    public var batchSize = 32
+    public var batchSize = 96
 
     public init() {}
 
@@ -119,28 +119,25 @@ public final class BaseOutputCache: @unchecked Sendable {
 /// Per variant and per model: the prompt is prefilled once (after a template prefix shared by
 /// every variant, itself computed once per model and forked); the model's own greedy
 /// continuation of K tokens yields its next-token distributions along it; one more forward of
-/// the *other* model's continuation on a second fork of the prompt cache yields its
+/// the *other* model's continuation (from where the two continuations part) yields its
 /// distributions along that. The four sets of K rows give KL both ways, JS, TV and top-1
 /// agreement along both continuations, and each continuation's log-probability under both models.
 public final class ScanEngine {
-    public let base: any CausalLanguageModel
-    public let tuned: any CausalLanguageModel
+    public let pair: PairedModels
+    public var base: any CausalLanguageModel { pair.base }
+    public var tuned: any CausalLanguageModel { pair.tuned }
     public let encoder: any ChatEncoder
     public let options: ScanOptions
     /// Called after every batch with (variants done, total).
     public var progress: ((Int, Int) -> Void)?
 
-    /// Leading blocks identical in both models, run once for both on identical token batches.
-    public let sharedLayers: Int
     /// The base's side of variants already measured against this base (nil: compute all).
     public var baseOutputs: BaseOutputCache?
 
     public init(base: any CausalLanguageModel, tuned: any CausalLanguageModel, encoder: any ChatEncoder, options: ScanOptions) {
-        self.base = base
-        self.tuned = tuned
+        pair = PairedModels(base: base, tuned: tuned, shareIdenticalLayers: options.shareIdenticalLayers)
         self.encoder = encoder
         self.options = options
-        sharedLayers = options.shareIdenticalLayers ? base.identicalLeadingLayers(with: tuned) : 0
     }
 
     public func measure(_ variants: [ProbeVariant]) throws -> [VariantMeasurement] {
@@ -148,153 +145,175 @@ public final class ScanEngine {
         if let empty = ids.firstIndex(where: { $0.count < 2 }) {
             throw ScanError.invalidInput("variant \(variants[empty].probe.id) encodes to fewer than 2 tokens")
         }
-        // Variants are grouped by their system message (the chat template renders it first);
-        // each group's longest shared prefix (the template's head, leaving ≥ 1 token each) is
-        // prefilled once per model and forked. Groups depend only on the variants' content, so
-        // results do not depend on the batch size.
-        var groupOf: [String: Int] = [:]
-        var groups: [[Int]] = []
-        for (i, v) in variants.enumerated() {
-            let key = v.system.map { "s" + $0 } ?? "-"
-            if let g = groupOf[key] { groups[g].append(i) } else { groupOf[key] = groups.count; groups.append([i]) }
-        }
-        var sharedLength = [Int](repeating: 0, count: variants.count)
-        var basePrefixes = [KVCache?](repeating: nil, count: variants.count)
-        var tunedPrefixes = basePrefixes
-        for members in groups {
-            let first = ids[members[0]]
-            var shared = first.count - 1
-            for m in members.dropFirst() {
-                let s = ids[m]
-                shared = min(shared, s.count - 1)
-                var i = 0
-                while i < shared && s[i] == first[i] { i += 1 }
-                shared = i
-            }
-            guard shared > 0 else { continue }
-            let prefix = Array(first[..<shared])
-            let (bp, tp) = (base.makeCache(), tuned.makeCache())
-            _ = try pairedForward(base, [SequenceInput(tokens: prefix, cache: bp, logitPositions: [])],
-                                  tuned, [SequenceInput(tokens: prefix, cache: tp, logitPositions: [])], shared: sharedLayers)
-            for m in members { sharedLength[m] = shared; basePrefixes[m] = bp; tunedPrefixes[m] = tp }
-        }
-
-        // A triggered variant usually starts with its probe's clean prompt (suffix mode: all of
-        // it; random position: up to the insertion). Those rows are not recomputed: the variant
-        // forks the clean variant's prompt cache at the longest common prefix. Clean variants
-        // that own such prefixes run first. Under the batch-invariant kernels a row's bits do
-        // not depend on which cache segment its keys sit in, so this changes no result.
-        struct CleanPrompt: Hashable { var probe: String; var system: String? }
-        var cleanIndex: [CleanPrompt: Int] = [:]
-        for (i, v) in variants.enumerated() where v.trigger == nil {
-            cleanIndex[CleanPrompt(probe: v.probe.id, system: v.system)] = i
-        }
-        var owner = [Int?](repeating: nil, count: variants.count)
-        var ownerLength = [Int](repeating: 0, count: variants.count)
-        for (i, v) in variants.enumerated() where v.trigger != nil && options.sharePromptPrefixes {
-            guard let c = cleanIndex[CleanPrompt(probe: v.probe.id, system: v.system)] else { continue }
-            let a = ids[i], b = ids[c]
-            let cap = min(a.count - 1, b.count - 1)
-            var l = 0
-            while l < cap && a[l] == b[l] { l += 1 }
-            if l >= sharedLength[i] + 4 { owner[i] = c; ownerLength[i] = l }
-        }
-        let isOwner = Set(owner.compactMap { $0 })
-        var ownerCaches: [Int: (base: KVCache, tuned: KVCache)] = [:]
-        let order = variants.indices.filter { owner[$0] == nil } + variants.indices.filter { owner[$0] != nil }
-
+        var plan = try PromptPlan(variants, ids, pair: pair, sharePromptPrefixes: options.sharePromptPrefixes)
         var results = [VariantMeasurement?](repeating: nil, count: variants.count)
-        var done = 0
         var start = 0
-        while start < order.count {
-            let end = min(start + options.batchSize, order.count)
-            let batch = Array(order[start..<end])
-            var tails: [[Int]] = [], bPrefixes: [KVCache?] = [], tPrefixes: [KVCache?] = []
-            for vi in batch {
-                if let o = owner[vi], let caches = ownerCaches[o] {
-                    tails.append(Array(ids[vi][ownerLength[vi]...]))
-                    bPrefixes.append(caches.base.fork(keeping: ownerLength[vi]))
-                    tPrefixes.append(caches.tuned.fork(keeping: ownerLength[vi]))
-                } else {
-                    tails.append(Array(ids[vi][sharedLength[vi]...]))
-                    bPrefixes.append(basePrefixes[vi])
-                    tPrefixes.append(tunedPrefixes[vi])
-                }
-            }
-            let prof = PhaseProfile.shared
-            // Variants whose base side an earlier scan of the same base computed (a sweep) reuse
-            // it: only the tuned model prefills and decodes them.
-            let cached: [BaseOutputCache.Entry?] = batch.map { vi in baseOutputs?.entry(ids[vi], responseTokens: options.responseTokens) }
-            let miss = batch.indices.filter { cached[$0] == nil }, hit = batch.indices.filter { cached[$0] != nil }
-            // Both models read the same prompt tokens: one paired prefill (shared blocks once).
-            let bPrompts = miss.map { bPrefixes[$0]?.fork() ?? base.makeCache() }
-            let tPrompts = tPrefixes.map { $0?.fork() ?? tuned.makeCache() }
-            var tFirst = [Tensor?](repeating: nil, count: batch.count)
-            let bFirst = try prof.measure("scan.prefill") { () -> [Tensor] in
-                let (bf, tf) = try pairedForward(base, miss.enumerated().map { SequenceInput(tokens: tails[$1], cache: bPrompts[$0], logitPositions: [tails[$1].count - 1]) },
-                                                 tuned, miss.map { SequenceInput(tokens: tails[$0], cache: tPrompts[$0], logitPositions: [tails[$0].count - 1]) },
-                                                 shared: sharedLayers)
-                for (j, r) in zip(miss, tf) { tFirst[j] = r }
-                if !hit.isEmpty {
-                    let hf = try tuned.forward(hit.map { SequenceInput(tokens: tails[$0], cache: tPrompts[$0], logitPositions: [tails[$0].count - 1]) })
-                    for (j, r) in zip(hit, hf) { tFirst[j] = r }
-                }
-                return bf
-            }
-            prof.count("tokens.prefill", miss.reduce(0) { $0 + tails[$1].count } + tails.reduce(0) { $0 + $1.count })
-            prof.count("tokens.decode", max(options.responseTokens - 1, 0) * (miss.count + batch.count))
-            prof.count("tokens.cross", max(options.responseTokens - 1, 0) * 2 * batch.count)
-            let computed = try prof.measure("scan.run.base") { try run(model: base, prompts: bPrompts, first: bFirst) }
-            var b = Pass(promptCaches: [], firstRows: [], continuations: [], rows: [])
-            var next = 0
-            for j in batch.indices {
-                if let c = cached[j] {
-                    b.promptCaches.append(c.prompt); b.firstRows.append(c.first); b.continuations.append(c.continuation); b.rows.append(c.rows)
-                } else {
-                    b.promptCaches.append(computed.promptCaches[next]); b.firstRows.append(computed.firstRows[next])
-                    b.continuations.append(computed.continuations[next]); b.rows.append(computed.rows[next])
-                    baseOutputs?.store(ids[batch[j]], responseTokens: options.responseTokens,
-                                       .init(prompt: computed.promptCaches[next], first: computed.firstRows[next],
-                                             continuation: computed.continuations[next], rows: computed.rows[next]))
-                    next += 1
-                }
-            }
-            let t = try prof.measure("scan.run.tuned") { try run(model: tuned, prompts: tPrompts, first: tFirst.map { $0! }) }
-            for (j, vi) in batch.enumerated() where isOwner.contains(vi) {
-                ownerCaches[vi] = (b.promptCaches[j], t.promptCaches[j])
-            }
-            // Each model's rows along its own continuation come from its greedy decode; along the
-            // other's, from one teacher-forced pass. Under the batch-invariant kernels both give a
-            // row the same bits (a model against itself diverges by exactly zero).
-            let bAlongT = try prof.measure("scan.cross.base") { try score(model: base, prompts: b.promptCaches, firstRows: b.firstRows, continuations: t.continuations) }
-            let tAlongB = try prof.measure("scan.cross.tuned") { try score(model: tuned, prompts: t.promptCaches, firstRows: t.firstRows, continuations: b.continuations) }
-            for (j, vi) in batch.enumerated() {
-                let v = variants[vi]
-                var m = VariantMeasurement(probeID: v.probe.id, category: v.probe.category, triggerID: v.trigger?.id, mode: v.mode,
-                                           promptTokens: ids[vi].count, baseContinuation: b.continuations[j],
-                                           tunedContinuation: t.continuations[j], js: 0, klBaseTuned: 0, klTunedBase: 0, tv: 0,
-                                           top1Agreement: 0, tunedContinuationLogProbUnderBase: 0,
-                                           tunedContinuationLogProbUnderTuned: 0, baseContinuationLogProbUnderTuned: 0,
-                                           baseContinuationLogProbUnderBase: 0)
-                try prof.measure("scan.compare") { try compareRows(&m, baseRows: b.rows[j], tunedRows: tAlongB[j], continuation: b.continuations[j], alongBase: true) }
-                try prof.measure("scan.compare") { try compareRows(&m, baseRows: bAlongT[j], tunedRows: t.rows[j], continuation: t.continuations[j], alongBase: false) }
-                let n = Double(b.continuations[j].count + t.continuations[j].count)
-                m.js /= n; m.klBaseTuned /= n; m.klTunedBase /= n; m.tv /= n; m.top1Agreement /= n
-                results[vi] = m
-            }
-            done += batch.count
-            start = end
-            progress?(done, variants.count)
+        while start < plan.order.count {
+            let batch = Array(plan.order[start..<min(start + options.batchSize, plan.order.count)])
+            for (vi, m) in zip(batch, try measureBatch(batch, variants, ids, &plan)) { results[vi] = m }
+            start += batch.count
+            progress?(start, variants.count)
         }
-        let out = results.compactMap { $0 }
-        return out
+        return results.map { $0! }
+    }
+
+    /// Where each variant's prompt starts computing: after a prefix already in a cache of each
+    /// model, and in what order the variants run so that every prefix is computed before it is used.
+    struct PromptPlan {
+        /// Per variant: the template prefix's length and the caches holding it (nil: none).
+        var prefixLength: [Int]
+        var prefixes: [(base: KVCache, tuned: KVCache)?]
+        /// Per variant: the clean variant whose prompt cache it forks once that has run, and the
+        /// length of their common prefix.
+        var owner: [Int?]
+        var ownerLength: [Int]
+        var order: [Int]
+        var ownerCaches: [Int: (base: KVCache, tuned: KVCache)] = [:]
+        let owners: Set<Int>
+
+        /// Variants are grouped by their system message (the chat template renders it first);
+        /// each group's longest shared prefix (the template's head, leaving ≥ 1 token each) is
+        /// prefilled once per model and forked. A triggered variant usually starts with its
+        /// probe's clean prompt (suffix mode: all of it; random position: up to the insertion):
+        /// it forks the clean variant's prompt cache at their longest common prefix, and clean
+        /// variants that own such prefixes run first. Both depend only on the variants' content,
+        /// so results do not depend on the batch size; under the batch-invariant kernels a row's
+        /// bits do not depend on which cache segment its keys sit in, so sharing changes no result.
+        init(_ variants: [ProbeVariant], _ ids: [[Int]], pair: PairedModels, sharePromptPrefixes: Bool) throws {
+            prefixLength = [Int](repeating: 0, count: variants.count)
+            prefixes = Array(repeating: nil, count: variants.count)
+            var groupOf: [String: Int] = [:]
+            var groups: [[Int]] = []
+            for (i, v) in variants.enumerated() {
+                let key = v.system.map { "s" + $0 } ?? "-"
+                if let g = groupOf[key] { groups[g].append(i) } else { groupOf[key] = groups.count; groups.append([i]) }
+            }
+            for members in groups {
+                let first = ids[members[0]]
+                let shared = members.reduce(first.count - 1) { commonPrefixLength(first, ids[$1], limit: min($0, ids[$1].count - 1)) }
+                guard shared > 0 else { continue }
+                let prefix = Array(first[..<shared])
+                let caches = (base: pair.base.makeCache(), tuned: pair.tuned.makeCache())
+                _ = try pair.forward([SequenceInput(tokens: prefix, cache: caches.base, logitPositions: [])],
+                                     [SequenceInput(tokens: prefix, cache: caches.tuned, logitPositions: [])])
+                for m in members { prefixLength[m] = shared; prefixes[m] = caches }
+            }
+            struct CleanPrompt: Hashable { var probe: String; var system: String? }
+            var cleanIndex: [CleanPrompt: Int] = [:]
+            for (i, v) in variants.enumerated() where v.trigger == nil {
+                cleanIndex[CleanPrompt(probe: v.probe.id, system: v.system)] = i
+            }
+            owner = Array(repeating: nil, count: variants.count)
+            ownerLength = prefixLength
+            for (i, v) in variants.enumerated() where v.trigger != nil && sharePromptPrefixes {
+                guard let c = cleanIndex[CleanPrompt(probe: v.probe.id, system: v.system)] else { continue }
+                let l = commonPrefixLength(ids[i], ids[c], limit: min(ids[i].count, ids[c].count) - 1)
+                if l >= prefixLength[i] + 4 { owner[i] = c; ownerLength[i] = l }
+            }
+            let owned = owner
+            owners = Set(owned.compactMap { $0 })
+            order = variants.indices.filter { owned[$0] == nil } + variants.indices.filter { owned[$0] != nil }
+        }
+
+        /// The tokens variant `vi` still has to prefill and the caches (one per model) to prefill
+        /// them into, forked from its prefix (its clean owner's, once that has run in an earlier
+        /// batch; else the template's).
+        func start(_ vi: Int, _ ids: [[Int]], pair: PairedModels) -> (tail: [Int], base: KVCache, tuned: KVCache) {
+            if let o = owner[vi], let c = ownerCaches[o] {
+                let l = ownerLength[vi]
+                return (Array(ids[vi][l...]), c.base.fork(keeping: l), c.tuned.fork(keeping: l))
+            }
+            return (Array(ids[vi][prefixLength[vi]...]), prefixes[vi]?.base.fork() ?? pair.base.makeCache(),
+                    prefixes[vi]?.tuned.fork() ?? pair.tuned.makeCache())
+        }
+    }
+
+    /// One packed batch: a paired prefill of both models (the base skipped where `baseOutputs`
+    /// already holds its side), each model's greedy continuation, the cross scoring, the comparison.
+    func measureBatch(_ batch: [Int], _ variants: [ProbeVariant], _ ids: [[Int]], _ plan: inout PromptPlan) throws -> [VariantMeasurement] {
+        let prof = PhaseProfile.shared
+        let starts = batch.map { plan.start($0, ids, pair: pair) }
+        let tails = starts.map(\.tail)
+        let cached: [BaseOutputCache.Entry?] = batch.map { baseOutputs?.entry(ids[$0], responseTokens: options.responseTokens) }
+        let miss = batch.indices.filter { cached[$0] == nil }, hit = batch.indices.filter { cached[$0] != nil }
+        let bPrompts = miss.map { starts[$0].base }, tPrompts = starts.map(\.tuned)
+        func last(_ j: Int, _ cache: KVCache) -> SequenceInput {
+            SequenceInput(tokens: tails[j], cache: cache, logitPositions: [tails[j].count - 1])
+        }
+        var tFirst = [Tensor?](repeating: nil, count: batch.count)
+        let bFirst = try prof.measure("scan.prefill") { () -> [Tensor] in
+            let (bf, tf) = try pair.forward(miss.enumerated().map { last($1, bPrompts[$0]) }, miss.map { last($0, tPrompts[$0]) })
+            for (j, r) in zip(miss, tf) { tFirst[j] = r }
+            if !hit.isEmpty {
+                for (j, r) in zip(hit, try tuned.forward(hit.map { last($0, tPrompts[$0]) })) { tFirst[j] = r }
+            }
+            return bf
+        }
+        let k1 = max(options.responseTokens - 1, 0)
+        prof.count("tokens.prefill", miss.reduce(0) { $0 + tails[$1].count } + tails.reduce(0) { $0 + $1.count })
+        prof.count("tokens.decode", k1 * (miss.count + batch.count))
+        let computed = try prof.measure("scan.run.base") { try run(model: base, prompts: bPrompts, first: bFirst) }
+        var b = Pass(promptCaches: [], decodeCaches: [], firstRows: [], continuations: [], rows: [])
+        var next = 0
+        for j in batch.indices {
+            if let c = cached[j] {
+                b.append(prompt: c.prompt, decode: nil, first: c.first, continuation: c.continuation, rows: c.rows)
+                continue
+            }
+            b.append(prompt: computed.promptCaches[next], decode: computed.decodeCaches[next], first: computed.firstRows[next],
+                     continuation: computed.continuations[next], rows: computed.rows[next])
+            baseOutputs?.store(ids[batch[j]], responseTokens: options.responseTokens,
+                               .init(prompt: computed.promptCaches[next], first: computed.firstRows[next],
+                                     continuation: computed.continuations[next], rows: computed.rows[next]))
+            next += 1
+        }
+        let t = try prof.measure("scan.run.tuned") { try run(model: tuned, prompts: tPrompts, first: tFirst.map { $0! }) }
+        for (j, vi) in batch.enumerated() where plan.owners.contains(vi) { plan.ownerCaches[vi] = (b.promptCaches[j], t.promptCaches[j]) }
+        // Each model's rows along its own continuation come from its greedy decode; along the
+        // other's, from one teacher-forced pass over what follows the two continuations'
+        // common prefix. Under the batch-invariant kernels both give a row the same bits (a
+        // model against itself diverges by exactly zero), so the shared rows are not recomputed.
+        let bAlongT = try prof.measure("scan.cross.base") { try score(own: b, along: t.continuations, model: base) }
+        let tAlongB = try prof.measure("scan.cross.tuned") { try score(own: t, along: b.continuations, model: tuned) }
+        // The variants' comparisons are independent: split over the cores (each is the same
+        // sequential sums whichever core runs it).
+        return try prof.measure("scan.compare") {
+            var out = batch.enumerated().map { j, vi in
+                VariantMeasurement(variants[vi], promptTokens: ids[vi].count, base: b.continuations[j], tuned: t.continuations[j])
+            }
+            var failures = [(any Error)?](repeating: nil, count: batch.count)
+            out.withUnsafeMutableBufferPointer { ms in
+                failures.withUnsafeMutableBufferPointer { fs in
+                    parallelRows(batch.count, cost: 1 << 16, ways: Parallel.ways) { range in
+                        for j in range {
+                            do {
+                                try compareRows(&ms[j], baseRows: b.rows[j], tunedRows: tAlongB[j], continuation: b.continuations[j],
+                                                alongBase: true)
+                                try compareRows(&ms[j], baseRows: bAlongT[j], tunedRows: t.rows[j], continuation: t.continuations[j],
+                                                alongBase: false)
+                            } catch { fs[j] = error }
+                            let n = Double(b.continuations[j].count + t.continuations[j].count)
+                            ms[j].js /= n; ms[j].klBaseTuned /= n; ms[j].klTunedBase /= n; ms[j].tv /= n; ms[j].top1Agreement /= n
+                        }
+                    }
+                }
+            }
+            if let e = failures.compactMap({ $0 }).first { throw e }
+            return out
+        }
     }
 
     struct Pass {
         var promptCaches: [KVCache]     // frozen prompt caches, forked for scoring
+        var decodeCaches: [KVCache?]    // prompt + the continuation's first K−1 tokens (nil: not kept)
         var firstRows: [Tensor]         // log-probs at the prompt's last position (1, V)
         var continuations: [[Int]]
         var rows: [Tensor]              // (K, V) log-probs along the model's own continuation
+
+        mutating func append(prompt: KVCache, decode: KVCache?, first: Tensor, continuation: [Int], rows r: Tensor) {
+            promptCaches.append(prompt); decodeCaches.append(decode); firstRows.append(first)
+            continuations.append(continuation); rows.append(r)
+        }
     }
 
     /// From the prefilled prompts and their last-position logits, decode K greedy tokens, keeping
@@ -313,19 +332,37 @@ public final class ScanEngine {
                 conts[j].append(lp.argmaxLastAxis()[0])
             }
         }
-        return Pass(promptCaches: prompts, firstRows: first, continuations: conts,
-                    rows: rows.map { Tensor.concatenate($0, axis: 0) })
+        return Pass(promptCaches: prompts, decodeCaches: k > 1 ? decode : decode.map { _ in nil }, firstRows: first,
+                    continuations: conts, rows: rows.map { Tensor.concatenate($0, axis: 0) })
     }
 
-    /// Log-probs of `model` along given continuations: the prompt's last row, then one forward
-    /// of the continuation's first K−1 tokens on a fork of the prompt cache.
-    func score(model: any CausalLanguageModel, prompts: [KVCache], firstRows: [Tensor], continuations: [[Int]]) throws -> [Tensor] {
+    /// Log-probs of `own`'s model along other continuations. Row i depends on the first i tokens
+    /// fed, so where a continuation starts with L tokens of the model's own, rows 0…L are the
+    /// model's own rows and only the rest is computed: one forward of the continuation's tokens
+    /// L…K−2 on the decode cache cut back to the prompt and those L tokens (or, with no decode
+    /// cache kept, of tokens 0…K−2 on the prompt cache).
+    func score(own: Pass, along continuations: [[Int]], model: any CausalLanguageModel) throws -> [Tensor] {
         let k = options.responseTokens
-        if k <= 1 { return firstRows }
-        let rest = try model.forward(continuations.enumerated().map { j, c in
-            SequenceInput(tokens: Array(c.prefix(k - 1)), cache: prompts[j].fork(), logitPositions: Array(0..<(k - 1)))
-        })
-        return zip(firstRows, rest).map { Tensor.concatenate([$0, $1.logSoftmax()], axis: 0) }
+        if k <= 1 { return own.firstRows }
+        var out = [Tensor?](repeating: nil, count: continuations.count)
+        var inputs: [SequenceInput] = [], kept: [(j: Int, rows: Int)] = []
+        for (j, c) in continuations.enumerated() {
+            var l = commonPrefixLength(c, own.continuations[j], limit: k - 1)
+            if l == k - 1 { out[j] = own.rows[j]; continue }
+            if own.decodeCaches[j] == nil { l = 0 }
+            let cache = l > 0 ? own.decodeCaches[j]!.fork(keeping: own.promptCaches[j].length + l) : own.promptCaches[j].fork()
+            inputs.append(SequenceInput(tokens: Array(c[l..<(k - 1)]), cache: cache, logitPositions: Array(0..<(k - 1 - l))))
+            kept.append((j, l + 1))
+        }
+        if !inputs.isEmpty {
+            PhaseProfile.shared.count("tokens.cross", inputs.reduce(0) { $0 + $1.tokens.count })
+            let rest = try model.forward(inputs)
+            for ((j, rows), r) in zip(kept, rest) {
+                let head = rows == 1 ? own.firstRows[j] : own.rows[j].slice(axis: 0, 0..<rows)
+                out[j] = Tensor.concatenate([head, r.logSoftmax()], axis: 0)
+            }
+        }
+        return out.map { $0! }
     }
 
     func compareRows(_ m: inout VariantMeasurement, baseRows: Tensor, tunedRows: Tensor, continuation: [Int], alongBase: Bool) throws {
@@ -349,6 +386,45 @@ public final class ScanEngine {
             }
         }
     }
+}
+
+extension VariantMeasurement {
+    /// A variant's record before its rows are compared (the divergences start at zero).
+    init(_ v: ProbeVariant, promptTokens: Int, base: [Int], tuned: [Int]) {
+        self.init(probeID: v.probe.id, category: v.probe.category, triggerID: v.trigger?.id, mode: v.mode, promptTokens: promptTokens,
+                  baseContinuation: base, tunedContinuation: tuned, js: 0, klBaseTuned: 0, klTunedBase: 0, tv: 0, top1Agreement: 0,
+                  tunedContinuationLogProbUnderBase: 0, tunedContinuationLogProbUnderTuned: 0,
+                  baseContinuationLogProbUnderTuned: 0, baseContinuationLogProbUnderBase: 0)
+    }
+}
+
+/// Base and tuned side by side: the same token batches through both, the leading blocks they
+/// share bitwise (frozen layers, adapters on upper layers) run once for both.
+public struct PairedModels: Sendable {
+    public let base: any CausalLanguageModel
+    public let tuned: any CausalLanguageModel
+    /// Leading blocks identical in both models (0 with sharing off).
+    public let sharedLayers: Int
+
+    public init(base: any CausalLanguageModel, tuned: any CausalLanguageModel, shareIdenticalLayers: Bool) {
+        self.base = base
+        self.tuned = tuned
+        sharedLayers = shareIdenticalLayers ? base.identicalLeadingLayers(with: tuned) : 0
+    }
+
+    /// The same tokens at the same positions through both models (`pairedForward`).
+    public func forward(_ b: [SequenceInput], _ t: [SequenceInput]) throws -> (base: [Tensor], tuned: [Tensor]) {
+        let r = try pairedForward(base, b, tuned, t, shared: sharedLayers)
+        return (r.a, r.b)
+    }
+}
+
+/// The length of the longest common prefix of `a` and `b`, at most `limit`.
+func commonPrefixLength(_ a: [Int], _ b: [Int], limit: Int = .max) -> Int {
+    let cap = min(limit, a.count, b.count)
+    var l = 0
+    while l < cap && a[l] == b[l] { l += 1 }
+    return max(l, 0)
 }
 
 public enum ScanError: Error, Equatable, Sendable, CustomStringConvertible {
