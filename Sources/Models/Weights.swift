@@ -3,7 +3,7 @@ import AssayCommon
 import SafeTensors
 import TensorCore
 
-/// Strict weight binding (DESIGN.md habit 3): the architecture asks for each tensor by name and
+/// Strict weight binding: the architecture asks for each tensor by name and
 /// expected shape; a missing or mis-shaped tensor is an error naming it, and after binding any
 /// tensor nobody asked for is an error too. Shapes are checked against the safetensors header
 /// before a single byte is decoded.
@@ -60,7 +60,7 @@ public final class WeightStore {
         return t
     }
 
-    /// A weight matrix as stored (BF16 and F16 stay so; DESIGN.md habit 6), checked for shape and
+    /// A weight matrix as stored (BF16 and F16 stay so, widened in registers), checked for shape and
     /// for NaN/Inf, as rows to pack (`PackedMatrix`). Overrides (merged adapters) are Float32.
     public func takeRows(_ name: String, _ shape: [Int], field: String) throws(ModelError) -> PackedMatrix.Rows {
         guard let got = self.shape(name) else { throw .missingTensor(file: source, tensor: name) }

@@ -1,6 +1,6 @@
 import Foundation
 
-// Float16/BFloat16 ↔ Float32 at the load/store boundary (DESIGN.md: compute in Float32).
+// Float16/BFloat16 ↔ Float32 at the load/store boundary (all arithmetic is in Float32).
 // Widening is exact. BF16 is the top half of an F32; F16 goes through the hardware conversion
 // (F16C with -target-cpu haswell).
 

@@ -2,8 +2,8 @@ import CBLAS
 import CLAPACK
 import Dispatch
 
-/// OpenBLAS controls. Never combine Dispatch parallelism with OpenBLAS threads in one phase
-/// (DESIGN.md): callers pick one scheme per phase and set the thread count accordingly.
+/// OpenBLAS controls. Never combine Dispatch parallelism with OpenBLAS threads in one phase:
+/// callers pick one scheme per phase and set the thread count accordingly.
 public enum BLAS {
     public static var threads: Int {
         get { Int(openblas_get_num_threads()) }

@@ -2,7 +2,7 @@ import Foundation
 import CBLAS
 
 // Element-wise ops, activations, softmax and normalization. Hot loops take the buffers once and
-// work in SIMD8 lanes; with `-target-cpu haswell` these compile to AVX2/FMA (DESIGN.md).
+// work in SIMD8 lanes; with `-target-cpu haswell` these compile to AVX2/FMA.
 
 @usableFromInline typealias F8 = SIMD8<Float>
 

@@ -38,7 +38,7 @@ public func sexp(_ x: Float) -> Float {
 
 /// Splits `count` rows into at most `ways` contiguous chunks and runs them concurrently when the
 /// work (`count × cost`) is large enough to pay for it. Used only between BLAS calls, never while
-/// BLAS threads run (DESIGN.md: one parallel scheme per phase).
+/// BLAS threads run (one parallel scheme per phase: `Parallel`).
 @inline(__always)
 public func parallelRows(_ count: Int, cost: Int, ways: Int = 2, _ body: (Range<Int>) -> Void) {
     if count < 2 || count * cost < 1 << 16 || ways < 2 {
@@ -60,7 +60,7 @@ public func parallelRows(_ count: Int, cost: Int, ways: Int = 2, _ body: (Range<
 /// rows) split their work `ways` ways with Dispatch; OpenBLAS, now used only for LAPACK's SVD,
 /// runs single-threaded unless a phase that is nothing but LAPACK asks for its threads
 /// (`useBLASThreads`): OpenBLAS workers busy-wait after each call and would fight Dispatch for
-/// the cores (DESIGN.md: one scheme per phase). Every split gives the same bits.
+/// the cores (one scheme per phase). Every split gives the same bits.
 public enum Parallel {
     nonisolated(unsafe) public private(set) static var ways = 1
 
