@@ -93,7 +93,7 @@ struct ScanArguments: ParsableArguments {
     @Option(help: "Seed for every random choice.") var seed: UInt64 = 0
     @Option(help: "Response positions compared per continuation.") var responseTokens = 8
     @Option(help: "Probes each trigger × insertion mode is inserted into.") var probesPerTrigger = 16
-    @Option(help: "Prompt variants per batch (results do not depend on it).") var batchSize = 32
+    @Option(help: "Prompt variants per batch (results do not depend on it).") var batchSize = 96
     @Option(help: "Threads (default: all cores).") var threads: Int?
     @Flag(help: "Do not fork triggered prompts from their clean prompt's cache (results are identical; for benchmarking).")
     var noPromptSharing = false

@@ -66,7 +66,7 @@ struct SweepRun: ParsableCommand {
     @Option(help: "Seed for every random choice.") var seed: UInt64 = 0
     @Option(help: "Response positions compared per continuation.") var responseTokens = 8
     @Option(help: "Probes each trigger × insertion mode is inserted into.") var probesPerTrigger = 16
-    @Option(help: "Prompt variants per batch (results do not depend on it).") var batchSize = 32
+    @Option(help: "Prompt variants per batch (results do not depend on it).") var batchSize = 96
     @Option(help: "Threads (default: all cores).") var threads: Int?
     @Option(help: "MiB of base-model outputs kept for reuse by later entries on the same base (0: no reuse).") var baseCacheMib = 4096
     @Option(help: """

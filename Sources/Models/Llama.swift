@@ -160,6 +160,7 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
         var x = plan.input ?? embed.gatherRows(packing.tokens)                     // (N, d)
         var captured: Tensor?
         let prof = PhaseProfile.shared
+        prof.count("rows.blocks", packing.rows * (layers.count - plan.startLayer))
         for (li, l) in layers.enumerated() where li >= plan.startLayer {
             if li == plan.captureLayer { captured = x }
             let h = try prof.measure("norm") { try x.rmsNorm(weight: l.inputNorm, eps: c.rmsNormEps) }
@@ -186,6 +187,7 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
         let rows = packing.logitRows(batch)
         if rows.isEmpty { return ForwardResult(logits: packing.split(Tensor(zeros: [0, c.vocabSize]), batch), captured: captured) }
         let last = try x.gatherRows(rows).rmsNorm(weight: norm, eps: c.rmsNormEps)   // (R, d)
+        prof.count("rows.lm_head", rows.count)
         let logits = try prof.measure("gemm.lm_head") { try last.linear(lmHead) }  // (R, V)
         return ForwardResult(logits: packing.split(logits, batch), captured: captured)
     }

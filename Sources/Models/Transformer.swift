@@ -281,7 +281,7 @@ struct Packing {
 /// `window`: a key more than `window − 1` positions back is masked (Mistral).
 ///
 /// (sequence, head) pairs are split across cores with BLAS held to one thread for the phase
-/// (DESIGN.md: never Dispatch parallelism and BLAS threads at once).
+/// (never Dispatch parallelism and BLAS threads at once: `Parallel`).
 func packedAttention(qkv: Tensor, queryColumn: Int, packing: Packing, layer: Int, heads hq: Int, kvHeads hkv: Int,
                      headDim d: Int, scale: Float, window: Int? = nil) -> Tensor {
     let ldq = qkv.shape[1], ldo = hq * d, kvDim = hkv * d
@@ -405,7 +405,10 @@ public final class PhaseProfile: @unchecked Sendable {
     public func report() -> String {
         lock.lock(); defer { lock.unlock() }
         let total = totals.values.reduce(0, +)
-        return totals.sorted { $0.value > $1.value }.map { String(format: "%-14@ %8.3f s  %5.1f%%", $0.key as NSString, $0.value, 100 * $0.value / max(total, 1e-9)) }.joined(separator: "\n")
+        let phases = totals.sorted { $0.value > $1.value }.map {
+            String(format: "%-14@ %8.3f s  %5.1f%%", $0.key as NSString, $0.value, 100 * $0.value / max(total, 1e-9))
+        }
+        return (phases + counters.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }).joined(separator: "\n")
     }
 
     public func reset() { lock.lock(); totals = [:]; counters = [:]; lock.unlock() }
