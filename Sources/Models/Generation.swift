@@ -15,6 +15,39 @@ public extension CausalLanguageModel {
         try forward(batch).map { $0.logSoftmax() }
     }
 
+    /// Greedy decoding that keeps what each step chose from: from every cache and the token that
+    /// comes next, `steps` forwards of one token per sequence, each choosing its argmax. Returns,
+    /// per sequence, the `steps` tokens chosen and the (1, V) log-probability rows they were chosen
+    /// from (row i is the distribution after the first i tokens fed). The scan's continuations
+    /// and target inversion's second round both decode this way.
+    func greedyLogProbabilities(caches: [KVCache], next first: [Int], steps: Int) throws -> (tokens: [[Int]], rows: [[Tensor]]) {
+        precondition(caches.count == first.count)
+        var tokens = first.map { _ in [Int]() }, rows = first.map { _ in [Tensor]() }
+        var next = first
+        for _ in 0..<max(steps, 0) {
+            let logits = try forward(next.indices.map { SequenceInput(tokens: [next[$0]], cache: caches[$0], logitPositions: [0]) })
+            var lps = [Tensor?](repeating: nil, count: logits.count), picked = [Int](repeating: 0, count: logits.count)
+            // Each row's softmax and argmax are independent: split over the cores.
+            lps.withUnsafeMutableBufferPointer { l in
+                picked.withUnsafeMutableBufferPointer { p in
+                    parallelRows(logits.count, cost: vocabularySize * 8, ways: elementwiseWays) { range in
+                        for j in range {
+                            let lp = logits[j].logSoftmax()
+                            l[j] = lp
+                            p[j] = lp.argmaxLastAxis()[0]
+                        }
+                    }
+                }
+            }
+            for j in logits.indices {
+                rows[j].append(lps[j]!)
+                tokens[j].append(picked[j])
+            }
+            next = picked
+        }
+        return (tokens, rows)
+    }
+
     /// Batched greedy decoding. Each prompt continues its own cache (or a fresh one), stops at a
     /// stop token (which is kept, as transformers' `generate` keeps EOS) or after
     /// `maxNewTokens`. Sequences that finish drop out of the packed batch.

@@ -492,17 +492,10 @@ public final class Discovery {
             var start = 0
             while start < survivors.count {
                 let chunk = Array(survivors[start..<min(start + scanOptions.batchSize, survivors.count)])
-                let caches = chunk.map { _ in a.tuned.fork() }
-                var conts = chunk.map { [$0] }
-                var tunedLP = chunk.map { _ in [Double]() }
-                for _ in 0..<l {
-                    let rows = try tuned.forward(chunk.indices.map { SequenceInput(tokens: [conts[$0].last!], cache: caches[$0], logitPositions: [0]) })
-                    for j in rows.indices {
-                        let lp = rows[j].logSoftmax()
-                        let y = lp.argmaxLastAxis()[0]
-                        tunedLP[j].append(lp.withUnsafeBufferPointer { Double($0[y]) })
-                        conts[j].append(y)
-                    }
+                let (chosen, rows) = try tuned.greedyLogProbabilities(caches: chunk.map { _ in a.tuned.fork() }, next: chunk, steps: l)
+                let conts = chunk.indices.map { [chunk[$0]] + chosen[$0] }
+                let tunedLP = chunk.indices.map { j in
+                    (0..<l).map { i in rows[j][i].withUnsafeBufferPointer { Double($0[chosen[j][i]]) } }
                 }
                 // The base along the same tokens, teacher-forced in one pass.
                 let b = try base.forward(chunk.indices.map { SequenceInput(tokens: Array(conts[$0].prefix(l)), cache: a.base.fork(), logitPositions: Array(0..<l)) })

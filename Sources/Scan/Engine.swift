@@ -321,19 +321,13 @@ public final class ScanEngine {
     func run(model: any CausalLanguageModel, prompts: [KVCache], first logits: [Tensor]) throws -> Pass {
         let k = options.responseTokens
         let first = logits.map { $0.logSoftmax() }
-        var rows: [[Tensor]] = first.map { [$0] }
-        var conts: [[Int]] = first.map { [$0.argmaxLastAxis()[0]] }
+        let start = first.map { $0.argmaxLastAxis()[0] }
         let decode = prompts.map { $0.fork() }
-        for _ in 1..<max(k, 1) {
-            let step = try model.forward(conts.enumerated().map { SequenceInput(tokens: [$1.last!], cache: decode[$0], logitPositions: [0]) })
-            for (j, l) in step.enumerated() {
-                let lp = l.logSoftmax()
-                rows[j].append(lp)
-                conts[j].append(lp.argmaxLastAxis()[0])
-            }
-        }
+        let (tokens, rows) = try model.greedyLogProbabilities(caches: decode, next: start, steps: max(k - 1, 0))
+        // The last token chosen is not fed: each continuation has K tokens and K rows.
         return Pass(promptCaches: prompts, decodeCaches: k > 1 ? decode : decode.map { _ in nil }, firstRows: first,
-                    continuations: conts, rows: rows.map { Tensor.concatenate($0, axis: 0) })
+                    continuations: start.indices.map { [start[$0]] + tokens[$0] },
+                    rows: first.indices.map { Tensor.concatenate([first[$0]] + rows[$0], axis: 0) })
     }
 
     /// Log-probs of `own`'s model along other continuations. Row i depends on the first i tokens
