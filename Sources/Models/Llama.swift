@@ -55,7 +55,9 @@ public struct LlamaConfig: Sendable, Equatable {
             }
             headDim = hiddenSize / numAttentionHeads
         }
-        guard headDim % 2 == 0 else { throw .invalidConfig(file: c.file, field: "head_dim", reason: "\(headDim) must be even for rotary embeddings") }
+        guard headDim % 2 == 0 else {
+            throw .invalidConfig(file: c.file, field: "head_dim", reason: "\(headDim) must be even for rotary embeddings")
+        }
         vocabSize = try c.int("vocab_size", Limits.vocab)
         maxPositionEmbeddings = try c.int("max_position_embeddings", Limits.positions, default: 2048)
         rmsNormEps = Float(try c.double("rms_norm_eps", default: 1e-6))
@@ -67,7 +69,9 @@ public struct LlamaConfig: Sendable, Equatable {
         tieWordEmbeddings = try c.bool("tie_word_embeddings", default: false)
         slidingWindow = nil
         let act = try c.string("hidden_act", default: "silu")
-        guard act == "silu" else { throw .unsupportedOption(file: c.file, field: "hidden_act", value: "\"\(act)\" (LLaMA family uses silu)") }
+        guard act == "silu" else {
+            throw .unsupportedOption(file: c.file, field: "hidden_act", value: "\"\(act)\" (LLaMA family uses silu)")
+        }
         bosTokenID = try c.tokenIDs("bos_token_id", vocab: vocabSize).first
         eosTokenIDs = try c.tokenIDs("eos_token_id", vocab: vocabSize)
     }
@@ -112,7 +116,9 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
             func m(_ n: String, _ s: [Int], _ field: String) throws(ModelError) -> PackedMatrix.Rows {
                 try w.takeRows(p + n, s, field: field)
             }
-            func b(_ n: String, _ s: [Int], _ on: Bool, _ field: String) throws(ModelError) -> Tensor? { on ? try w.take(p + n, s, field: field) : nil }
+            func b(_ n: String, _ s: [Int], _ on: Bool, _ field: String) throws(ModelError) -> Tensor? {
+                on ? try w.take(p + n, s, field: field) : nil
+            }
             let wq = try m("self_attn.q_proj.weight", [qDim, d], "num_attention_heads × head_dim, hidden_size")
             let wk = try m("self_attn.k_proj.weight", [kv, d], "num_key_value_heads × head_dim, hidden_size")
             let wv = try m("self_attn.v_proj.weight", [kv, d], "num_key_value_heads × head_dim, hidden_size")

@@ -200,7 +200,8 @@ public extension CausalLanguageModel {
 public func pairedForward(_ a: any CausalLanguageModel, _ aBatch: [SequenceInput], _ b: any CausalLanguageModel, _ bBatch: [SequenceInput],
                           shared: Int) throws -> (a: [Tensor], b: [Tensor]) {
     guard shared > 0 else { return (try a.forward(aBatch), try b.forward(bBatch)) }
-    precondition(aBatch.count == bBatch.count && zip(aBatch, bBatch).allSatisfy { $0.tokens == $1.tokens && $0.cache?.length == $1.cache?.length },
+    precondition(aBatch.count == bBatch.count
+                 && zip(aBatch, bBatch).allSatisfy { $0.tokens == $1.tokens && $0.cache?.length == $1.cache?.length },
                  "pairedForward needs the same tokens at the same positions")
     let ra = try a.forward(aBatch, plan: ForwardPlan(captureLayer: shared))
     let rb = try b.forward(bBatch, plan: ForwardPlan(startLayer: shared, input: ra.captured))

@@ -141,7 +141,9 @@ public final class ScanEngine {
     }
 
     public func measure(_ variants: [ProbeVariant]) throws -> [VariantMeasurement] {
-        let ids = try PhaseProfile.shared.measure("scan.tokenize") { try variants.map { try encoder.encode(system: $0.system, user: $0.user) } }
+        let ids = try PhaseProfile.shared.measure("scan.tokenize") {
+            try variants.map { try encoder.encode(system: $0.system, user: $0.user) }
+        }
         if let empty = ids.firstIndex(where: { $0.count < 2 }) {
             throw ScanError.invalidInput("variant \(variants[empty].probe.id) encodes to fewer than 2 tokens")
         }

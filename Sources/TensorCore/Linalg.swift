@@ -49,7 +49,8 @@ public extension Tensor {
     func matmul(_ other: Tensor) throws -> Tensor {
         if rank == 2 && other.rank == 2 {
             guard shape[1] == other.shape[0] else {
-                throw TensorError.shapeMismatch(op: "matmul", expected: "(\(shape[0]), \(shape[1])) × (\(shape[1]), N)", got: "\(shape) × \(other.shape)")
+                throw TensorError.shapeMismatch(op: "matmul", expected: "(\(shape[0]), \(shape[1])) × (\(shape[1]), N)",
+                                                got: "\(shape) × \(other.shape)")
             }
             return try linear(PackedMatrix(stacking: [PackedMatrix.Rows(other.transposed)]))
         }
@@ -60,7 +61,8 @@ public extension Tensor {
         let bShared = other.rank == 2
         let kn = bShared ? other.shape : Array(other.shape.dropFirst())
         guard kn[0] == k, bShared || other.shape[0] == b else {
-            throw TensorError.shapeMismatch(op: "batched matmul", expected: "(\(b), \(m), \(k)) × (\(b), \(k), N)", got: "\(shape) × \(other.shape)")
+            throw TensorError.shapeMismatch(op: "batched matmul", expected: "(\(b), \(m), \(k)) × (\(b), \(k), N)",
+                                            got: "\(shape) × \(other.shape)")
         }
         let n = kn[1]
         if bShared {
@@ -76,7 +78,8 @@ public extension Tensor {
     /// weights once at load and calls `linear(_: PackedMatrix, bias:)`.
     func linear(weight: Tensor, bias: Tensor? = nil) throws -> Tensor {
         guard weight.rank == 2, let inF = shape.last, weight.shape[1] == inF else {
-            throw TensorError.shapeMismatch(op: "linear", expected: "(…, \(weight.shape.count == 2 ? weight.shape[1] : -1))", got: "\(shape)")
+            throw TensorError.shapeMismatch(op: "linear", expected: "(…, \(weight.shape.count == 2 ? weight.shape[1] : -1))",
+                                            got: "\(shape)")
         }
         return try linear(PackedMatrix(weight), bias: bias)
     }
@@ -110,7 +113,8 @@ public extension Tensor {
                     s.withUnsafeMutableBufferPointer { sp in
                         LAPACKE_sgesdd(Int32(LAPACK_ROW_MAJOR), vectors ? Int8(UInt8(ascii: "S")) : Int8(UInt8(ascii: "N")),
                                        Int32(m), Int32(n), ap.baseAddress!, Int32(n), sp.baseAddress!,
-                                       up.baseAddress!, Int32(vectors ? r : 1), vp.baseAddress!, Int32(n))  // LAPACKE checks ldvt ≥ N even for jobz = N
+                                       // LAPACKE checks ldvt ≥ N even for jobz = N.
+                                       up.baseAddress!, Int32(vectors ? r : 1), vp.baseAddress!, Int32(n))
                     }
                 }
             }
