@@ -214,15 +214,22 @@ import TensorCore
         #expect(!FileManager.default.fileExists(atPath: mem.path), "no --out directory left behind")
         #expect(m.stdout.isEmpty)
 
+        // A scan that needs far more than one CPU-second on any machine (the fixture alone takes
+        // about 1.5 s on a fast one: too close to the limit to test it).
+        let big = temp("suite.jsonl")
+        defer { try? FileManager.default.removeItem(at: big) }
+        let fixture = try String(contentsOf: Self.scan.appendingPathComponent("suite.jsonl"), encoding: .utf8).split(separator: "\n")
+        let copies = (0..<40).flatMap { i in fixture.dropFirst().map { $0.replacingOccurrences(of: "\"id\": \"", with: "\"id\": \"copy\(i)-") } }
+        try ([String(fixture[0])] + copies).joined(separator: "\n").write(to: big, atomically: true, encoding: .utf8)
         let cpu = temp("cpu")
-        let c = try scan("clean", out: cpu, ["--cpu-limit", "1", "--response-tokens", "64"])
+        let c = try scan("clean", out: cpu, ["--cpu-limit", "1", "--response-tokens", "64", "--suite", big.path])
         #expect(c.status == 2, "\(c.stdout)\(c.stderr)")
         #expect(c.stderr.contains("error: scan process: exceeded the CPU limit of 1 s"), "\(c.stderr)")
         #expect(!FileManager.default.fileExists(atPath: cpu.path))
 
         // The same scan under a wall-clock limit alone: the parent kills the worker at 1 s.
         let wall = temp("wall")
-        let w = try scan("clean", out: wall, ["--time-limit", "1", "--cpu-limit", "none", "--response-tokens", "64"])
+        let w = try scan("clean", out: wall, ["--time-limit", "1", "--cpu-limit", "none", "--response-tokens", "64", "--suite", big.path])
         #expect(w.status == 2, "\(w.stdout)\(w.stderr)")
         #expect(w.stderr.contains("error: scan process: exceeded the wall-clock limit of 1 s"), "\(w.stderr)")
         #expect(!FileManager.default.fileExists(atPath: wall.path))
