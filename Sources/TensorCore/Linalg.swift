@@ -123,3 +123,45 @@ public extension Tensor {
         return SVD(u: vectors ? u : nil, s: s, vt: vectors ? vt : nil)
     }
 }
+
+/// The spectrum of a low-rank product without forming it.
+public enum LowRank {
+    /// Singular values, largest first, of `left · right` for a tall `left` (m × r) and a wide
+    /// `right` (r × n), both row-major, r ≤ min(m, n): with left = Q₁R₁ and rightᵀ = Q₂R₂ (QR),
+    /// left · right = Q₁ (R₁R₂ᵀ) Q₂ᵀ, so its singular values are those of the r × r core R₁R₂ᵀ.
+    /// O((m + n)·r²) in Double instead of an O(m·n·min(m, n)) SVD of the product, and free of the
+    /// rounding a product formed in Float32 would add. Returns r values (the rest are 0).
+    public static func singularValues(left: [Double], m: Int, right: [Double], n: Int, r: Int) throws -> [Double] {
+        precondition(left.count == m * r && right.count == r * n && r <= min(m, n))
+        if r == 0 { return [] }
+        let r1 = try triangularFactor(left, rows: m, cols: r)
+        var rightT = [Double](repeating: 0, count: n * r)
+        for i in 0..<r { for j in 0..<n { rightT[j * r + i] = right[i * n + j] } }
+        let r2 = try triangularFactor(rightT, rows: n, cols: r)
+        var core = [Double](repeating: 0, count: r * r)  // R₁ · R₂ᵀ
+        for i in 0..<r {
+            for j in 0..<r {
+                var s = 0.0
+                for k in max(i, j)..<r { s += r1[i * r + k] * r2[j * r + k] }
+                core[i * r + j] = s
+            }
+        }
+        var s = [Double](repeating: 0, count: r)
+        var u = [Double](repeating: 0, count: 1), vt = [Double](repeating: 0, count: r)
+        let info = LAPACKE_dgesdd(Int32(LAPACK_ROW_MAJOR), Int8(UInt8(ascii: "N")), Int32(r), Int32(r), &core, Int32(r),
+                                  &s, &u, 1, &vt, Int32(r))
+        guard info == 0 else { throw TensorError.lapackFailure(routine: "LAPACKE_dgesdd", info: Int(info)) }
+        return s
+    }
+
+    /// The upper-triangular R (cols × cols, row-major) of a QR decomposition of a rows × cols matrix.
+    static func triangularFactor(_ a: [Double], rows: Int, cols: Int) throws -> [Double] {
+        var a = a
+        var tau = [Double](repeating: 0, count: cols)
+        let info = LAPACKE_dgeqrf(Int32(LAPACK_ROW_MAJOR), Int32(rows), Int32(cols), &a, Int32(cols), &tau)
+        guard info == 0 else { throw TensorError.lapackFailure(routine: "LAPACKE_dgeqrf", info: Int(info)) }
+        var r = [Double](repeating: 0, count: cols * cols)
+        for i in 0..<cols { for j in i..<cols { r[i * cols + j] = a[i * cols + j] } }
+        return r
+    }
+}

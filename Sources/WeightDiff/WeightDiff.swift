@@ -136,6 +136,8 @@ public enum WeightDiff {
             t = try Checkpoint.open(tuned ?? base)
         } catch { throw WeightDiffError.safetensors(error) }
         var merged: [String: Tensor] = [:]
+        // Each merged weight's change as LoRA factors, ΔW = Σ scale·B·A over the adapters.
+        var factors: [String: [LoRAAdapter.Module]] = [:]
         if !adapters.isEmpty {
             let store = WeightStore(checkpoint: b, source: base.path)
             // The module tree PEFT selects from depends on the architecture (GPT-NeoX's lm_head
@@ -154,9 +156,12 @@ public enum WeightDiff {
             for a in adapters {
                 let lora: LoRAAdapter
                 do { lora = try LoRAAdapter.load(a) } catch { throw WeightDiffError.model(error) }
-                do { names.formUnion(try lora.merge(into: store, modelType: modelType, tiedOutputHead: tied)) } catch {
+                let changed: [String]
+                do { changed = try lora.merge(into: store, modelType: modelType, tiedOutputHead: tied) } catch {
                     throw WeightDiffError.model(error)
                 }
+                names.formUnion(changed)
+                for (module, weight) in zip(lora.modules, changed) { factors[weight, default: []].append(module) }
             }
             for n in names { merged[n] = try? store.take(n, store.shape(n)!, field: "adapter") }
         }
@@ -218,10 +223,13 @@ public enum WeightDiff {
                 acc.delta += nd * nd; acc.base += nb * nb; acc.changed += 1
                 layerNorms[layer] = acc
             }
-            if bi.shape.count == 2 && min(bi.shape[0], bi.shape[1]) > 1 && bi.shape[0] * bi.shape[1] <= options.maxSVDElements {
+            if bi.shape.count == 2 && min(bi.shape[0], bi.shape[1]) > 1 {
                 do {
-                    let s = try delta.svd(vectors: false).s.map(Double.init)
-                    spectrum(&d, s)
+                    if let f = factors[name], let s = try lowRankSpectrum(f, shape: bi.shape) {
+                        spectrum(&d, s)
+                    } else if bi.shape[0] * bi.shape[1] <= options.maxSVDElements {
+                        spectrum(&d, try delta.svd(vectors: false).s.map(Double.init))
+                    }
                 } catch { throw WeightDiffError.tensor("\(name): \(error)") }
             }
             if isVocabularyMatrix(name) && bi.shape.count == 2 {
@@ -262,6 +270,26 @@ public enum WeightDiff {
                 }
             }
         }
+    }
+
+    /// The singular values of a LoRA change ΔW = Σ scale·B·A taken from its factors (rank Σr, the
+    /// rest exactly 0, as many as a full SVD would list up to 16), or nil when Σr is not below
+    /// min(out, in) and the full SVD of the difference is as cheap. A Conv1D weight stores ΔWᵀ,
+    /// which has the same singular values.
+    static func lowRankSpectrum(_ modules: [LoRAAdapter.Module], shape: [Int]) throws -> [Double]? {
+        let (m, n) = (modules[0].b.shape[0], modules[0].a.shape[1])
+        let r = modules.reduce(0) { $0 + $1.b.shape[1] }
+        guard r < min(m, n) else { return nil }
+        var left = [Double](repeating: 0, count: m * r), right = [Double](repeating: 0, count: r * n)
+        var offset = 0
+        for module in modules {
+            let (b, a, k) = (module.b.array, module.a.array, module.b.shape[1])
+            for i in 0..<m { for j in 0..<k { left[i * r + offset + j] = Double(module.scale) * Double(b[i * k + j]) } }
+            for i in 0..<k { for j in 0..<n { right[(offset + i) * n + j] = Double(a[i * n + j]) } }
+            offset += k
+        }
+        let s = try LowRank.singularValues(left: left, m: m, right: right, n: n, r: r)
+        return s + [Double](repeating: 0, count: max(0, min(16, min(shape[0], shape[1])) - s.count))
     }
 
     static func spectrum(_ d: inout TensorDelta, _ s: [Double]) {

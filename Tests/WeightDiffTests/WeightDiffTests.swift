@@ -25,6 +25,29 @@ let models = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletin
         #expect(r.anomalies.isEmpty)
     }
 
+    /// A LoRA's spectrum comes from its factors: the singular values of (lora_alpha / r)·B·A as
+    /// NumPy's float64 SVD of the explicit product gives them (scripts/fixtures/
+    /// make_weightdiff_goldens.py), to 1e-9 relative, and exact zeros past the rank, where an SVD
+    /// of the merged Float32 difference sees rounding noise. GPT-2's Conv1D stores ΔWᵀ.
+    @Test(arguments: [("llama-gqa", "llama-gqa-lora"), ("gpt2", "gpt2-lora")])
+    func loraSpectrumMatchesFloat64Reference(base: String, adapter: String) throws {
+        let url = models.deletingLastPathComponent().appendingPathComponent("weightdiff/lora-spectra.json")
+        let golden = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: [String: [String: Any]]]
+        let expected = try #require(golden[adapter])
+        let r = try WeightDiff.compare(base: models.appendingPathComponent(base), tuned: nil,
+                                       adapter: models.appendingPathComponent(adapter))
+        let changed = r.tensors.filter { $0.status == .changed }
+        #expect(Set(changed.map(\.name)) == Set(expected.keys))
+        for t in changed {
+            let e = try #require(expected[t.name]), want = e["singular_values"] as! [Double], rank = e["rank"] as! Int
+            let got = try #require(t.singularValues, "\(t.name)")
+            #expect(t.rank == rank, "\(t.name)")
+            #expect(got.count == min(16, t.shape.min()!), "\(t.name)")
+            for (i, v) in want.enumerated() { #expect(abs(got[i] - v) <= 1e-9 * want[0], "\(t.name) σ\(i): \(got[i]) vs \(v)") }
+            #expect(got.dropFirst(rank).allSatisfy { $0 == 0 }, "\(t.name): \(got.dropFirst(rank))")
+        }
+    }
+
     /// A rank-one edit of one MLP matrix in layer 1 is localized: one changed tensor, rank 1,
     /// layer 0 bitwise identical, reported as a weight anomaly.
     @Test func rankOneEditIsLocalized() throws {
