@@ -318,10 +318,21 @@ func packedAttention(qkv: Tensor, queryColumn: Int, packing: Packing, layer: Int
                         let g = h / group
                         let qh = qp.baseAddress! + packing.offsets[si] * ldq + queryColumn + h * d  // (T, D), ld = W
                         let oh = out.baseAddress! + packing.offsets[si] * ldo + h * d              // (T, D), ld = Hq·D
-                        // scores (T, S) = Q · Kᵀ, one product per segment into its columns.
-                        for seg in segs {
-                            InvariantKernels.gemmABt(m: t, n: seg.rows, k: d, a: qh, lda: ldq, b: seg.k + g * d, ldb: kvDim,
-                                                     c: p + seg.column, ldc: s)
+                        // scores (T, S) = Q · Kᵀ, one product per segment into its columns, by blocks of
+                        // query rows and only over the keys some row of the block sees (causal, window):
+                        // the rest are masked below, and each score is the same dot product either way.
+                        var i0 = 0
+                        while i0 < t {
+                            let i1 = min(t, i0 + 32)
+                            let seen = (window.map { max(0, queryOffset + i0 + 1 - $0) } ?? 0)..<(queryOffset + i1)
+                            for seg in segs {
+                                let c0 = max(seen.lowerBound, seg.column), c1 = min(seen.upperBound, seg.column + seg.rows)
+                                guard c1 > c0 else { continue }
+                                InvariantKernels.gemmABt(m: i1 - i0, n: c1 - c0, k: d, a: qh + i0 * ldq, lda: ldq,
+                                                         b: seg.k + (c0 - seg.column) * kvDim + g * d, ldb: kvDim,
+                                                         c: p + i0 * s + c0, ldc: s)
+                            }
+                            i0 = i1
                         }
                         for i in 0..<t {
                             let row = p + i * s
