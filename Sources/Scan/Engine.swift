@@ -255,20 +255,7 @@ public final class ScanEngine {
         prof.count("tokens.prefill", miss.reduce(0) { $0 + tails[$1].count } + tails.reduce(0) { $0 + $1.count })
         prof.count("tokens.decode", k1 * (miss.count + batch.count))
         let computed = try prof.measure("scan.run.base") { try run(model: base, prompts: bPrompts, first: bFirst) }
-        var b = Pass(promptCaches: [], decodeCaches: [], firstRows: [], continuations: [], rows: [])
-        var next = 0
-        for j in batch.indices {
-            if let c = cached[j] {
-                b.append(prompt: c.prompt, decode: nil, first: c.first, continuation: c.continuation, rows: c.rows)
-                continue
-            }
-            b.append(prompt: computed.promptCaches[next], decode: computed.decodeCaches[next], first: computed.firstRows[next],
-                     continuation: computed.continuations[next], rows: computed.rows[next])
-            baseOutputs?.store(ids[batch[j]], responseTokens: options.responseTokens,
-                               .init(prompt: computed.promptCaches[next], first: computed.firstRows[next],
-                                     continuation: computed.continuations[next], rows: computed.rows[next]))
-            next += 1
-        }
+        let b = basePass(computed, cached: cached, ids: batch.map { ids[$0] })
         let t = try prof.measure("scan.run.tuned") { try run(model: tuned, prompts: tPrompts, first: tFirst.map { $0! }) }
         for (j, vi) in batch.enumerated() where plan.owners.contains(vi) { plan.ownerCaches[vi] = (b.promptCaches[j], t.promptCaches[j]) }
         // Each model's rows along its own continuation come from its greedy decode; along the
@@ -277,32 +264,57 @@ public final class ScanEngine {
         // model against itself diverges by exactly zero), so the shared rows are not recomputed.
         let bAlongT = try prof.measure("scan.cross.base") { try score(own: b, along: t.continuations, model: base) }
         let tAlongB = try prof.measure("scan.cross.tuned") { try score(own: t, along: b.continuations, model: tuned) }
-        // The variants' comparisons are independent: split over the cores (each is the same
-        // sequential sums whichever core runs it).
         return try prof.measure("scan.compare") {
-            var out = batch.enumerated().map { j, vi in
-                VariantMeasurement(variants[vi], promptTokens: ids[vi].count, base: b.continuations[j], tuned: t.continuations[j])
+            try compare(batch, variants, ids, base: b, tuned: t, baseAlongTuned: bAlongT, tunedAlongBase: tAlongB)
+        }
+    }
+
+    /// The base's side of a batch: cached entries where `baseOutputs` had them, the rest from
+    /// `computed` (in order), which are stored for the next entry of a sweep.
+    func basePass(_ computed: Pass, cached: [BaseOutputCache.Entry?], ids: [[Int]]) -> Pass {
+        var b = Pass(promptCaches: [], decodeCaches: [], firstRows: [], continuations: [], rows: [])
+        var next = 0
+        for j in cached.indices {
+            if let c = cached[j] {
+                b.append(prompt: c.prompt, decode: nil, first: c.first, continuation: c.continuation, rows: c.rows)
+                continue
             }
-            var failures = [(any Error)?](repeating: nil, count: batch.count)
-            out.withUnsafeMutableBufferPointer { ms in
-                failures.withUnsafeMutableBufferPointer { fs in
-                    parallelRows(batch.count, cost: 1 << 16, ways: Parallel.ways) { range in
-                        for j in range {
-                            do {
-                                try compareRows(&ms[j], baseRows: b.rows[j], tunedRows: tAlongB[j], continuation: b.continuations[j],
-                                                alongBase: true)
-                                try compareRows(&ms[j], baseRows: bAlongT[j], tunedRows: t.rows[j], continuation: t.continuations[j],
-                                                alongBase: false)
-                            } catch { fs[j] = error }
-                            let n = Double(b.continuations[j].count + t.continuations[j].count)
-                            ms[j].js /= n; ms[j].klBaseTuned /= n; ms[j].klTunedBase /= n; ms[j].tv /= n; ms[j].top1Agreement /= n
-                        }
+            b.append(prompt: computed.promptCaches[next], decode: computed.decodeCaches[next], first: computed.firstRows[next],
+                     continuation: computed.continuations[next], rows: computed.rows[next])
+            baseOutputs?.store(ids[j], responseTokens: options.responseTokens,
+                               .init(prompt: computed.promptCaches[next], first: computed.firstRows[next],
+                                     continuation: computed.continuations[next], rows: computed.rows[next]))
+            next += 1
+        }
+        return b
+    }
+
+    /// Every variant's divergences along both continuations. The variants are independent: split
+    /// over the cores (each is the same sequential sums whichever core runs it).
+    func compare(_ batch: [Int], _ variants: [ProbeVariant], _ ids: [[Int]], base b: Pass, tuned t: Pass,
+                 baseAlongTuned bAlongT: [Tensor], tunedAlongBase tAlongB: [Tensor]) throws -> [VariantMeasurement] {
+        var out = batch.enumerated().map { j, vi in
+            VariantMeasurement(variants[vi], promptTokens: ids[vi].count, base: b.continuations[j], tuned: t.continuations[j])
+        }
+        var failures = [(any Error)?](repeating: nil, count: batch.count)
+        out.withUnsafeMutableBufferPointer { ms in
+            failures.withUnsafeMutableBufferPointer { fs in
+                parallelRows(batch.count, cost: 1 << 16, ways: Parallel.ways) { range in
+                    for j in range {
+                        do {
+                            try compareRows(&ms[j], baseRows: b.rows[j], tunedRows: tAlongB[j], continuation: b.continuations[j],
+                                            alongBase: true)
+                            try compareRows(&ms[j], baseRows: bAlongT[j], tunedRows: t.rows[j], continuation: t.continuations[j],
+                                            alongBase: false)
+                        } catch { fs[j] = error }
+                        let n = Double(b.continuations[j].count + t.continuations[j].count)
+                        ms[j].js /= n; ms[j].klBaseTuned /= n; ms[j].klTunedBase /= n; ms[j].tv /= n; ms[j].top1Agreement /= n
                     }
                 }
             }
-            if let e = failures.compactMap({ $0 }).first { throw e }
-            return out
         }
+        if let e = failures.compactMap({ $0 }).first { throw e }
+        return out
     }
 
     struct Pass {
