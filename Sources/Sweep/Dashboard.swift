@@ -29,8 +29,7 @@ public enum Dashboard {
         for r in runs where runStart[r.id] == nil || r.startedAt < runStart[r.id]! { runStart[r.id] = r.startedAt }
         let runIDs = try store.runIDs()
         let latest = runIDs.last
-        var latestResults: [EntryResult] = []
-        if let latest { latestResults = try store.results(run: latest) }
+        let latestResults = try latest.map { id throws(SweepError) in try store.results(run: id) } ?? []
         var entryIDs = latestResults.map(\.entryID)
         // Entries seen only in earlier runs come after, so nothing recorded is hidden.
         var all = Set(entryIDs)
@@ -38,8 +37,15 @@ public enum Dashboard {
             let rs = try store.results(run: id)
             for r in rs where !all.contains(r.entryID) { all.insert(r.entryID); entryIDs.append(r.entryID) }
         }
+        var s = header(runs: runIDs.count, entries: entryIDs.count, latest: latest, path: store.path)
+        s += overview(latestResults)
+        for id in entryIDs { s += entrySection(id, history: try store.history(entry: id), runStart: runStart) }
+        s += "<p class=\"meta\">· = unchanged since an earlier run (not rescanned). Bands: 95% bootstrap intervals of each category's mean divergence (Jensen–Shannon, nats).</p>\n</body></html>\n"
+        return s
+    }
 
-        var s = """
+    static func header(runs: Int, entries: Int, latest: String?, path: String) -> String {
+        """
         <!DOCTYPE html>
         <html lang="en"><head><meta charset="utf-8"><title>Assay sweep history</title>
         <style>
@@ -50,11 +56,14 @@ public enum Dashboard {
         .sw{display:inline-block;width:10px;height:10px;margin-right:4px;vertical-align:middle}
         </style></head><body>
         <h1>Assay sweep history</h1>
-        <p class="meta">\(runIDs.count) run(s), \(entryIDs.count) entr\(entryIDs.count == 1 ? "y" : "ies"); latest run \(esc(latest ?? "none")) · \(esc(store.path))</p>
+        <p class="meta">\(runs) run(s), \(entries) entr\(entries == 1 ? "y" : "ies"); latest run \(esc(latest ?? "none")) · \(esc(path))</p>
 
         """
-        // Overview of the latest run.
-        s += "<table><tr><th>entry</th><th>latest verdict</th><th>findings</th><th>top finding</th></tr>\n"
+    }
+
+    /// Overview of the latest run.
+    static func overview(_ latestResults: [EntryResult]) -> String {
+        var s = "<table><tr><th>entry</th><th>latest verdict</th><th>findings</th><th>top finding</th></tr>\n"
         for r in latestResults {
             let v = cell(r)
             let top = r.status == .error ? (r.message ?? "") : (r.findings.first.map { "\($0.severity): \($0.title)" } ?? "")
@@ -62,31 +71,30 @@ public enum Dashboard {
             s += "<td class=\"v\" style=\"background:\(v.colour)\">\(esc(v.label))</td>"
             s += "<td>\(r.findings.count)</td><td>\(esc(top))</td></tr>\n"
         }
-        s += "</table>\n"
+        return s + "</table>\n"
+    }
 
-        for id in entryIDs {
-            let hist = try store.history(entry: id)
-            s += "<h2 id=\"e-\(esc(id))\">\(esc(id))</h2>\n"
-            if let owner = hist.last?.result.owner { s += "<p class=\"meta\">owner \(esc(owner))\(hist.last!.result.tags.isEmpty ? "" : " · tags \(esc(hist.last!.result.tags.joined(separator: ", ")))")</p>\n" }
-            // Verdict history: one cell per run.
-            s += "<table><tr><th>run</th>"
-            for (run, _) in hist { s += "<th title=\"\(esc(run))\">\(esc(shortTime(runStart[run] ?? run)))</th>" }
-            s += "</tr><tr><th>verdict</th>"
-            for (_, r) in hist {
-                let v = cell(r)
-                let tip = switch r.status {
-                case .error: r.message ?? ""
-                case .skipped: "unchanged since \(r.reusedFrom ?? "")"
-                case .scanned: "\(r.findings.count) finding(s)"
-                }
-                s += "<td class=\"v\" style=\"background:\(v.colour)\" title=\"\(esc(tip))\">\(esc(v.label))"
-                s += "\(r.status == .skipped ? "·" : "")</td>"
-            }
-            s += "</tr></table>\n"
-            s += chart(hist.map { (runStart[$0.run] ?? $0.run, $0.result.divergences) })
+    /// One entry: owner and tags, its verdict in every run (one cell per run), the divergence chart.
+    static func entrySection(_ id: String, history hist: [(run: String, result: EntryResult)], runStart: [String: String]) -> String {
+        var s = "<h2 id=\"e-\(esc(id))\">\(esc(id))</h2>\n"
+        if let last = hist.last?.result, let owner = last.owner {
+            s += "<p class=\"meta\">owner \(esc(owner))\(last.tags.isEmpty ? "" : " · tags \(esc(last.tags.joined(separator: ", ")))")</p>\n"
         }
-        s += "<p class=\"meta\">· = unchanged since an earlier run (not rescanned). Bands: 95% bootstrap intervals of each category's mean divergence (Jensen–Shannon, nats).</p>\n</body></html>\n"
-        return s
+        s += "<table><tr><th>run</th>"
+        for (run, _) in hist { s += "<th title=\"\(esc(run))\">\(esc(shortTime(runStart[run] ?? run)))</th>" }
+        s += "</tr><tr><th>verdict</th>"
+        for (_, r) in hist {
+            let v = cell(r)
+            let tip = switch r.status {
+            case .error: r.message ?? ""
+            case .skipped: "unchanged since \(r.reusedFrom ?? "")"
+            case .scanned: "\(r.findings.count) finding(s)"
+            }
+            s += "<td class=\"v\" style=\"background:\(v.colour)\" title=\"\(esc(tip))\">\(esc(v.label))"
+            s += "\(r.status == .skipped ? "·" : "")</td>"
+        }
+        s += "</tr></table>\n"
+        return s + chart(hist.map { (runStart[$0.run] ?? $0.run, $0.result.divergences) })
     }
 
     /// "2026-11-23T12:52:07Z" → "11-23 12:52" (a run id when no time is known).

@@ -49,6 +49,27 @@ public struct Inventory: Sendable, Equatable {
         do { data = try SafeFile.read(url, maxBytes: maxBytes) } catch {
             throw .invalidInventory(file: path, line: nil, message: error.reasonOnly)
         }
+        let root = try compose(data, file: path)
+        guard let root, let top = root.mapping else {
+            throw .invalidInventory(file: path, line: root?.mark?.line, message: "the top level must be a mapping with an `entries:` list")
+        }
+        let p = InventoryFields(file: path, directory: url.deletingLastPathComponent())
+        for (k, _) in top where !["entries", "defaults"].contains(k.scalar?.string ?? "") {
+            throw p.fail(k, "unknown top-level key `\((k.scalar?.string ?? "?").terminalSafe)` (expected entries, defaults)")
+        }
+        let defaults = try top["defaults"].map { d throws(SweepError) in try p.defaults(d) } ?? InventoryFields.Defaults()
+        guard let list = top["entries"] else { throw p.fail(root, "missing `entries:`") }
+        guard let seq = list.sequence else { throw p.fail(list, "`entries` must be a list") }
+        var entries: [Entry] = []
+        var seen: [String: Int] = [:]
+        for node in seq { entries.append(try p.entry(node, defaults: defaults, seen: &seen)) }
+        let sha = data.withUnsafeBytes { Inspector.sha256Hex($0) }
+        return Inventory(file: url.standardizedFileURL, entries: entries, sha256: sha)
+    }
+
+    /// The YAML tree of an inventory's bytes, after the checks that must see the text: UTF-8,
+    /// nesting depth, no anchors, aliases or merge keys; then the tree's own (duplicate keys, size).
+    static func compose(_ data: [UInt8], file path: String) throws(SweepError) -> Node? {
         if let bad = SafeFile.firstInvalidUTF8(data) {
             throw .invalidInventory(file: path, line: nil, message: "not UTF-8 text (byte \(bad))")
         }
@@ -72,88 +93,7 @@ public struct Inventory: Sendable, Equatable {
             throw .invalidInventory(file: path, line: nil, message: "\(error)")
         }
         if let root { try Self.checkStructure(root, file: path) }
-        let dir = url.deletingLastPathComponent()
-        guard let root, let top = root.mapping else {
-            throw .invalidInventory(file: path, line: root?.mark?.line, message: "the top level must be a mapping with an `entries:` list")
-        }
-        func fail(_ node: Node?, _ message: String) -> SweepError { .invalidInventory(file: path, line: node?.mark?.line, message: message) }
-        func string(_ node: Node, _ field: String) throws(SweepError) -> String {
-            guard let s = node.scalar?.string, !s.isEmpty else { throw fail(node, "`\(field)` must be a non-empty string") }
-            guard !s.contains("\u{0}") else { throw fail(node, "`\(field)` contains a NUL byte") }
-            return s
-        }
-        func strings(_ node: Node, _ field: String) throws(SweepError) -> [String] {
-            if node.scalar != nil { return [try string(node, field)] }
-            guard let seq = node.sequence else { throw fail(node, "`\(field)` must be a string or a list of strings") }
-            var out: [String] = []
-            for n in seq { out.append(try string(n, field)) }
-            return out
-        }
-        func resolve(_ s: String) -> URL {
-            s.hasPrefix("/") ? URL(fileURLWithPath: s).standardizedFileURL : dir.appendingPathComponent(s).standardizedFileURL
-        }
-
-        let known = Set(["entries", "defaults"])
-        for (k, v) in top {
-            guard let key = k.scalar?.string, known.contains(key) else {
-                throw fail(k, "unknown top-level key `\((k.scalar?.string ?? "?").terminalSafe)` (expected entries, defaults)")
-            }
-            _ = v
-        }
-        var defaultSuites: [URL] = [], defaultTriggers: URL?, defaultPolicy: URL?
-        if let d = top["defaults"] {
-            guard let dm = d.mapping else { throw fail(d, "`defaults` must be a mapping") }
-            for (k, v) in dm {
-                switch k.scalar?.string {
-                case "suites": defaultSuites = try strings(v, "defaults.suites").map(resolve)
-                case "triggers": defaultTriggers = resolve(try string(v, "defaults.triggers"))
-                case "policy": defaultPolicy = resolve(try string(v, "defaults.policy"))
-                default: throw fail(k, "unknown key `\((k.scalar?.string ?? "?").terminalSafe)` in defaults (expected suites, triggers, policy)")
-                }
-            }
-        }
-        guard let list = top["entries"] else { throw fail(root, "missing `entries:`") }
-        guard let seq = list.sequence else { throw fail(list, "`entries` must be a list") }
-        var entries: [Entry] = []
-        var seen: [String: Int] = [:]
-        let fields = Set(["id", "base", "tuned", "adapters", "manifest", "policy", "suites", "triggers", "owner", "tags"])
-        for node in seq {
-            guard let m = node.mapping else { throw fail(node, "each entry must be a mapping") }
-            for (k, _) in m {
-                guard let key = k.scalar?.string, fields.contains(key) else {
-                    throw fail(k, "unknown entry key `\((k.scalar?.string ?? "?").terminalSafe)` (expected \(fields.sorted().joined(separator: ", ")))")
-                }
-            }
-            guard let idNode = m["id"] else { throw fail(node, "an entry has no `id`") }
-            let id = try string(idNode, "id")
-            guard id.count <= 200, id.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7F }) else {
-                throw fail(idNode, "entry id `\(id.terminalSafe)` must be at most 200 printable characters")
-            }
-            let line = node.mark?.line ?? 0
-            if let first = seen[id] { throw fail(idNode, "duplicate entry id `\(id.terminalSafe)` (first at line \(first))") }
-            seen[id] = line
-            guard let baseNode = m["base"] else { throw fail(node, "entry `\(id.terminalSafe)` has no `base`") }
-            let base = resolve(try string(baseNode, "base"))
-            let tuned = try m["tuned"].map { n throws(SweepError) in resolve(try string(n, "tuned")) }
-            let adapters = try m["adapters"].map { n throws(SweepError) in try strings(n, "adapters").map(resolve) } ?? []
-            if tuned != nil && !adapters.isEmpty {
-                throw fail(node, "entry `\(id.terminalSafe)` has both `tuned` and `adapters`; give one")
-            }
-            if tuned == nil && adapters.isEmpty {
-                throw fail(node, "entry `\(id.terminalSafe)` needs `tuned` or `adapters`")
-            }
-            entries.append(Entry(
-                id: id, base: base, tuned: tuned, adapters: adapters,
-                manifest: try m["manifest"].map { n throws(SweepError) in resolve(try string(n, "manifest")) },
-                policy: try m["policy"].map { n throws(SweepError) in resolve(try string(n, "policy")) } ?? defaultPolicy,
-                suites: try m["suites"].map { n throws(SweepError) in try strings(n, "suites").map(resolve) } ?? defaultSuites,
-                triggers: try m["triggers"].map { n throws(SweepError) in resolve(try string(n, "triggers")) } ?? defaultTriggers,
-                owner: try m["owner"].map { n throws(SweepError) in try string(n, "owner") },
-                tags: try m["tags"].map { n throws(SweepError) in try strings(n, "tags") } ?? [],
-                line: line))
-        }
-        let sha = data.withUnsafeBytes { Inspector.sha256Hex($0) }
-        return Inventory(file: url.standardizedFileURL, entries: entries, sha256: sha)
+        return root
     }
 
     /// Deepest nesting an inventory may have. Real ones nest four levels; the bound keeps Yams'
@@ -311,3 +251,88 @@ public struct Inventory: Sendable, Equatable {
     }
 }
 
+/// Reads an inventory's fields: typed values with errors naming the line, paths resolved
+/// against the inventory's directory.
+struct InventoryFields {
+    let file: String
+    let directory: URL
+
+    struct Defaults {
+        var suites: [URL] = []
+        var triggers: URL?
+        var policy: URL?
+    }
+
+    static let entryFields = Set(["id", "base", "tuned", "adapters", "manifest", "policy", "suites", "triggers", "owner", "tags"])
+
+    func fail(_ node: Node?, _ message: String) -> SweepError { .invalidInventory(file: file, line: node?.mark?.line, message: message) }
+
+    func string(_ node: Node, _ field: String) throws(SweepError) -> String {
+        guard let s = node.scalar?.string, !s.isEmpty else { throw fail(node, "`\(field)` must be a non-empty string") }
+        guard !s.contains("\u{0}") else { throw fail(node, "`\(field)` contains a NUL byte") }
+        return s
+    }
+
+    func strings(_ node: Node, _ field: String) throws(SweepError) -> [String] {
+        if node.scalar != nil { return [try string(node, field)] }
+        guard let seq = node.sequence else { throw fail(node, "`\(field)` must be a string or a list of strings") }
+        var out: [String] = []
+        for n in seq { out.append(try string(n, field)) }
+        return out
+    }
+
+    func resolve(_ s: String) -> URL {
+        s.hasPrefix("/") ? URL(fileURLWithPath: s).standardizedFileURL : directory.appendingPathComponent(s).standardizedFileURL
+    }
+
+    func path(_ node: Node?, _ field: String) throws(SweepError) -> URL? {
+        try node.map { n throws(SweepError) in resolve(try string(n, field)) }
+    }
+
+    func paths(_ node: Node?, _ field: String) throws(SweepError) -> [URL]? {
+        try node.map { n throws(SweepError) in try strings(n, field).map(resolve) }
+    }
+
+    func defaults(_ d: Node) throws(SweepError) -> Defaults {
+        guard let dm = d.mapping else { throw fail(d, "`defaults` must be a mapping") }
+        var out = Defaults()
+        for (k, v) in dm {
+            switch k.scalar?.string {
+            case "suites": out.suites = try strings(v, "defaults.suites").map(resolve)
+            case "triggers": out.triggers = resolve(try string(v, "defaults.triggers"))
+            case "policy": out.policy = resolve(try string(v, "defaults.policy"))
+            default: throw fail(k, "unknown key `\((k.scalar?.string ?? "?").terminalSafe)` in defaults (expected suites, triggers, policy)")
+            }
+        }
+        return out
+    }
+
+    /// One entry; `seen` maps the ids read so far to their lines (a duplicate id is refused).
+    func entry(_ node: Node, defaults: Defaults, seen: inout [String: Int]) throws(SweepError) -> Inventory.Entry {
+        guard let m = node.mapping else { throw fail(node, "each entry must be a mapping") }
+        for (k, _) in m {
+            guard let key = k.scalar?.string, Self.entryFields.contains(key) else {
+                throw fail(k, "unknown entry key `\((k.scalar?.string ?? "?").terminalSafe)` (expected \(Self.entryFields.sorted().joined(separator: ", ")))")
+            }
+        }
+        guard let idNode = m["id"] else { throw fail(node, "an entry has no `id`") }
+        let id = try string(idNode, "id")
+        guard id.count <= 200, id.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7F }) else {
+            throw fail(idNode, "entry id `\(id.terminalSafe)` must be at most 200 printable characters")
+        }
+        if let first = seen[id] { throw fail(idNode, "duplicate entry id `\(id.terminalSafe)` (first at line \(first))") }
+        seen[id] = node.mark?.line ?? 0
+        guard let baseNode = m["base"] else { throw fail(node, "entry `\(id.terminalSafe)` has no `base`") }
+        let base = resolve(try string(baseNode, "base"))
+        let tuned = try path(m["tuned"], "tuned")
+        let adapters = try paths(m["adapters"], "adapters") ?? []
+        if tuned != nil && !adapters.isEmpty { throw fail(node, "entry `\(id.terminalSafe)` has both `tuned` and `adapters`; give one") }
+        if tuned == nil && adapters.isEmpty { throw fail(node, "entry `\(id.terminalSafe)` needs `tuned` or `adapters`") }
+        return Inventory.Entry(
+            id: id, base: base, tuned: tuned, adapters: adapters, manifest: try path(m["manifest"], "manifest"),
+            policy: try path(m["policy"], "policy") ?? defaults.policy, suites: try paths(m["suites"], "suites") ?? defaults.suites,
+            triggers: try path(m["triggers"], "triggers") ?? defaults.triggers,
+            owner: try m["owner"].map { n throws(SweepError) in try string(n, "owner") },
+            tags: try m["tags"].map { n throws(SweepError) in try strings(n, "tags") } ?? [], line: node.mark?.line ?? 0)
+    }
+}

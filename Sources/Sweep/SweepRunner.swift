@@ -198,13 +198,29 @@ public final class SweepRunner {
         var stop: SweepError?
     }
 
+    /// The parent's side of one worker's conversation: the entries, what has been reported, the
+    /// entry in progress (when it began, its files and key once fingerprinted) and what went wrong.
+    struct WorkerSession {
+        let entries: [Inventory.Entry]
+        let runID: String
+        let started = Date()
+        var out = WorkerOutcome()
+        var begun: Date?
+        var files: [StoredFile] = []
+        var entryKey = ""
+        var crash: CrashNote?
+        var protocolError: String?
+        var current: Inventory.Entry? { out.reported < entries.count ? entries[out.reported] : nil }
+    }
+
     /// One worker over `entries` until it finishes them or dies.
     func runWorker(_ entries: [Inventory.Entry], runID: String, finished: (EntryResult, Bool) throws(SweepError) -> Void) -> WorkerOutcome {
-        var out = WorkerOutcome()
-        let started = Date()
-        func fail(_ message: String, files: [StoredFile] = [], key: String = "", since: Date = started) -> WorkerOutcome {
-            out.failure = errorResult(entries[out.reported], message: message, files: files, key: key, seconds: Date().timeIntervalSince(since))
-            return out
+        var session = WorkerSession(entries: entries, runID: runID)
+        func fail(_ message: String) -> WorkerOutcome {
+            let since = session.begun ?? session.started
+            session.out.failure = errorResult(entries[session.out.reported], message: message, files: session.files,
+                                              key: session.entryKey, seconds: Date().timeIntervalSince(since))
+            return session.out
         }
         let worker: WorkerProcess
         do {
@@ -216,87 +232,91 @@ public final class SweepRunner {
             return fail("\(error)")
         }
         let watchdog = WallClockWatchdog(seconds: options.isolation.limits.wallSeconds, worker: worker)
-        // The entry in progress: when it began, its files and key once fingerprinted.
-        var begun: Date?
-        var files: [StoredFile] = []
-        var entryKey = ""
-        var crash: CrashNote?
-        var protocolError: String?
-        func current() -> Inventory.Entry? { out.reported < entries.count ? entries[out.reported] : nil }
-        loop: while true {
+        while true {
             let m: WorkerMessage
             do {
                 guard let next = try worker.receive(WorkerMessage.self) else { break }
                 m = next
             } catch {
-                protocolError = "\(error)"
+                session.protocolError = "\(error)"
                 break
             }
-            if let text = m.say { say(text) }
-            if let c = m.crash { crash = c }
-            if let id = m.begin {
-                guard id == current()?.id else { protocolError = "the worker began `\(id.terminalSafe)` out of turn"; break }
-                begun = Date()
-                watchdog.arm()
-                files = []
-                entryKey = ""
-            }
-            if let f = m.fingerprint, let e = current() {
-                files = f
-                let decision: Decision
-                do {
-                    let baseline = try store.baseline(entry: e.id)
-                    entryKey = key(files: f, baseline: baseline)
-                    if !options.force, let (run, prev) = try store.lastGood(entry: e.id, key: entryKey) {
-                        var r = prev
-                        r.status = .skipped
-                        r.reusedFrom = run
-                        r.seconds = Date().timeIntervalSince(begun ?? started)
-                        r.finishedAt = Self.now()
-                        r.owner = e.owner
-                        r.tags = e.tags
-                        try finished(r, true)
-                        out.reported += 1
-                        begun = nil
-                        watchdog.disarm()
-                        decision = Decision(scan: false, baseline: nil)
-                    } else {
-                        decision = Decision(scan: true, baseline: baseline)
-                    }
-                } catch {
-                    out.stop = error
-                    break loop
-                }
-                // A send fails when the worker has just died: its end is what the entry records.
-                do { try worker.send(decision) } catch { break }
-            }
-            if var r = m.result, let e = current() {
-                guard r.entryID == e.id else { protocolError = "the worker reported `\(r.entryID.terminalSafe)` out of turn"; break }
-                r.key = entryKey
-                r.owner = e.owner
-                r.tags = e.tags
-                if r.status == .scanned, let dir = options.out {
-                    r = writeReports(r, entry: e, to: dir.appendingPathComponent(runID).appendingPathComponent(Self.safeName(e.id)))
-                }
-                do { try finished(r, true) } catch {
-                    out.stop = error
-                    break
-                }
-                out.reported += 1
-                begun = nil
-                watchdog.disarm()
-                if let u = m.reuse, u.count == 2 { out.reuse = (u[0], u[1]) }
-            }
+            guard handle(m, &session, worker: worker, watchdog: watchdog, finished: finished) else { break }
         }
         // A worker that broke the protocol is ended here; otherwise closing the channel (in wait)
         // lets a live one see end of file and exit.
-        if protocolError != nil || out.stop != nil { worker.terminate() }
+        if session.protocolError != nil || session.out.stop != nil { worker.terminate() }
         let end = worker.wait()
         watchdog.disarm()
-        guard out.stop == nil, out.reported < entries.count else { return out }
-        let why = protocolError.map { "worker protocol error: \($0)" } ?? watchdog.breach()
-            ?? end.describe(crash: crash, limits: options.isolation.limits, stderr: worker.stderr)
-        return fail(why, files: files, key: entryKey, since: begun ?? started)
+        guard session.out.stop == nil, session.out.reported < entries.count else { return session.out }
+        let why = session.protocolError.map { "worker protocol error: \($0)" } ?? watchdog.breach()
+            ?? end.describe(crash: session.crash, limits: options.isolation.limits, stderr: worker.stderr)
+        return fail(why)
+    }
+
+    /// One message from the worker; false when the conversation must end.
+    func handle(_ m: WorkerMessage, _ session: inout WorkerSession, worker: WorkerProcess, watchdog: WallClockWatchdog,
+                finished: (EntryResult, Bool) throws(SweepError) -> Void) -> Bool {
+        if let text = m.say { say(text) }
+        if let c = m.crash { session.crash = c }
+        if let id = m.begin {
+            guard id == session.current?.id else { session.protocolError = "the worker began `\(id.terminalSafe)` out of turn"; return false }
+            session.begun = Date()
+            watchdog.arm()
+            session.files = []
+            session.entryKey = ""
+        }
+        if let f = m.fingerprint, let e = session.current {
+            session.files = f
+            let decision: Decision
+            do { decision = try decide(e, fingerprint: f, &session, watchdog: watchdog, finished: finished) } catch {
+                session.out.stop = error
+                return false
+            }
+            // A send fails when the worker has just died: its end is what the entry records.
+            do { try worker.send(decision) } catch { return false }
+        }
+        if var r = m.result, let e = session.current {
+            guard r.entryID == e.id else { session.protocolError = "the worker reported `\(r.entryID.terminalSafe)` out of turn"; return false }
+            r.key = session.entryKey
+            r.owner = e.owner
+            r.tags = e.tags
+            if r.status == .scanned, let dir = options.out {
+                r = writeReports(r, entry: e, to: dir.appendingPathComponent(session.runID).appendingPathComponent(Self.safeName(e.id)))
+            }
+            do { try finished(r, true) } catch {
+                session.out.stop = error
+                return false
+            }
+            session.out.reported += 1
+            session.begun = nil
+            watchdog.disarm()
+            if let u = m.reuse, u.count == 2 { session.out.reuse = (u[0], u[1]) }
+        }
+        return true
+    }
+
+    /// Whether the fingerprinted entry needs scanning: an entry whose files and baseline match an
+    /// earlier good run is recorded as skipped (reusing that run's result) and not scanned.
+    func decide(_ e: Inventory.Entry, fingerprint f: [StoredFile], _ session: inout WorkerSession, watchdog: WallClockWatchdog,
+                finished: (EntryResult, Bool) throws(SweepError) -> Void) throws(SweepError) -> Decision {
+        let baseline = try store.baseline(entry: e.id)
+        session.entryKey = key(files: f, baseline: baseline)
+        guard !options.force, let (run, prev) = try store.lastGood(entry: e.id, key: session.entryKey) else {
+            return Decision(scan: true, baseline: baseline)
+        }
+        var r = prev
+        r.status = .skipped
+        r.reusedFrom = run
+        r.seconds = Date().timeIntervalSince(session.begun ?? session.started)
+        r.finishedAt = Self.now()
+        r.owner = e.owner
+        r.tags = e.tags
+        try finished(r, true)
+        session.out.reported += 1
+        session.begun = nil
+        watchdog.disarm()
+        return Decision(scan: false, baseline: nil)
     }
 
     /// Writes a scanned entry's reports (`--out`) from its report.json; a failure to write makes
