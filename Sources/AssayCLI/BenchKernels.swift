@@ -34,11 +34,17 @@ struct BenchKernels: ParsableCommand {
 
     func run() throws {
         var out = "kernels: \(ISA.active) (CPU supports \(ISA.detected)), OpenBLAS core \(BLAS.coreName), median of \(repeats)\n"
-        let variants = ISA.allCases.filter { $0 >= .avx2 && $0 <= ISA.detected }.reversed()
+        let variants = Array(ISA.allCases.filter { $0 >= .avx2 && $0 <= ISA.detected }.reversed())
         var rng = SplitMix64(seed: 1)
-        func random(_ n: Int) -> [Float] { (0..<n).map { _ in rng.nextFloat() - 0.5 } }
+        let bandwidth = readBandwidth(&out)
+        gemmTable(&out, variants, &rng)
+        singleRowTable(&out, variants, bandwidth, &rng)
+        try elementwise(&out, &rng)
+        emit(out)
+    }
 
-        // Read bandwidth: one pass over a buffer larger than the last-level cache, split by cores.
+    /// Read bandwidth: one pass over a buffer larger than the last-level cache, split by cores.
+    func readBandwidth(_ out: inout String) -> [Int: Double] {
         let floats = streamMib << 18
         let buffer = UnsafeMutablePointer<Float>.allocate(capacity: floats)
         defer { buffer.deallocate() }
@@ -55,8 +61,11 @@ struct BenchKernels: ParsableCommand {
             bandwidth[ways] = Double(floats * 4) / t / 1e9
             out += String(format: "read bandwidth, %d MiB, %d thread(s): %.1f GB/s\n", streamMib, ways, bandwidth[ways]!)
         }
+        return bandwidth
+    }
 
-        // Prefill-shaped products (M × K) · (K × N) at the model's shapes, against OpenBLAS sgemm.
+    /// Prefill-shaped products (M × K) · (K × N) at the model's shapes, against OpenBLAS sgemm.
+    func gemmTable(_ out: inout String, _ variants: [ISA], _ rng: inout SplitMix64) {
         let m = rows
         let shapes: [(String, Int, Int)] = [("qkv", 576, 960), ("o_proj", 576, 576), ("gate_up", 576, 3072), ("down", 1536, 576),
                                              ("lm_head/16", 576, 3072)]
@@ -65,7 +74,7 @@ struct BenchKernels: ParsableCommand {
             + "OpenBLAS    ratio\n"
         for ways in [1, threads] {
             for (name, k, n) in shapes {
-                let a = random(m * k), w = random(n * k)
+                let a = (0..<(m * k)).map { _ in rng.nextFloat() - 0.5 }, w = (0..<(n * k)).map { _ in rng.nextFloat() - 0.5 }
                 let packed = PackedMatrix(Tensor(shape: [n, k], data: w))
                 var c = [Float](repeating: 0, count: m * n)
                 let flops = 2.0 * Double(m * n * k)
@@ -100,8 +109,10 @@ struct BenchKernels: ParsableCommand {
                 out += line
             }
         }
+    }
 
-        // Single-row products (decode): a weight matrix of --stream-mib MiB as F32 and as BF16.
+    /// Single-row products (decode): a weight matrix of --stream-mib MiB as F32 and as BF16.
+    func singleRowTable(_ out: inout String, _ variants: [ISA], _ bandwidth: [Int: Double], _ rng: inout SplitMix64) {
         out += "\nsingle-row product x·Wᵀ, W (N×576) from DRAM: GB/s of weights read (fraction of read bandwidth)\n"
         let k = 576
         let n = max(16, (streamMib << 20) / (k * 4) / 16 * 16)
@@ -111,7 +122,7 @@ struct BenchKernels: ParsableCommand {
         let bf = UnsafeMutablePointer<UInt16>.allocate(capacity: n * k)
         defer { bf.deallocate() }
         for i in 0..<(n * k) { bf[i] = UInt16(truncatingIfNeeded: wBig[i].bitPattern >> 16) }
-        let x = random(k)
+        let x = (0..<k).map { _ in rng.nextFloat() - 0.5 }
         var y = [Float](repeating: 0, count: n)
         for (dtype, raw) in [(PackedDType.f32, UnsafeRawPointer(wBig)), (.bf16, UnsafeRawPointer(bf))] {
             let packed = PackedMatrix(stacking: [.init(raw: raw, dtype: dtype, rows: n, cols: k)])
@@ -132,8 +143,11 @@ struct BenchKernels: ParsableCommand {
                 out += line + "\n"
             }
         }
+    }
 
-        // Element-wise kernels of the forward pass.
+    /// Element-wise kernels of the forward pass.
+    func elementwise(_ out: inout String, _ rng: inout SplitMix64) throws {
+        let m = rows
         let gu = Tensor(shape: [m, 3072], data: (0..<(m * 3072)).map { _ in rng.nextFloat() * 8 })
         out += "\n"
         for ways in [1, threads] {
@@ -143,6 +157,5 @@ struct BenchKernels: ParsableCommand {
             let r = median { _ = gu.logSoftmax() }
             out += String(format: "logSoftmax (%d, 3072), %d core(s): %.2f ms\n", m, ways, r * 1e3)
         }
-        emit(out)
     }
 }

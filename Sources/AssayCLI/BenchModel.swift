@@ -85,36 +85,14 @@ struct BenchModel: ParsableCommand {
             loads.append(now() - t0)
         }
         let lm = m!
-        let v = lm.vocabularySize
-        let prompts = (0..<probes).map { Self.ids($0, tokens, vocab: v) }
-        func prefill(all: Bool) throws -> Double {
-            var ts: [Double] = []
-            for _ in 0..<repeats {
-                let batch = prompts.map { SequenceInput(tokens: $0, logitPositions: all ? Array($0.indices) : [$0.count - 1]) }
-                let t0 = now()
-                _ = try lm.forward(batch)
-                ts.append(now() - t0)
-            }
-            return Double(probes * tokens) / median(ts)
-        }
         PhaseProfile.shared.reset()
-        let last = try prefill(all: false)
+        let last = try prefill(lm, all: false)
         if PhaseProfile.shared.enabled { printError("profile, prefill (last position):\n" + PhaseProfile.shared.report()) }
-        let all = try prefill(all: true)
-        func decode(batch: Int) throws -> Double {
-            var ts: [Double] = []
-            for _ in 0..<repeats {
-                let ps = (0..<batch).map { Self.ids(1000 + $0, 16, vocab: v) }
-                let t0 = now()
-                _ = try lm.greedy(prompts: ps, maxNewTokens: newTokens, stopTokens: [])
-                ts.append(now() - t0)
-            }
-            return Double(batch * newTokens) / median(ts)
-        }
+        let all = try prefill(lm, all: true)
         PhaseProfile.shared.reset()
-        let d1 = try decode(batch: 1)
+        let d1 = try decode(lm, batch: 1)
         if PhaseProfile.shared.enabled { printError("profile, decode b=1:\n" + PhaseProfile.shared.report()) }
-        let d8 = try decode(batch: 8)
+        let d8 = try decode(lm, batch: 8)
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let ours = Figures(loadSeconds: median(loads), prefillLastTokensPerSecond: last, prefillAllTokensPerSecond: all,
@@ -124,11 +102,40 @@ struct BenchModel: ParsableCommand {
                             workload: "prefill \(probes)×\(tokens); decode \(newTokens) new tokens after 16-token prompts",
                             assay: ours)
         (result.reference, result.referenceNote) = runReference()
+        emit(try render(result))
+    }
+
+    /// Prefill tokens/s of `--probes` prompts of `--tokens` ids in one batch, logits at the last
+    /// position or at every position.
+    func prefill(_ lm: any CausalLanguageModel, all: Bool) throws -> Double {
+        let prompts = (0..<probes).map { Self.ids($0, tokens, vocab: lm.vocabularySize) }
+        var ts: [Double] = []
+        for _ in 0..<repeats {
+            let batch = prompts.map { SequenceInput(tokens: $0, logitPositions: all ? Array($0.indices) : [$0.count - 1]) }
+            let t0 = now()
+            _ = try lm.forward(batch)
+            ts.append(now() - t0)
+        }
+        return Double(probes * tokens) / median(ts)
+    }
+
+    /// Greedy decode tokens/s: `--new-tokens` after 16-token prompts, `batch` sequences at once.
+    func decode(_ lm: any CausalLanguageModel, batch: Int) throws -> Double {
+        var ts: [Double] = []
+        for _ in 0..<repeats {
+            let ps = (0..<batch).map { Self.ids(1000 + $0, 16, vocab: lm.vocabularySize) }
+            let t0 = now()
+            _ = try lm.greedy(prompts: ps, maxNewTokens: newTokens, stopTokens: [])
+            ts.append(now() - t0)
+        }
+        return Double(batch * newTokens) / median(ts)
+    }
+
+    func render(_ result: Result) throws -> String {
         if json {
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            emit(String(decoding: try enc.encode(result), as: UTF8.self))
-            return
+            return String(decoding: try enc.encode(result), as: UTF8.self)
         }
         var out = "model \(model), \(threads) threads, \(result.workload), median of \(repeats)\n\n"
         out += "                              assay    transformers    ratio\n"
@@ -139,7 +146,7 @@ struct BenchModel: ParsableCommand {
             }
             out += "\n"
         }
-        let r = result.reference
+        let (ours, r) = (result.assay, result.reference)
         line("prefill, last (tok/s)", ours.prefillLastTokensPerSecond, r?.prefillLastTokensPerSecond)
         line("prefill, all (tok/s)", ours.prefillAllTokensPerSecond, r?.prefillAllTokensPerSecond)
         line("decode b=1 (tok/s)", ours.decodeBatch1TokensPerSecond, r?.decodeBatch1TokensPerSecond)
@@ -147,7 +154,7 @@ struct BenchModel: ParsableCommand {
         line("load (s)", ours.loadSeconds, r?.loadSeconds, higherIsBetter: false)
         line("peak RSS (MB)", ours.peakRSSMegabytes, r?.peakRSSMegabytes, higherIsBetter: false)
         if let note = result.referenceNote { out += "\n\(note)\n" }
-        emit(out)
+        return out
     }
 
     /// Runs scripts/bench/transformers_reference.py with the same workload, if possible.

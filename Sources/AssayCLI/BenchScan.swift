@@ -80,17 +80,46 @@ struct BenchScan: ParsableCommand {
         let nThreads = threads ?? ProcessInfo.processInfo.activeProcessorCount
         Parallel.configure(threads: nThreads)
         let adapterPath = adapter ?? (tuned == nil ? "demo/backdoor-lora" : nil)
-        var job = ScanJob(base: URL(fileURLWithPath: base), tuned: tuned.map { URL(fileURLWithPath: $0) },
-                          adapters: adapterPath.map { [URL(fileURLWithPath: $0)] } ?? [])
-        // A probe subset keeps the benchmark to minutes: written once to a temporary suite.
         let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("assay-bench-scan-\(getpid())")
         try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: tmp) }
-        let suites = suite.isEmpty ? [SuiteLoader.builtinDirectory()?.appendingPathComponent("default.jsonl")].compactMap { $0 } : suite.map { URL(fileURLWithPath: $0) }
+        let job = try makeJob(adapterPath: adapterPath, tmp: tmp)
+        let (samples, variants, probes) = try measure(job, tmp: tmp)
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        var figures = samples.mapValues { xs in
+            let s = xs.sorted()
+            return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+        }
+        figures["peak_rss_mb"] = Double(usage.ru_maxrss) / 1024
+        let machine = Machine(cpu: Self.cpuModel(), cores: ProcessInfo.processInfo.activeProcessorCount, threads: nThreads,
+                              blas: BLAS.configuration)
+        let tunedName = (tuned ?? adapterPath).map { URL(fileURLWithPath: $0).lastPathComponent } ?? "?"
+        let pair = "\(URL(fileURLWithPath: base).lastPathComponent) + \(tunedName); \(probes) probes, \(variants) variants"
+        let store = try HistoryStore.open(HistoryArguments.resolve(
+            db ?? HistoryArguments.environmentDB ?? ".assay/history.sqlite"))
+        let previous = compare ? try store.lastBench(machine: machine.key, pair: pair)?.figures : nil
+        let regressions = previous.map { regressionsSince($0, figures) } ?? []
+        if !noRecord {
+            try store.recordBench(BenchRecord(recordedAt: SweepRunner.now(), machine: machine.key, pair: pair, figures: figures))
+        }
+        let out = Output(pair: pair, machine: machine, repeats: repeats, variants: variants, probes: probes, figures: figures,
+                         previous: previous, regressions: regressions, referenceNote: referenceComparison(figures))
+        emit(try render(out, historyPath: store.path))
+        if !regressions.isEmpty { throw ExitCode(ExitStatus.findings.rawValue) }
+    }
+
+    /// The scan to time; a probe subset (`--max-probes`) keeps it to minutes, written once to a
+    /// temporary suite in `tmp`.
+    func makeJob(adapterPath: String?, tmp: URL) throws -> ScanJob {
+        var job = ScanJob(base: URL(fileURLWithPath: base), tuned: tuned.map { URL(fileURLWithPath: $0) },
+                          adapters: adapterPath.map { [URL(fileURLWithPath: $0)] } ?? [])
+        let suites = suite.isEmpty
+            ? [SuiteLoader.builtinDirectory()?.appendingPathComponent("default.jsonl")].compactMap { $0 }
+            : suite.map { URL(fileURLWithPath: $0) }
         guard !suites.isEmpty else { throw ScanError.invalidInput("no suite given and the built-in probes/ directory was not found") }
         if maxProbes > 0 {
-            var probes = try suites.flatMap { try SuiteLoader.loadProbes($0).probes }
-            probes = Array(probes.prefix(maxProbes))
+            let probes = Array(try suites.flatMap { try SuiteLoader.loadProbes($0).probes }.prefix(maxProbes))
             var lines = [#"{"assay_suite": 1, "kind": "probes", "name": "bench-subset"}"#]
             let enc = JSONEncoder()
             enc.outputFormatting = [.sortedKeys]
@@ -103,7 +132,11 @@ struct BenchScan: ParsableCommand {
         }
         job.triggers = triggers.map { URL(fileURLWithPath: $0) }
         job.options.probesPerTrigger = probesPerTrigger
+        return job
+    }
 
+    /// `--repeats` runs of the scan (reports written too): every figure's samples.
+    func measure(_ job: ScanJob, tmp: URL) throws -> (samples: [String: [Double]], variants: Int, probes: Int) {
         let prof = PhaseProfile.shared
         prof.enabled = true
         var samples: [String: [Double]] = [:]
@@ -116,74 +149,72 @@ struct BenchScan: ParsableCommand {
             try ReportWriter.write(outcome.report, to: tmp.appendingPathComponent("reports-\(i)"))
             prof.add("reports", since: reportStart)
             let wall = Date().timeIntervalSince(t0)
-            let (sec, counts) = prof.snapshot()
             variants = outcome.report.summary.variants
             probes = outcome.report.summary.probes
-            var f: [String: Double] = [:]
-            f["wall_s"] = wall
-            f["load_s"] = sec["load"] ?? 0
-            f["weights_s"] = sec["weights"] ?? 0
-            f["tokenize_s"] = sec["scan.tokenize"] ?? 0
-            f["paired_prefill_s"] = sec["scan.prefill"] ?? 0
-            f["base_forward_s"] = (sec["scan.run.base"] ?? 0) + (sec["scan.cross.base"] ?? 0)
-            f["tuned_forward_s"] = (sec["scan.run.tuned"] ?? 0) + (sec["scan.cross.tuned"] ?? 0)
-            f["statistics_s"] = (sec["statistics"] ?? 0) + (sec["scan.compare"] ?? 0)
-            f["reports_s"] = sec["reports"] ?? 0
-            f["prefill_tokens_per_s"] = Double(counts["tokens.prefill"] ?? 0) / max(sec["scan.prefill"] ?? 0, 1e-9)
-            let decodeSeconds = (sec["scan.run.base"] ?? 0) + (sec["scan.run.tuned"] ?? 0) + (sec["scan.cross.base"] ?? 0) + (sec["scan.cross.tuned"] ?? 0)
-            f["decode_tokens_per_s"] = Double((counts["tokens.decode"] ?? 0) + (counts["tokens.cross"] ?? 0)) / max(decodeSeconds, 1e-9)
-            f["probes_per_s"] = Double(probes) / wall
-            f["variants_per_s"] = Double(variants) / wall
-            for (k, v) in f { samples[k, default: []].append(v) }
+            for (k, v) in Self.figures(prof.snapshot(), wall: wall, variants: variants, probes: probes) {
+                samples[k, default: []].append(v)
+            }
             if !json { printError(String(format: "assay: repeat %d/%d: %.1f s", i + 1, repeats, wall)) }
         }
-        var usage = rusage()
-        getrusage(RUSAGE_SELF.rawValue, &usage)
-        var figures = samples.mapValues { xs in let s = xs.sorted(); return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2 }
-        figures["peak_rss_mb"] = Double(usage.ru_maxrss) / 1024
-        let machine = Machine(cpu: Self.cpuModel(), cores: ProcessInfo.processInfo.activeProcessorCount, threads: nThreads, blas: BLAS.configuration)
-        let pair = "\(URL(fileURLWithPath: base).lastPathComponent) + \((tuned ?? adapterPath).map { URL(fileURLWithPath: $0).lastPathComponent } ?? "?"); \(probes) probes, \(variants) variants"
+        return (samples, variants, probes)
+    }
 
-        let store = try HistoryStore.open(HistoryArguments.resolve(
-            db ?? HistoryArguments.environmentDB ?? ".assay/history.sqlite"))
-        var previous: [String: Double]?
+    /// One run's figures from its profile: phase times and token rates.
+    static func figures(_ profile: (seconds: [String: Double], counts: [String: Int]), wall: Double, variants: Int,
+                        probes: Int) -> [String: Double] {
+        let (sec, counts) = profile
+        func t(_ k: String) -> Double { sec[k] ?? 0 }
+        var f: [String: Double] = [:]
+        f["wall_s"] = wall
+        f["load_s"] = t("load")
+        f["weights_s"] = t("weights")
+        f["tokenize_s"] = t("scan.tokenize")
+        f["paired_prefill_s"] = t("scan.prefill")
+        f["base_forward_s"] = t("scan.run.base") + t("scan.cross.base")
+        f["tuned_forward_s"] = t("scan.run.tuned") + t("scan.cross.tuned")
+        f["statistics_s"] = t("statistics") + t("scan.compare")
+        f["reports_s"] = t("reports")
+        f["prefill_tokens_per_s"] = Double(counts["tokens.prefill"] ?? 0) / max(t("scan.prefill"), 1e-9)
+        let decodeSeconds = t("scan.run.base") + t("scan.run.tuned") + t("scan.cross.base") + t("scan.cross.tuned")
+        f["decode_tokens_per_s"] = Double((counts["tokens.decode"] ?? 0) + (counts["tokens.cross"] ?? 0)) / max(decodeSeconds, 1e-9)
+        f["probes_per_s"] = Double(probes) / wall
+        f["variants_per_s"] = Double(variants) / wall
+        return f
+    }
+
+    /// Figures that moved the wrong way by more than `--threshold` percent since `last`.
+    func regressionsSince(_ last: [String: Double], _ figures: [String: Double]) -> [String] {
         var regressions: [String] = []
-        if compare, let last = try store.lastBench(machine: machine.key, pair: pair) {
-            previous = last.figures
-            for (k, now) in figures.sorted(by: { $0.key < $1.key }) where k != "peak_rss_mb" {
-                guard let then = last.figures[k], then > 0 else { continue }
-                let change = (now - then) / then * 100
-                // Phases under 50 ms are noise at this resolution.
-                if !Self.higherIsBetter(k) && max(now, then) < 0.05 { continue }
-                if Self.higherIsBetter(k) ? change < -threshold : change > threshold {
-                    regressions.append(String(format: "%@ %.4g → %.4g (%+.1f%%)", k, then, now, change))
-                }
+        for (k, now) in figures.sorted(by: { $0.key < $1.key }) where k != "peak_rss_mb" {
+            guard let then = last[k], then > 0 else { continue }
+            let change = (now - then) / then * 100
+            // Phases under 50 ms are noise at this resolution.
+            if !Self.higherIsBetter(k) && max(now, then) < 0.05 { continue }
+            if Self.higherIsBetter(k) ? change < -threshold : change > threshold {
+                regressions.append(String(format: "%@ %.4g → %.4g (%+.1f%%)", k, then, now, change))
             }
         }
-        if !noRecord {
-            try store.recordBench(BenchRecord(recordedAt: SweepRunner.now(), machine: machine.key, pair: pair, figures: figures))
-        }
-        let referenceNote = referenceComparison(figures)
-        let out = Output(pair: pair, machine: machine, repeats: repeats, variants: variants, probes: probes, figures: figures,
-                         previous: previous, regressions: regressions, referenceNote: referenceNote)
+        return regressions
+    }
+
+    func render(_ out: Output, historyPath: String) throws -> String {
         if json {
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            emit(String(decoding: try enc.encode(out), as: UTF8.self))
-        } else {
-            var s = "scan benchmark: \(pair)\nmachine: \(machine.cpu), \(machine.cores) cores, \(nThreads) threads, BLAS \(machine.blas)\n"
-            s += "median of \(repeats)\(previous != nil ? "; previous run on this machine beside it" : "")\n\n"
-            for (k, v) in figures.sorted(by: { $0.key < $1.key }) {
-                s += "  \(k.padding(toLength: 22, withPad: " ", startingAt: 0)) \(String(format: "%12.3f", v))"
-                if let p = previous?[k] { s += String(format: "   was %12.3f  (%+.1f%%)", p, (v - p) / max(p, 1e-12) * 100) }
-                s += "\n"
-            }
-            if let referenceNote { s += "\n\(referenceNote)\n" }
-            if compare && previous == nil { s += "\nno earlier run of this pair on this machine in \(store.path): nothing to compare\n" }
-            for r in regressions { s += "REGRESSION: \(r)\n" }
-            emit(s)
+            return String(decoding: try enc.encode(out), as: UTF8.self)
         }
-        if !regressions.isEmpty { throw ExitCode(ExitStatus.findings.rawValue) }
+        let machine = out.machine
+        var s = "scan benchmark: \(out.pair)\nmachine: \(machine.cpu), \(machine.cores) cores, \(machine.threads) threads, BLAS \(machine.blas)\n"
+        s += "median of \(repeats)\(out.previous != nil ? "; previous run on this machine beside it" : "")\n\n"
+        for (k, v) in out.figures.sorted(by: { $0.key < $1.key }) {
+            s += "  \(k.padding(toLength: 22, withPad: " ", startingAt: 0)) \(String(format: "%12.3f", v))"
+            if let p = out.previous?[k] { s += String(format: "   was %12.3f  (%+.1f%%)", p, (v - p) / max(p, 1e-12) * 100) }
+            s += "\n"
+        }
+        if let note = out.referenceNote { s += "\n\(note)\n" }
+        if compare && out.previous == nil { s += "\nno earlier run of this pair on this machine in \(historyPath): nothing to compare\n" }
+        for r in out.regressions { s += "REGRESSION: \(r)\n" }
+        return s
     }
 
     /// Hugging Face transformers on the base model's prefill and decode (the `bench model`
