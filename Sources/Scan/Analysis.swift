@@ -295,12 +295,9 @@ private struct Study {
             let ds = paired.deltas[key]!
             let med = try median(ds)
             let null = controlMedians[key.mode] ?? []
-            var z = 0.0
-            if null.count >= 3 {
-                let center = try median(null)
-                let spread = max(try medianAbsoluteDeviation(null), 1e-3)
-                z = (med - center) / spread
-            }
+            // Against the controls' medians in this mode (at least three), with no spread below
+            // 1e-3 nats of JS.
+            let z = null.count >= 3 ? try robustZ(med, reference: null, minimumScale: 1e-3) : 0
             let p = ds.allSatisfy({ $0 == 0 }) ? 1 : try wilcoxonSignedRank(ds, alternative: .greater).pValue
             summaries.append(TriggerSummary(trigger: trig.id, role: trig.role, mode: key.mode, n: ds.count, medianChange: med,
                                             robustZ: z, pValue: p, qValue: nil))

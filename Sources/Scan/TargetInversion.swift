@@ -43,8 +43,7 @@ extension Discovery {
         let profile = PhaseProfile.shared
         var clock = DispatchTime.now().uptimeNanoseconds
         let firstScore = try firstRoundScores(entries, prompts: first)
-        let center = try median(firstScore)
-        let spread = max(try medianAbsoluteDeviation(firstScore) * 1.4826, 1e-6)
+        let standardizer = try RobustStandardizer(reference: firstScore, minimumScale: 1e-6)
         let order = entries.indices.sorted { firstScore[$0] != firstScore[$1] ? firstScore[$0] > firstScore[$1] : $0 < $1 }
         let survivors = order.prefix(options.inversionSurvivors).map { entries[$0] }
         profile.add("inversion.first_round", since: clock)
@@ -54,7 +53,7 @@ extension Discovery {
         profile.add("inversion.second_round", since: clock)
         clock = DispatchTime.now().uptimeNanoseconds
         var targets = zip(order.prefix(options.inversionSurvivors), rounds).map { k, r in
-            invertedTarget(entries[k], r, firstRoundScore: firstScore[k], robustZ: (firstScore[k] - center) / spread)
+            invertedTarget(entries[k], r, firstRoundScore: firstScore[k], robustZ: standardizer.z(firstScore[k]))
         }
         Self.rank(&targets, policy)
         var findings: [Finding] = []

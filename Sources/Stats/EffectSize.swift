@@ -60,16 +60,15 @@ public func hodgesLehmann(_ d: [Double]) throws(StatsError) -> Double {
     return medianSorted(w.sorted())
 }
 
-/// A robust standardizer fitted on a reference (null) sample, e.g. the control insertions:
-/// z = (x − median) / scale.
+/// The one robust z of Assay's reports, fitted on a reference (null) sample, e.g. the control
+/// insertions' median changes: z = (x − median) / max(1.4826·MAD, floor). The normal-scaled MAD
+/// estimates σ for normal data; the floor (a caller's unit of "no spread", e.g. 1e-3 nats for the
+/// trigger tests) keeps z finite and meaningful when most reference values are equal.
 public struct RobustStandardizer: Sendable, Equatable, Codable {
     public enum ScaleSource: String, Sendable, Codable {
         /// The normal-scaled MAD (1.4826·MAD).
         case mad
-        /// MAD was 0 (more than half the reference values equal): the mean absolute deviation
-        /// from the median times √(π/2) ≈ 1.2533, also consistent for σ under normality.
-        case meanAbsoluteDeviation
-        /// Both were 0 (a constant reference): the caller's `minimumScale`.
+        /// 1.4826·MAD was at most the floor: the floor.
         case floor
     }
     public let median: Double
@@ -87,20 +86,14 @@ public struct RobustStandardizer: Sendable, Equatable, Codable {
         let med = medianSorted(s)
         let mad = medianSorted(reference.map { abs($0 - med) }.sorted()) * madNormalScale
         median = med
-        if mad > minimumScale {
-            scale = mad; scaleSource = .mad
-        } else {
-            let meanAD = meanUnchecked(reference.map { abs($0 - med) }) * 1.2533141373155002
-            if meanAD > minimumScale { scale = meanAD; scaleSource = .meanAbsoluteDeviation }
-            else { scale = minimumScale; scaleSource = .floor }
-        }
+        if mad > minimumScale { scale = mad; scaleSource = .mad } else { scale = minimumScale; scaleSource = .floor }
     }
 
     public func z(_ x: Double) -> Double { (x - median) / scale }
 }
 
-/// Robust z of `x` against a reference sample: (x − median(ref)) / (1.4826·MAD(ref)), with the
-/// fallbacks of `RobustStandardizer` when MAD = 0.
+/// Robust z of `x` against a reference sample: (x − median(ref)) / max(1.4826·MAD(ref),
+/// minimumScale) (`RobustStandardizer`).
 public func robustZ(_ x: Double, reference: [Double], minimumScale: Double = 1e-12) throws(StatsError) -> Double {
     guard x.isFinite else { throw .nonFinite(function: "robustZ", argument: "x", index: 0) }
     return try RobustStandardizer(reference: reference, minimumScale: minimumScale).z(x)

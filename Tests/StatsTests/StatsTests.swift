@@ -348,10 +348,12 @@ import Testing
     }
 
     @Test func guardsZeroScale() throws {
-        // MAD = 0 (most reference values equal) falls back to the mean absolute deviation.
-        let s = try RobustStandardizer(reference: [1, 1, 1, 1, 1, 3])
-        #expect(s.scaleSource == .meanAbsoluteDeviation)
-        #expect(close(s.scale, 2.0 / 6 * 1.2533141373155002, rel: 1e-15))
+        // MAD = 0 (most reference values equal): the floor, not a different estimator.
+        let s = try RobustStandardizer(reference: [1, 1, 1, 1, 1, 3], minimumScale: 1e-3)
+        #expect(s.scaleSource == .floor && s.scale == 1e-3 && s.z(1.5) == 500)
+        // At or below the floor the floor is used; above it the normal-scaled MAD.
+        let m = try RobustStandardizer(reference: [0, 1, 2, 3, 4], minimumScale: 1e-3)
+        #expect(m.scaleSource == .mad && m.scale == madNormalScale && m.median == 2)
         // A constant reference uses the floor, so z stays finite.
         let k = try RobustStandardizer(reference: [2, 2, 2], minimumScale: 0.01)
         #expect(k.scaleSource == .floor && k.z(2.5) == 50 && k.z(2) == 0)
