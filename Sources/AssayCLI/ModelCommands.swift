@@ -71,12 +71,21 @@ struct Logits: ParsableCommand {
     struct Entry: Codable { var id: Int; var logprob: Float }
 
     func run() throws {
-        let model = try options.load()
+        // ASSAY_PROFILE=1: the forward against what the command adds (top K, formatting).
+        let prof = PhaseProfile.shared
+        let model = try prof.measure("logits.load") { try options.load() }
         let ids = try promptIDs(prompt: prompt, options: options, model: model)
-        let logits = try model.forward([SequenceInput(tokens: ids, logitPositions: Array(ids.indices))])[0]
-        let rows = zip(ids.indices, logits.topLogProbabilities(top)).map { t, r in
-            Position(position: t, token: ids[t], logsumexp: r.logsumexp, top: r.top.map { Entry(id: $0.id, logprob: $0.logprob) })
+        let logits = try prof.measure("logits.forward") {
+            try model.forward([SequenceInput(tokens: ids, logitPositions: Array(ids.indices))])[0]
         }
+        let rows = prof.measure("logits.top_k") {
+            zip(ids.indices, logits.topLogProbabilities(top)).map { t, r in
+                Position(position: t, token: ids[t], logsumexp: r.logsumexp, top: r.top.map { Entry(id: $0.id, logprob: $0.logprob) })
+            }
+        }
+        defer { if prof.enabled { printError("profile (ASSAY_PROFILE=1):\n" + prof.report()) } }
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        defer { prof.add("logits.print", since: t0) }
         if json {
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
