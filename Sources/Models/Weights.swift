@@ -13,6 +13,10 @@ public final class WeightStore {
     /// Tensors already decoded (adapter merges, tests), by name.
     var overrides: [String: Tensor]
     var consumed = Set<String>()
+    /// Overrides `set` put here (merged adapters) are handed over on their first `take` and
+    /// dropped from the store, so a merged model does not hold every Float32 weight twice while it
+    /// packs them; a second `take` of one is an error, not a silent read of the unmerged bytes.
+    var handOver = Set<String>(), handedOver = Set<String>()
     /// Buffers transformers saves in some checkpoints that carry no learned weights.
     let ignorable: (String) -> Bool
 
@@ -39,16 +43,27 @@ public final class WeightStore {
     public func shape(_ name: String) -> [Int]? { overrides[name]?.shape ?? checkpoint?.info(name)?.shape }
 
     /// Replaces a tensor's value (LoRA merge).
-    public func set(_ name: String, _ t: Tensor) { overrides[name] = t }
+    public func set(_ name: String, _ t: Tensor) {
+        overrides[name] = t
+        handOver.insert(name)
+        handedOver.remove(name)
+    }
 
     /// The tensor, checked for shape and for NaN/Inf.
     public func take(_ name: String, _ shape: [Int], field: String) throws(ModelError) -> Tensor {
         guard let got = self.shape(name) else { throw .missingTensor(file: source, tensor: name) }
         guard got == shape else { throw .tensorShape(file: source, tensor: name, expected: shape, got: got, field: field) }
+        guard !handedOver.contains(name) else {
+            throw .tensor("\(source.terminalSafe): '\(name.terminalSafe)' (merged from an adapter) was bound twice")
+        }
         consumed.insert(name)
         let t: Tensor
         if let o = overrides[name] {
             t = o
+            if handOver.remove(name) != nil {
+                overrides[name] = nil
+                handedOver.insert(name)
+            }
         } else {
             do { t = try checkpoint!.tensor(name) } catch { throw .safetensors(error) }
         }
@@ -67,7 +82,7 @@ public final class WeightStore {
         guard got == shape, shape.count == 2 else {
             throw .tensorShape(file: source, tensor: name, expected: shape, got: got, field: field)
         }
-        if overrides[name] != nil { return PackedMatrix.Rows(try take(name, shape, field: field)) }
+        if overrides[name] != nil || handedOver.contains(name) { return PackedMatrix.Rows(try take(name, shape, field: field)) }
         consumed.insert(name)
         guard let file = checkpoint?.file(containing: name), let info = file.info(name) else {
             throw .missingTensor(file: source, tensor: name)

@@ -129,6 +129,25 @@ let peftCorpus: PEFTCorpus = try! JSONDecoder().decode(PEFTCorpus.self,
         for (k, v) in expected where got[k] != nil { #expect(got[k] == v, "\(name): \(k)") }
     }
 
+    /// A merged weight is handed to the model that binds it and dropped from the store (a merged
+    /// model would otherwise hold every adapted weight twice while packing); binding it again is
+    /// an error, never a read of the unmerged checkpoint bytes.
+    @Test func mergedWeightIsHandedOverOnce() throws {
+        let dir = modelFixtures.appendingPathComponent("llama-gqa")
+        let store = WeightStore(checkpoint: try Checkpoint.open(dir), source: dir.path)
+        let name = "model.layers.0.self_attn.q_proj.weight"
+        let shape = try #require(store.shape(name))
+        var merged = try store.take(name, shape, field: "test")
+        merged.withUnsafeMutableBufferPointer { $0[0] += 1 }
+        store.set(name, merged)
+        #expect(try store.take(name, shape, field: "test").array == merged.array)
+        #expect(throws: ModelError.self) { try store.take(name, shape, field: "test") }
+        #expect(throws: ModelError.self) { try store.takeRows(name, shape, field: "test") }
+        // Merged again (a second adapter), it is there once more.
+        store.set(name, merged)
+        #expect(try store.take(name, shape, field: "test").array == merged.array)
+    }
+
     /// PEFTPattern against Python's `re` on PEFT's two uses: `re.fullmatch(pattern, name)` and
     /// `re.match(rf"(.*\.)?({key})$", name)`. A pattern Python rejects Assay rejects; one Python
     /// accepts Assay either reads identically or refuses.
