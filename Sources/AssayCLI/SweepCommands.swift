@@ -3,6 +3,7 @@ import Foundation
 import AssayCommon
 import History
 import Pipeline
+import Reports
 import Scan
 import Sweep
 import TensorCore
@@ -162,7 +163,7 @@ struct SweepRun: ParsableCommand {
             emit(SweepDiff.render(try SweepDiff.changes(store, from: ids[at - 1], to: outcome.runID), from: ids[at - 1], to: outcome.runID))
         }
         if let junit {
-            try AtomicFileWriter.write(Array(JUnit.render(outcome, name: inv.file.lastPathComponent).utf8), to: URL(fileURLWithPath: junit))
+            try AtomicFileWriter.write(Array(JUnit.render(results: outcome.results, runID: outcome.runID, name: inv.file.lastPathComponent).utf8), to: URL(fileURLWithPath: junit))
         }
         let code = outcome.exitCode
         if code != 0 { throw ExitCode(code) }

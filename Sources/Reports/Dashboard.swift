@@ -1,8 +1,6 @@
 import Foundation
 import AssayCommon
 import History
-import Reports
-import Scan
 
 /// `assay sweep report`: one self-contained HTML page (no script, no external file): per entry,
 /// its verdict over the recorded runs and an SVG chart of its mean divergence per probe category
