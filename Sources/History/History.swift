@@ -222,7 +222,8 @@ public final class HistoryStore: @unchecked Sendable {
             throw SQLFailure("\(kind), but not an Assay history (tables: \(tables.sorted().prefix(5).joined(separator: ", ")))"
                              + (backend.dialect == .postgres ? "; give the history its own schema with ?schema=NAME" : ""))
         }
-        guard let v = try s.rows("SELECT value FROM assay_meta WHERE key = 'schema_version'").first.flatMap({ Int(try $0.string("value")) }) else {
+        guard let v = try s.rows("SELECT value FROM assay_meta WHERE key = 'schema_version'")
+            .first.flatMap({ Int(try $0.string("value")) }) else {
             throw SQLFailure("assay_meta has no schema_version")
         }
         if v > schemaVersion { throw SQLFailure("schema version \(v) is newer than this assay's (\(schemaVersion)); upgrade assay") }
@@ -280,8 +281,10 @@ public final class HistoryStore: @unchecked Sendable {
 
     /// The tables and their columns in a fixed order (what `merge` copies).
     static let tables: [(name: String, columns: [String])] = [
-        ("runs", ["id", "shard", "shards", "inventory", "inventory_sha256", "started_at", "finished_at", "host", "tool_version", "entries"]),
-        ("results", ["run_id", "entry_id", "status", "verdict", "key", "message", "seconds", "finished_at", "reused_from", "owner", "tags", "report"]),
+        ("runs", ["id", "shard", "shards", "inventory", "inventory_sha256", "started_at", "finished_at", "host", "tool_version",
+                  "entries"]),
+        ("results", ["run_id", "entry_id", "status", "verdict", "key", "message", "seconds", "finished_at", "reused_from", "owner",
+                     "tags", "report"]),
         ("findings", ["run_id", "entry_id", "ordinal", "kind", "severity", "title", "trigger_id", "category", "value", "p_value"]),
         ("files", ["run_id", "entry_id", "role", "path", "sha256"]),
         ("divergences", ["run_id", "entry_id", "category", "n", "mean", "ci_low", "ci_high"]),
@@ -322,7 +325,8 @@ public final class HistoryStore: @unchecked Sendable {
     }
 
     static func runInfo(_ row: SQLRow) throws -> RunInfo {
-        RunInfo(id: try row.string("id"), shard: try row.int("shard"), shards: try row.int("shards"), inventory: try row.string("inventory"),
+        RunInfo(id: try row.string("id"), shard: try row.int("shard"), shards: try row.int("shards"),
+                inventory: try row.string("inventory"),
                 startedAt: try row.string("started_at"), finishedAt: try row.optionalString("finished_at"), host: try row.string("host"),
                 entries: try row.int("entries"))
     }
@@ -387,7 +391,8 @@ public final class HistoryStore: @unchecked Sendable {
             INSERT INTO results (run_id, entry_id, status, verdict, key, message, seconds, finished_at, reused_from, owner, tags, report)
             VALUES \(Array(repeating: row, count: results.count).joined(separator: ", "))
             """, results.flatMap { r -> [any SQLBindable] in
-                [run, r.entryID, r.status, r.verdict, r.key, r.message, r.seconds, r.finishedAt, r.reusedFrom, r.owner, Self.json(r.tags), r.report]
+                [run, r.entryID, r.status, r.verdict, r.key, r.message, r.seconds, r.finishedAt, r.reusedFrom, r.owner, Self.json(r.tags),
+                 r.report]
             })
         for r in results {
             for (i, f) in r.findings.enumerated() {
@@ -411,7 +416,8 @@ public final class HistoryStore: @unchecked Sendable {
     public func results(run: String) throws(SweepError) -> [EntryResult] {
         try wrap {
             try backend.read { s in
-                try s.rows("SELECT * FROM results WHERE run_id = ? ORDER BY entry_id", [run]).map { row in try Self.result(s, row, run: run) }
+                try s.rows("SELECT * FROM results WHERE run_id = ? ORDER BY entry_id", [run])
+                    .map { row in try Self.result(s, row, run: run) }
             }
         }
     }
@@ -433,7 +439,8 @@ public final class HistoryStore: @unchecked Sendable {
         }
         return EntryResult(entryID: entry, status: try row.value("status", as: EntryStatus.self),
                            verdict: try row.optionalValue("verdict", as: Verdict.self), key: try row.string("key"),
-                           message: try row.optionalString("message"), seconds: try row.double("seconds"), finishedAt: try row.string("finished_at"),
+                           message: try row.optionalString("message"), seconds: try row.double("seconds"),
+                           finishedAt: try row.string("finished_at"),
                            reusedFrom: try row.optionalString("reused_from"), owner: try row.optionalString("owner"),
                            tags: decode([String].self, try row.string("tags")) ?? [], report: try row.optionalString("report"),
                            findings: findings, files: files, divergences: divs)
@@ -482,7 +489,8 @@ public final class HistoryStore: @unchecked Sendable {
     public func baseline(entry: String) throws(SweepError) -> Baseline? {
         let found: Baseline? = try wrap {
             try backend.read { s in
-                guard let row = try s.rows("SELECT * FROM baselines WHERE entry_id = ? ORDER BY approved_at DESC LIMIT 1", [entry]).first else {
+                guard let row = try s.rows("SELECT * FROM baselines WHERE entry_id = ? ORDER BY approved_at DESC LIMIT 1",
+                                           [entry]).first else {
                     return nil
                 }
                 guard let files = Self.decode([StoredFile].self, try row.string("files")),
@@ -521,7 +529,8 @@ public final class HistoryStore: @unchecked Sendable {
     public func lastBench(machine: String, pair: String) throws(SweepError) -> BenchRecord? {
         try wrap {
             try backend.read { s in
-                try s.rows("SELECT * FROM bench WHERE machine = ? AND pair = ? ORDER BY recorded_at DESC LIMIT 1", [machine, pair]).first.map(Self.bench)
+                try s.rows("SELECT * FROM bench WHERE machine = ? AND pair = ? ORDER BY recorded_at DESC LIMIT 1", [machine, pair])
+                    .first.map(Self.bench)
             }
         }
     }
@@ -538,7 +547,8 @@ public final class HistoryStore: @unchecked Sendable {
         let runRows = try other.wrap { try other.backend.read { o in try o.rows("SELECT * FROM runs") } }
         let perRun = Self.tables.filter { $0.columns.first == "run_id" }
         func copy(_ s: any SQLSession, _ table: (name: String, columns: [String]), _ rows: [SQLRow]) throws -> Int {
-            let sql = "INSERT INTO \(table.name) (\(table.columns.joined(separator: ", "))) VALUES (\(table.columns.map { _ in "?" }.joined(separator: ", "))) ON CONFLICT DO NOTHING"
+            let sql = "INSERT INTO \(table.name) (\(table.columns.joined(separator: ", "))) "
+                + "VALUES (\(table.columns.map { _ in "?" }.joined(separator: ", "))) ON CONFLICT DO NOTHING"
             var added = 0
             for row in rows { added += try s.execute(sql, try table.columns.map { try row.value($0) }) }
             return added
@@ -551,12 +561,15 @@ public final class HistoryStore: @unchecked Sendable {
                 // A shard that finished after the other copy was taken: keep its finish time.
                 for r in runs {
                     if let done = r.finishedAt {
-                        try s.execute("UPDATE runs SET finished_at = ? WHERE id = ? AND shard = ? AND finished_at IS NULL", [done, r.id, r.shard])
+                        try s.execute("UPDATE runs SET finished_at = ? WHERE id = ? AND shard = ? AND finished_at IS NULL",
+                                      [done, r.id, r.shard])
                     }
                 }
                 for id in Set(runs.map(\.id)).sorted() {
                     // One snapshot per run: a result and its findings, files and divergences as they were together.
-                    let rows = try other.wrap { try other.backend.read { o in try perRun.map { t in try o.rows("SELECT * FROM \(t.name) WHERE run_id = ?", [id]) } } }
+                    let rows = try other.wrap {
+                        try other.backend.read { o in try perRun.map { t in try o.rows("SELECT * FROM \(t.name) WHERE run_id = ?", [id]) } }
+                    }
                     for (t, tableRows) in zip(perRun, rows) {
                         let n = try copy(s, t, tableRows)
                         if t.name == "results" { added += n }

@@ -31,7 +31,8 @@ public struct PostgresLocation: Sendable, Equatable {
     public init(url: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws(SweepError) {
         func bad(_ why: String) -> SweepError { .invalid("--db \(Self.redact(url)): \(why)") }
         guard Self.isPostgres(url), let c = URLComponents(string: url) else {
-            throw bad("not a postgres:// URL (postgres://user@host:port/database?schema=NAME; percent-encode `#`, `/`, `?` and `@` in a password, or give it in $PGPASSWORD)")
+            throw bad("not a postgres:// URL (postgres://user@host:port/database?schema=NAME; percent-encode `#`, `/`, `?` and `@` in a "
+                          + "password, or give it in $PGPASSWORD)")
         }
         var query: [String: String] = [:]
         for item in c.queryItems ?? [] {
@@ -41,7 +42,9 @@ public struct PostgresLocation: Sendable, Equatable {
             query[item.name] = item.value ?? ""
         }
         socketDirectory = query["host"].flatMap { $0.hasPrefix("/") ? $0 : nil }
-        if let h = query["host"], socketDirectory == nil { throw bad("`host=\(h)`: only a socket directory (an absolute path) may be given here") }
+        if let h = query["host"], socketDirectory == nil {
+            throw bad("`host=\(h)`: only a socket directory (an absolute path) may be given here")
+        }
         host = c.host.map { $0.hasPrefix("[") ? String($0.dropFirst().dropLast()) : $0 } ?? ""
         if host.isEmpty && socketDirectory == nil { throw bad("no host") }
         port = c.port ?? 5432
@@ -121,9 +124,11 @@ final class PostgresBackend: HistoryBackend, @unchecked Sendable {
             tls = target.sslmode == "prefer" ? .prefer(context) : .require(context)
         }
         if let dir = target.socketDirectory {
-            config = .init(unixSocketPath: "\(dir)/.s.PGSQL.\(target.port)", username: target.user, password: target.password, database: target.database)
+            config = .init(unixSocketPath: "\(dir)/.s.PGSQL.\(target.port)", username: target.user, password: target.password,
+                           database: target.database)
         } else {
-            config = .init(host: target.host, port: target.port, username: target.user, password: target.password, database: target.database, tls: tls)
+            config = .init(host: target.host, port: target.port, username: target.user, password: target.password,
+                           database: target.database, tls: tls)
         }
         config.options.connectTimeout = .seconds(Int64(target.connectTimeout))
         let loop = MultiThreadedEventLoopGroup.singleton.any()
@@ -263,7 +268,8 @@ final class PostgresBackend: HistoryBackend, @unchecked Sendable {
     }
 
     func tableNames(_ s: any SQLSession) throws -> Set<String> {
-        Set(try s.rows("SELECT table_name FROM information_schema.tables WHERE table_schema = ?", [target.schema]).map { try $0.string("table_name") })
+        Set(try s.rows("SELECT table_name FROM information_schema.tables WHERE table_schema = ?", [target.schema])
+            .map { try $0.string("table_name") })
     }
 
     /// One advisory lock per schema, held to the end of the migrating transaction.

@@ -18,7 +18,9 @@ public struct ConfigReader: Sendable {
         do { json = try JSONParser.parse(data) } catch {
             throw .invalidConfig(file: url.path, field: "(file)", reason: "not valid JSON: \(error.description)")
         }
-        guard json.members != nil else { throw .invalidConfig(file: url.path, field: "(file)", reason: "must be a JSON object, found \(json.typeName)") }
+        guard json.members != nil else {
+            throw .invalidConfig(file: url.path, field: "(file)", reason: "must be a JSON object, found \(json.typeName)")
+        }
         if let dup = json.firstDuplicateKeyPath { throw .invalidConfig(file: url.path, field: dup, reason: "appears more than once") }
         return ConfigReader(file: url.path, json: json)
     }
@@ -39,7 +41,9 @@ public struct ConfigReader: Sendable {
             throw .invalidConfig(file: file, field: key, reason: "missing")
         }
         guard let i = v.exactInt else { throw .invalidConfig(file: file, field: key, reason: "must be an integer, found \(Self.show(v))") }
-        guard range.contains(i) else { throw .invalidConfig(file: file, field: key, reason: "\(i) is outside \(range.lowerBound)…\(range.upperBound)") }
+        guard range.contains(i) else {
+            throw .invalidConfig(file: file, field: key, reason: "\(i) is outside \(range.lowerBound)…\(range.upperBound)")
+        }
         return i
     }
 
@@ -52,7 +56,9 @@ public struct ConfigReader: Sendable {
             if let def { return def }
             throw .invalidConfig(file: file, field: key, reason: "missing")
         }
-        guard let d = v.double, d.isFinite else { throw .invalidConfig(file: file, field: key, reason: "must be a finite number, found \(Self.show(v))") }
+        guard let d = v.double, d.isFinite else {
+            throw .invalidConfig(file: file, field: key, reason: "must be a finite number, found \(Self.show(v))")
+        }
         if positive && !(d > 0) { throw .invalidConfig(file: file, field: key, reason: "must be positive, found \(d)") }
         return d
     }
@@ -111,7 +117,8 @@ public struct ConfigReader: Sendable {
     /// Common refusals for every architecture.
     func rejectQuantization() throws(ModelError) {
         if let q = value("quantization_config") {
-            throw .unsupportedOption(file: file, field: "quantization_config", value: q.typeName + " (only unquantized F32/F16/BF16 weights are supported)")
+            throw .unsupportedOption(file: file, field: "quantization_config",
+                                     value: q.typeName + " (only unquantized F32/F16/BF16 weights are supported)")
         }
     }
 }
@@ -155,7 +162,8 @@ public struct RopeSettings: Sendable, Equatable {
                                   highFrequencyFactor: try p.double("high_freq_factor"),
                                   originalMaxPositions: try p.int("original_max_position_embeddings", 1...(1 << 24)))
             default:
-                throw .unsupportedOption(file: c.file, field: "\(fieldName).rope_type", value: "\"\(kind)\" (supported: default, linear, llama3)")
+                throw .unsupportedOption(file: c.file, field: "\(fieldName).rope_type",
+                                         value: "\"\(kind)\" (supported: default, linear, llama3)")
             }
         }
         return RopeSettings(theta: theta, scaling: scaling, partialRotaryFactor: partial)

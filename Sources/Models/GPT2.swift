@@ -29,14 +29,17 @@ public struct GPT2Config: Sendable, Equatable {
         nEmbd = try c.int("n_embd", Limits.hidden)
         nLayer = try c.int("n_layer", Limits.layers)
         nHead = try c.int("n_head", Limits.heads)
-        guard nEmbd % nHead == 0 else { throw .invalidConfig(file: c.file, field: "n_head", reason: "\(nHead) does not divide n_embd \(nEmbd)") }
+        guard nEmbd % nHead == 0 else {
+            throw .invalidConfig(file: c.file, field: "n_head", reason: "\(nHead) does not divide n_embd \(nEmbd)")
+        }
         nInner = try c.optionalInt("n_inner", Limits.intermediate) ?? 4 * nEmbd
         nPositions = try c.int("n_positions", Limits.positions, default: 1024)
         vocabSize = try c.int("vocab_size", Limits.vocab)
         layerNormEpsilon = Float(try c.double("layer_norm_epsilon", default: 1e-5))
         let act = try c.string("activation_function", default: "gelu_new")
         guard let a = Activation(rawValue: act) else {
-            throw .unsupportedOption(file: c.file, field: "activation_function", value: "\"\(act)\" (supported: gelu_new, gelu_pytorch_tanh, gelu)")
+            throw .unsupportedOption(file: c.file, field: "activation_function",
+                                     value: "\"\(act)\" (supported: gelu_new, gelu_pytorch_tanh, gelu)")
         }
         activation = a
         scaleAttnWeights = try c.bool("scale_attn_weights", default: true)
@@ -137,7 +140,8 @@ public final class GPT2Model: CausalLanguageModel, @unchecked Sendable {
             packing.appendToCaches(layer: li, qkv: qkv, keyColumn: c.nEmbd, valueColumn: 2 * c.nEmbd)
             var scale: Float = c.scaleAttnWeights ? 1 / Float(headDim).squareRoot() : 1
             if c.scaleAttnByInverseLayerIdx { scale /= Float(li + 1) }
-            let attn = packedAttention(qkv: qkv, queryColumn: 0, packing: packing, layer: li, heads: c.nHead, kvHeads: c.nHead, headDim: headDim, scale: scale)
+            let attn = packedAttention(qkv: qkv, queryColumn: 0, packing: packing, layer: li, heads: c.nHead, kvHeads: c.nHead,
+                                       headDim: headDim, scale: scale)
             try x.add(try attn.linear(l.wo, bias: l.bo))
             let h2 = try x.layerNorm(weight: l.ln2w, bias: l.ln2b, eps: c.layerNormEpsilon)
             try x.add(try activate(try h2.linear(l.fc, bias: l.fcb)).linear(l.proj, bias: l.projb))

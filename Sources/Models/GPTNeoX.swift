@@ -29,7 +29,8 @@ public struct GPTNeoXConfig: Sendable, Equatable {
         numHiddenLayers = try c.int("num_hidden_layers", Limits.layers)
         numAttentionHeads = try c.int("num_attention_heads", Limits.heads)
         guard hiddenSize % numAttentionHeads == 0 else {
-            throw .invalidConfig(file: c.file, field: "num_attention_heads", reason: "\(numAttentionHeads) does not divide hidden_size \(hiddenSize)")
+            throw .invalidConfig(file: c.file, field: "num_attention_heads",
+                                 reason: "\(numAttentionHeads) does not divide hidden_size \(hiddenSize)")
         }
         intermediateSize = try c.int("intermediate_size", Limits.intermediate)
         vocabSize = try c.int("vocab_size", Limits.vocab)
@@ -147,7 +148,8 @@ public final class GPTNeoXModel: CausalLanguageModel, @unchecked Sendable {
             applyRotary(&qkv, column: 0, heads: heads, rope: rope, table: table)
             applyRotary(&qkv, column: d, heads: heads, rope: rope, table: table)
             packing.appendToCaches(layer: li, qkv: qkv, keyColumn: d, valueColumn: 2 * d)
-            let attn = try packedAttention(qkv: qkv, queryColumn: 0, packing: packing, layer: li, heads: heads, kvHeads: heads, headDim: hd, scale: scale)
+            let attn = try packedAttention(qkv: qkv, queryColumn: 0, packing: packing, layer: li, heads: heads, kvHeads: heads,
+                                           headDim: hd, scale: scale)
                 .linear(l.wo, bias: l.bo)
             if c.useParallelResidual {
                 let h2 = try x.layerNorm(weight: l.ln2w, bias: l.ln2b, eps: c.layerNormEps)

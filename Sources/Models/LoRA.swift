@@ -65,7 +65,8 @@ public struct LoRAAdapter: Sendable {
         let c = try readConfig(cfgURL, directory: dir)
         let settings = try AdapterSettings(c)
         let weightsURL = dir.appendingPathComponent("adapter_model.safetensors")
-        try requireRegularFile(weightsURL, missing: "no adapter_model.safetensors (pickled adapter_model.bin is never loaded)", directory: dir)
+        try requireRegularFile(weightsURL, missing: "no adapter_model.safetensors (pickled adapter_model.bin is never loaded)",
+                               directory: dir)
         let file: SafeTensorsFile
         do { file = try SafeTensorsFile(url: weightsURL) } catch { throw .safetensors(error) }
         let (pairs, copies) = try LoRAKeys.pairs(in: file)
@@ -78,7 +79,8 @@ public struct LoRAAdapter: Sendable {
             let (r, alpha, alphaField) = patterns.rankAndAlpha(for: p.module)
             guard a.rank == 2, b.rank == 2, a.shape[0] == r, b.shape[1] == r else {
                 throw .adapter(file: weightsURL.path,
-                               reason: "module '\(p.module.terminalSafe)': lora_A \(a.shape) and lora_B \(b.shape) do not have rank r = \(r) (from \(patterns.rankField(for: p.module)))")
+                               reason: "module '\(p.module.terminalSafe)': lora_A \(a.shape) and lora_B \(b.shape) do not have rank r = "
+                                   + "\(r) (from \(patterns.rankField(for: p.module)))")
             }
             // PEFT: `lora_alpha / math.sqrt(r)` with use_rslora, else `lora_alpha / r`, then a
             // float32 multiply.
@@ -105,10 +107,14 @@ public struct LoRAAdapter: Sendable {
         let selected = try selection.select(in: base, configFile: configFile)
         let inFile = Dictionary(modules.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         for m in modules where !selected.contains(m.name) {
-            throw .adapter(file: weightsFile, reason: "tensor '\(m.keyA.terminalSafe)' adapts '\(m.name.terminalSafe)', which target_modules in adapter_config.json does not select (PEFT would ignore it)")
+            throw .adapter(file: weightsFile,
+                           reason: "tensor '\(m.keyA.terminalSafe)' adapts '\(m.name.terminalSafe)', which target_modules in "
+                               + "adapter_config.json does not select (PEFT would ignore it)")
         }
         for name in selected.sorted() where inFile[name] == nil {
-            throw .adapter(file: weightsFile, reason: "'\(name.terminalSafe)' is selected by target_modules but has no lora_A/lora_B (PEFT would leave it at its initialisation)")
+            throw .adapter(file: weightsFile,
+                           reason: "'\(name.terminalSafe)' is selected by target_modules but has no lora_A/lora_B (PEFT would leave it "
+                               + "at its initialisation)")
         }
         for m in modules {
             try merge(m, kind: base.kinds[m.name]!, weight: base.weightName[m.name]!, into: w)
@@ -125,14 +131,17 @@ public struct LoRAAdapter: Sendable {
         let expected = conv1D ? [inF, out] : [out, inF]
         guard shape == expected else {
             throw .adapter(file: weightsFile,
-                           reason: "'\(weight.terminalSafe)' is \(shape) in the base but the adapter's B·A is \(expected) (lora_B \(m.b.shape) · lora_A \(m.a.shape))")
+                           reason: "'\(weight.terminalSafe)' is \(shape) in the base but the adapter's B·A is \(expected) (lora_B "
+                               + "\(m.b.shape) · lora_A \(m.a.shape))")
         }
         var merged = try w.take(weight, shape, field: "adapter base")
         if let copy = baseCopyValues[m.name] {
             // PEFT loads this tensor over the base weight before merging; the same bits are a
             // no-op, anything else is a second, hidden change to the base.
             guard copy.shape == merged.shape, copy.array == merged.array else {
-                throw .adapter(file: weightsFile, reason: "tensor '\(baseCopies[m.name]!.terminalSafe)' differs from the base model's '\(weight.terminalSafe)': PEFT would replace the base weight with it")
+                throw .adapter(file: weightsFile,
+                               reason: "tensor '\(baseCopies[m.name]!.terminalSafe)' differs from the base model's "
+                                   + "'\(weight.terminalSafe)': PEFT would replace the base weight with it")
             }
         }
         do {
@@ -144,7 +153,9 @@ public struct LoRAAdapter: Sendable {
         var bad = 0
         merged.withUnsafeBufferPointer { p in for v in p where !v.isFinite { bad += 1 } }
         if bad > 0 {
-            throw .adapter(file: weightsFile, reason: "merging '\(m.keyB.terminalSafe)' · '\(m.keyA.terminalSafe)' × \(m.scale) (lora_alpha \(m.alpha), r \(m.rank)) into '\(weight.terminalSafe)' gives \(bad) non-finite values")
+            throw .adapter(file: weightsFile,
+                           reason: "merging '\(m.keyB.terminalSafe)' · '\(m.keyA.terminalSafe)' × \(m.scale) (lora_alpha \(m.alpha), r "
+                               + "\(m.rank)) into '\(weight.terminalSafe)' gives \(bad) non-finite values")
         }
         w.set(weight, merged)
     }
@@ -167,11 +178,14 @@ public struct LoRAAdapter: Sendable {
             let (field, token) = nearestField(bytes, error.offset)
             if let token {
                 throw .invalidConfig(file: url.path, field: field ?? "(file)",
-                                     reason: "'\(token)' is not JSON (Python's json writes it for a non-finite float; PEFT would compute with it)")
+                                     reason: "'\(token)' is not JSON (Python's json writes it for a non-finite float; PEFT "
+                                         + "would compute with it)")
             }
             throw .invalidConfig(file: url.path, field: "(file)", reason: "not valid JSON: \(error.description)")
         }
-        guard json.members != nil else { throw .invalidConfig(file: url.path, field: "(file)", reason: "must be a JSON object, found \(json.typeName)") }
+        guard json.members != nil else {
+            throw .invalidConfig(file: url.path, field: "(file)", reason: "must be a JSON object, found \(json.typeName)")
+        }
         // Python's json keeps the last of two equal keys; refusing them leaves nothing to disagree on.
         if let dup = json.firstDuplicateKeyPath { throw .invalidConfig(file: url.path, field: dup, reason: "appears more than once") }
         return ConfigReader(file: url.path, json: json)
@@ -221,7 +235,9 @@ public struct LoRAAdapter: Sendable {
     static func decode(_ file: SafeTensorsFile, _ key: String) throws(ModelError) -> Tensor {
         let info = file.info(key)!
         guard info.dtype.isComputable else {
-            throw .adapter(file: file.path, reason: "tensor '\(key.terminalSafe)' is \(info.dtype.rawValue); LoRA matrices must be F32, F16 or BF16 (PyTorch would cast it silently)")
+            throw .adapter(file: file.path,
+                           reason: "tensor '\(key.terminalSafe)' is \(info.dtype.rawValue); LoRA matrices must be F32, F16 or BF16 "
+                               + "(PyTorch would cast it silently)")
         }
         let t: Tensor
         do { t = try file.tensor(key) } catch { throw .safetensors(error) }
@@ -270,7 +286,9 @@ enum LoRAKeys {
             let slot = Slot(module: module, matrix: matrix)
             if let other = owner[slot] {
                 let (first, second) = other < key ? (other, key) : (key, other)
-                throw .adapter(file: file.path, reason: "tensors '\(first.terminalSafe)' and '\(second.terminalSafe)' are both \(matrix.rawValue) of '\(module.terminalSafe)'; a reader could merge either (PEFT loads the base_model.model. one)")
+                throw .adapter(file: file.path,
+                               reason: "tensors '\(first.terminalSafe)' and '\(second.terminalSafe)' are both \(matrix.rawValue) of "
+                                   + "'\(module.terminalSafe)'; a reader could merge either (PEFT loads the base_model.model. one)")
             }
             owner[slot] = key
             canonical[key] = isCanonical
@@ -280,15 +298,23 @@ enum LoRAKeys {
             guard let isCanonical = canonical[key] else {
                 if let m = baseCopy(key) { baseCopies[m] = key; continue }
                 if key.contains(".lora_embedding_A") || key.contains(".lora_embedding_B") {
-                    throw .adapter(file: file.path, reason: "tensor '\(key.terminalSafe)' is an embedding LoRA matrix (lora_embedding_A/lora_embedding_B), which Assay does not merge")
+                    throw .adapter(file: file.path,
+                                   reason: "tensor '\(key.terminalSafe)' is an embedding LoRA matrix (lora_embedding_A/lora_embedding_B), "
+                                       + "which Assay does not merge")
                 }
-                throw .adapter(file: file.path, reason: "tensor '\(key.terminalSafe)' is not a LoRA A or B matrix (PEFT would ignore it, or load it over the base weight of that name)")
+                throw .adapter(file: file.path,
+                               reason: "tensor '\(key.terminalSafe)' is not a LoRA A or B matrix (PEFT would ignore it, or load it over "
+                                   + "the base weight of that name)")
             }
             if !isCanonical {
                 if !key.hasPrefix(prefix) {
-                    throw .adapter(file: file.path, reason: "tensor '\(key.terminalSafe)' lacks the base_model.model. prefix: PEFT does not load it and keeps its initialisation instead")
+                    throw .adapter(file: file.path,
+                                   reason: "tensor '\(key.terminalSafe)' lacks the base_model.model. prefix: PEFT does not load it and "
+                                       + "keeps its initialisation instead")
                 }
-                throw .adapter(file: file.path, reason: "tensor '\(key.terminalSafe)' uses PEFT's in-memory name (adapter name 'default'), not the saved form '….\(key.contains(".lora_A.") ? "lora_A" : "lora_B").weight'")
+                throw .adapter(file: file.path,
+                               reason: "tensor '\(key.terminalSafe)' uses PEFT's in-memory name (adapter name 'default'), not the saved "
+                                   + "form '….\(key.contains(".lora_A.") ? "lora_A" : "lora_B").weight'")
             }
         }
         var modules = Set<String>()
@@ -298,13 +324,17 @@ enum LoRAKeys {
             let a = owner[Slot(module: m, matrix: .a)], b = owner[Slot(module: m, matrix: .b)]
             guard let a, let b else {
                 let (has, lacks) = a == nil ? ("lora_B", "lora_A") : ("lora_A", "lora_B")
-                throw .adapter(file: file.path, reason: "module '\(m.terminalSafe)' has \(has) but no \(lacks) (PEFT would leave \(lacks) at its initialisation)")
+                throw .adapter(file: file.path,
+                               reason: "module '\(m.terminalSafe)' has \(has) but no \(lacks) (PEFT would leave \(lacks) "
+                                   + "at its initialisation)")
             }
             out.append(Pair(module: m, keyA: a, keyB: b))
         }
         guard !out.isEmpty else { throw .adapter(file: file.path, reason: "no LoRA tensors") }
         for (m, key) in baseCopies where !modules.contains(m) {
-            throw .adapter(file: file.path, reason: "tensor '\(key.terminalSafe)' is a base weight of '\(m.terminalSafe)', which has no LoRA matrices here (PEFT would load it over the base model's)")
+            throw .adapter(file: file.path,
+                           reason: "tensor '\(key.terminalSafe)' is a base weight of '\(m.terminalSafe)', which has no LoRA matrices here "
+                               + "(PEFT would load it over the base model's)")
         }
         return (out, baseCopies)
     }
@@ -375,13 +405,17 @@ struct AdapterSettings {
         useRSLoRA = try c.bool("use_rslora", default: false)
         fanInFanOut = try c.bool("fan_in_fan_out", default: false)
         let bias = try c.string("bias", default: "none")
-        guard bias == "none" else { throw .unsupportedOption(file: c.file, field: "bias", value: "\"\(bias.terminalSafe)\" (only \"none\")") }
+        guard bias == "none" else {
+            throw .unsupportedOption(file: c.file, field: "bias", value: "\"\(bias.terminalSafe)\" (only \"none\")")
+        }
         // Initialisations only shape the A and B that the file then overwrites, except those that
         // rewrite the base weights at load (PiSSA, OLoRA, CorDA, MiCA, LoRA-GA) or need data.
         if let v = c.json["init_lora_weights"], v != .null {
             switch v {
             case .bool, .string("gaussian"): break
-            default: throw .unsupportedOption(file: c.file, field: "init_lora_weights", value: "\(ConfigReader.show(v)) (only true, false or \"gaussian\": other initialisations change the base weights PEFT deploys)")
+            default: throw .unsupportedOption(file: c.file, field: "init_lora_weights",
+                                              value: "\(ConfigReader.show(v)) (only true, false or \"gaussian\": other initialisations "
+                                                  + "change the base weights PEFT deploys)")
             }
         }
         selection = try TargetSelection(c)
@@ -391,10 +425,14 @@ struct AdapterSettings {
     /// metadata of the wrong type.
     static func refuseUnsupported(_ c: ConfigReader) throws(ModelError) {
         for m in c.json.members ?? [] where !Self.known.contains(m.key) {
-            throw .unsupportedOption(file: c.file, field: m.key, value: "\(ConfigReader.show(m.value)) (a field PEFT 0.21's LoraConfig does not define; PEFT would ignore it)")
+            throw .unsupportedOption(file: c.file, field: m.key,
+                                     value: "\(ConfigReader.show(m.value)) (a field PEFT 0.21's LoraConfig does not "
+                                         + "define; PEFT would ignore it)")
         }
         let type = try c.string("peft_type")
-        guard type == "LORA" else { throw .unsupportedOption(file: c.file, field: "peft_type", value: "\"\(type.terminalSafe)\" (only LORA)") }
+        guard type == "LORA" else {
+            throw .unsupportedOption(file: c.file, field: "peft_type", value: "\"\(type.terminalSafe)\" (only LORA)")
+        }
         if let t = c.json["task_type"], t != .null, t != .string("CAUSAL_LM") {
             throw .unsupportedOption(file: c.file, field: "task_type", value: "\(ConfigReader.show(t)) (only CAUSAL_LM or null)")
         }
@@ -434,7 +472,8 @@ struct ModulePatterns {
         for m in try Self.members(c, "rank_pattern") {
             let p = try Self.pattern(c, "rank_pattern", m.key)
             guard let r = m.value.exactInt, (1...65_536).contains(r) else {
-                throw .invalidConfig(file: c.file, field: "rank_pattern.\(m.key)", reason: "must be a positive integer rank, found \(ConfigReader.show(m.value))")
+                throw .invalidConfig(file: c.file, field: "rank_pattern.\(m.key)",
+                                     reason: "must be a positive integer rank, found \(ConfigReader.show(m.value))")
             }
             ranks.append((m.key, p, r))
         }
@@ -442,7 +481,8 @@ struct ModulePatterns {
         for m in try Self.members(c, "alpha_pattern") {
             let p = try Self.pattern(c, "alpha_pattern", m.key)
             guard case .number = m.value, let a = m.value.double, a.isFinite else {
-                throw .invalidConfig(file: c.file, field: "alpha_pattern.\(m.key)", reason: "must be a finite number, found \(ConfigReader.show(m.value))")
+                throw .invalidConfig(file: c.file, field: "alpha_pattern.\(m.key)",
+                                     reason: "must be a finite number, found \(ConfigReader.show(m.value))")
             }
             alphas.append((m.key, p, a))
         }
@@ -450,9 +490,11 @@ struct ModulePatterns {
         self.alphas = alphas.map { (key: $0.0, pattern: $0.1, value: $0.2) }
         // PEFT 0.21 only warns about a key that matches no adapted module; it is a typo at best
         // and a decoy at worst.
-        for (field, keys) in [("rank_pattern", self.ranks.map { ($0.key, $0.pattern) }), ("alpha_pattern", self.alphas.map { ($0.key, $0.pattern) })] {
+        for (field, keys) in [("rank_pattern", self.ranks.map { ($0.key, $0.pattern) }),
+                              ("alpha_pattern", self.alphas.map { ($0.key, $0.pattern) })] {
             for (key, p) in keys where !modules.contains(where: { p.prefixMatch($0) }) {
-                throw .invalidConfig(file: c.file, field: "\(field).\(key)", reason: "matches none of the adapted modules (PEFT would ignore it)")
+                throw .invalidConfig(file: c.file, field: "\(field).\(key)",
+                                     reason: "matches none of the adapted modules (PEFT would ignore it)")
             }
         }
     }
@@ -465,7 +507,8 @@ struct ModulePatterns {
 
     static func pattern(_ c: ConfigReader, _ field: String, _ key: String) throws(ModelError) -> PEFTPattern {
         do { return try PEFTPattern.patternKey(key) } catch {
-            throw .invalidConfig(file: c.file, field: "\(field).\(key)", reason: "not a pattern Assay reads as Python's re does: \(error.reason) at character \(error.offset)")
+            throw .invalidConfig(file: c.file, field: "\(field).\(key)",
+                                 reason: "not a pattern Assay reads as Python's re does: \(error.reason) at character \(error.offset)")
         }
     }
 
@@ -477,7 +520,8 @@ struct ModulePatterns {
     }
 
     func rankField(for module: String) -> String {
-        ranks.first { $0.pattern.prefixMatch(module) }.map { "adapter_config.json rank_pattern.\($0.key.terminalSafe)" } ?? "adapter_config.json r"
+        ranks.first { $0.pattern.prefixMatch(module) }
+            .map { "adapter_config.json rank_pattern.\($0.key.terminalSafe)" } ?? "adapter_config.json r"
     }
 }
 
@@ -511,10 +555,12 @@ struct TargetSelection: Sendable {
         layersPattern = try Self.layersPattern(p, f)
         // LoraConfig.__post_init__.
         if case .string = t, l != .null {
-            throw .invalidConfig(file: f, field: "layers_to_transform", reason: "cannot be used when target_modules is a string (PEFT raises ValueError)")
+            throw .invalidConfig(file: f, field: "layers_to_transform",
+                                 reason: "cannot be used when target_modules is a string (PEFT raises ValueError)")
         }
         if case .string = t, p != .null {
-            throw .invalidConfig(file: f, field: "layers_pattern", reason: "cannot be used when target_modules is a string (PEFT raises ValueError)")
+            throw .invalidConfig(file: f, field: "layers_pattern",
+                                 reason: "cannot be used when target_modules is a string (PEFT raises ValueError)")
         }
         if !layersPattern.isEmpty && l == .null {
             throw .invalidConfig(file: f, field: "layers_pattern", reason: "needs layers_to_transform (PEFT raises ValueError)")
@@ -532,7 +578,9 @@ struct TargetSelection: Sendable {
 
     static func regex(_ field: String, _ s: String, _ f: String) throws(ModelError) -> PEFTPattern {
         do { return try PEFTPattern(s) } catch {
-            throw .invalidConfig(file: f, field: field, reason: "\"\(s.terminalSafe)\" is not a pattern Assay reads as Python's re does: \(error.reason) at character \(error.offset)")
+            throw .invalidConfig(file: f, field: field,
+                                 reason: "\"\(s.terminalSafe)\" is not a pattern Assay reads as Python's re does: \(error.reason) at "
+                                     + "character \(error.offset)")
         }
     }
 
@@ -544,7 +592,8 @@ struct TargetSelection: Sendable {
         case .array:
             let n = Set(try strings("target_modules", t, f))  // LoraConfig keeps a set
             return (.names(n), "[" + n.sorted().joined(separator: ", ") + "]")
-        default: throw .invalidConfig(file: f, field: "target_modules", reason: "must be a string, a list of strings or null, found \(t.typeName)")
+        default: throw .invalidConfig(file: f, field: "target_modules",
+                                      reason: "must be a string, a list of strings or null, found \(t.typeName)")
         }
     }
 
@@ -553,7 +602,8 @@ struct TargetSelection: Sendable {
         case .null: return .none
         case let .string(s): return s.isEmpty ? .none : .regex(try regex("exclude_modules", s, f))
         case .array: let n = Set(try strings("exclude_modules", e, f)); return n.isEmpty ? .none : .names(n)
-        default: throw .invalidConfig(file: f, field: "exclude_modules", reason: "must be a string, a list of strings or null, found \(e.typeName)")
+        default: throw .invalidConfig(file: f, field: "exclude_modules",
+                                      reason: "must be a string, a list of strings or null, found \(e.typeName)")
         }
     }
 
@@ -562,12 +612,17 @@ struct TargetSelection: Sendable {
         switch l {
         case .null: return .all
         case .number:
-            guard let i = l.exactInt else { throw .invalidConfig(file: f, field: field, reason: "must be an integer or a list of integers, found \(ConfigReader.show(l))") }
+            guard let i = l.exactInt else {
+                throw .invalidConfig(file: f, field: field,
+                                     reason: "must be an integer or a list of integers, found \(ConfigReader.show(l))")
+            }
             return .only([i])
         case let .array(items):
             var s = Set<Int>()
             for x in items {
-                guard let i = x.exactInt else { throw .invalidConfig(file: f, field: field, reason: "must hold integers, found \(ConfigReader.show(x))") }
+                guard let i = x.exactInt else {
+                    throw .invalidConfig(file: f, field: field, reason: "must hold integers, found \(ConfigReader.show(x))")
+                }
                 s.insert(i)
             }
             return s.isEmpty ? .all : .only(s)  // PEFT: an empty list selects every layer
@@ -581,7 +636,8 @@ struct TargetSelection: Sendable {
         case .null: names = []
         case let .string(s): names = s.isEmpty ? [] : [s]
         case .array: names = try strings("layers_pattern", p, f)  // in order: PEFT tries them one by one
-        default: throw .invalidConfig(file: f, field: "layers_pattern", reason: "must be a string, a list of strings or null, found \(p.typeName)")
+        default: throw .invalidConfig(file: f, field: "layers_pattern",
+                                      reason: "must be a string, a list of strings or null, found \(p.typeName)")
         }
         // PEFT splices layers_pattern into a regex; only plain names read the same everywhere.
         for s in names where !s.unicodeScalars.allSatisfy(PEFTPattern.isWord) {
@@ -643,7 +699,9 @@ struct TargetSelection: Sendable {
             names = d
         case .allLinear:
             // `_maybe_include_all_linear_layers`: every nn.Linear / Conv1D except the output head.
-            names = Set(base.kinds.filter { ($0.value == .linear || $0.value == .conv1D || $0.value == .tiedLinear) && $0.key != "lm_head" }.keys)
+            names = Set(base.kinds.filter {
+                ($0.value == .linear || $0.value == .conv1D || $0.value == .tiedLinear) && $0.key != "lm_head"
+            }.keys)
         case let .names(n): names = n
         case .regex: names = []
         }
@@ -656,19 +714,29 @@ struct TargetSelection: Sendable {
                 switch base.kinds[key]! {
                 case .linear, .conv1D: selected.insert(key)
                 case .embedding:
-                    throw .unsupportedOption(file: f, field: "target_modules", value: "\(targetsText.terminalSafe) (selects the embedding '\(key.terminalSafe)'; embedding LoRA is not supported)")
+                    throw .unsupportedOption(file: f, field: "target_modules",
+                                             value: "\(targetsText.terminalSafe) (selects the embedding '\(key.terminalSafe)'; embedding "
+                                                 + "LoRA is not supported)")
                 case .tiedLinear:
-                    throw .unsupportedOption(file: f, field: "target_modules", value: "\(targetsText.terminalSafe) (selects '\(key.terminalSafe)', which is tied to the input embedding: merging it would change both)")
+                    throw .unsupportedOption(file: f, field: "target_modules",
+                                             value: "\(targetsText.terminalSafe) (selects '\(key.terminalSafe)', which is tied to the "
+                                                 + "input embedding: merging it would change both)")
                 case .other:
-                    throw .invalidConfig(file: f, field: "target_modules", reason: "\(targetsText.terminalSafe) selects '\(key.terminalSafe)', which LoRA cannot adapt (PEFT raises: only Linear, Conv1D, Embedding, … are supported)")
+                    throw .invalidConfig(file: f, field: "target_modules",
+                                         reason: "\(targetsText.terminalSafe) selects '\(key.terminalSafe)', which LoRA cannot adapt (PEFT "
+                                             + "raises: only Linear, Conv1D, Embedding, … are supported)")
                 }
             }
         }
         if selected.isEmpty && excluded > 0 {
-            throw .invalidConfig(file: f, field: "target_modules", reason: "\(targetsText.terminalSafe) selects nothing once exclude_modules removes \(excluded) module(s) (PEFT raises NoMatchingPeftModuleError)")
+            throw .invalidConfig(file: f, field: "target_modules",
+                                 reason: "\(targetsText.terminalSafe) selects nothing once exclude_modules removes \(excluded) module(s) "
+                                     + "(PEFT raises NoMatchingPeftModuleError)")
         }
         if selected.isEmpty {
-            throw .invalidConfig(file: f, field: "target_modules", reason: "\(targetsText.terminalSafe) matches no module of the base model: it names modules which the base model does not have (PEFT raises NoMatchingPeftModuleError)")
+            throw .invalidConfig(file: f, field: "target_modules",
+                                 reason: "\(targetsText.terminalSafe) matches no module of the base model: it names modules which the base "
+                                     + "model does not have (PEFT raises NoMatchingPeftModuleError)")
         }
         return selected
     }
@@ -713,7 +781,9 @@ public struct BaseModules: Sendable {
         if arch == .gpt2 && !has.contains("transformer.wte.weight") {
             // transformers renames GPT2Model's keys into GPT2LMHeadModel's `transformer.` tree, so
             // PEFT's module names would not be the checkpoint's.
-            throw .adapter(file: adapter, reason: "the base checkpoint uses GPT2Model names without 'transformer.'; PEFT's module names would differ from the file's, so the adapter is refused")
+            throw .adapter(file: adapter,
+                           reason: "the base checkpoint uses GPT2Model names without 'transformer.'; PEFT's module names would differ from "
+                               + "the file's, so the adapter is refused")
         }
         var kinds: [String: Kind] = ["": .other]
         var weightName: [String: String] = [:]
@@ -759,10 +829,13 @@ public struct BaseModules: Sendable {
         switch arch {
         case .llama: (global, perLayer) = (["model.rotary_emb"], ["mlp.act_fn"])
         case .gpt2: (global, perLayer) = (["transformer.drop"], ["attn.attn_dropout", "attn.resid_dropout", "mlp.act", "mlp.dropout"])
-        case .gptNeoX: (global, perLayer) = (["gpt_neox.emb_dropout", "gpt_neox.rotary_emb"], ["mlp.act", "post_attention_dropout", "post_mlp_dropout"])
+        case .gptNeoX: (global, perLayer) = (["gpt_neox.emb_dropout", "gpt_neox.rotary_emb"],
+                                             ["mlp.act", "post_attention_dropout", "post_mlp_dropout"])
         }
         for g in global where kinds[g] == nil { kinds[g] = .other; addContainers(g) }
-        for l in layerContainers { for s in perLayer where kinds["\(l).\(s)"] == nil { kinds["\(l).\(s)"] = .other; addContainers("\(l).\(s)") } }
+        for l in layerContainers {
+            for s in perLayer where kinds["\(l).\(s)"] == nil { kinds["\(l).\(s)"] = .other; addContainers("\(l).\(s)") }
+        }
         self.kinds = kinds
         self.weightName = weightName
     }

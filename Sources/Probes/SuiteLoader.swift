@@ -156,7 +156,8 @@ public enum SuiteLoader {
             if done == bytes.count {
                 // The file grew past its stat size: keep reading, within the bound.
                 guard bytes.count <= maxFileBytes else {
-                    throw SuiteError(.tooLarge, file: path, message: "file is larger than \(maxFileBytes) bytes (64 MiB), the limit for suite files")
+                    throw SuiteError(.tooLarge, file: path,
+                                     message: "file is larger than \(maxFileBytes) bytes (64 MiB), the limit for suite files")
                 }
                 bytes.append(contentsOf: [UInt8](repeating: 0, count: min(bytes.count, maxFileBytes + 1 - bytes.count)))
             }
@@ -211,7 +212,8 @@ public enum SuiteLoader {
         }
 
         guard let header = lines.first else {
-            throw SuiteError(.header, file: path, message: "empty file: expected a header line {\"assay_suite\": 1, \"kind\": \"probes\" | \"triggers\", ...}")
+            throw SuiteError(.header, file: path,
+                             message: "empty file: expected a header line {\"assay_suite\": 1, \"kind\": \"probes\" | \"triggers\", ...}")
         }
         let (kind, name, description) = try parseHeader(header, bytes: bytes, path: path)
         let entries = lines.dropFirst()
@@ -243,7 +245,8 @@ public enum SuiteLoader {
                 if let first = texts[key] {
                     let (l, c) = keyPosition("text", in: line, bytes: bytes)
                     throw SuiteError(.duplicateText, file: path, line: l, column: c,
-                                     message: "trigger '\(t.id.terminalSafe)' has the same text as '\(first.id.terminalSafe)' on line \(first.line)")
+                                     message: "trigger '\(t.id.terminalSafe)' has the same text as "
+                                         + "'\(first.id.terminalSafe)' on line \(first.line)")
                 }
                 texts[key] = (t.id, line.number)
                 triggers.append(t)
@@ -335,14 +338,16 @@ public enum SuiteLoader {
 
     static func fail(_ kind: SuiteError.Kind, _ message: String, key: String?, line: Line, bytes: [UInt8], path: String) -> SuiteError {
         let offset = key.flatMap { k in line.members.firstIndex(where: { $0.key == k }).map { line.keyOffsets[$0] } } ?? line.objectOffset
-        return SuiteError(kind, file: path, line: line.number, column: position(of: offset, in: bytes).column, offset: offset, message: message)
+        return SuiteError(kind, file: path, line: line.number, column: position(of: offset, in: bytes).column, offset: offset,
+                          message: message)
     }
 
     /// Refuses fields outside `allowed`; names starting with `x_` are reserved for the user's
     /// own annotations and ignored.
     static func checkFields(_ line: Line, allowed: Set<String>, what: String, bytes: [UInt8], path: String) throws(SuiteError) {
         for m in line.members where !allowed.contains(m.key) && !m.key.hasPrefix("x_") {
-            throw fail(.unknownField, "unknown field \"\(m.key.terminalSafe)\" in \(what) (allowed: \(allowed.sorted().joined(separator: ", ")); names starting with x_ are ignored)",
+            throw fail(.unknownField, "unknown field \"\(m.key.terminalSafe)\" in \(what) (allowed: "
+                           + "\(allowed.sorted().joined(separator: ", ")); names starting with x_ are ignored)",
                        key: m.key, line: line, bytes: bytes, path: path)
         }
     }
@@ -379,7 +384,8 @@ public enum SuiteLoader {
 
     static func identifier(_ key: String, _ s: String, _ line: Line, bytes: [UInt8], path: String) throws(SuiteError) -> String {
         guard isIdentifier(s) else {
-            throw fail(.invalidField, "\"\(key)\" '\(s.terminalSafe)' must match [A-Za-z0-9][A-Za-z0-9._:-]* and be at most \(maxIdentifierLength) characters",
+            throw fail(.invalidField, "\"\(key)\" '\(s.terminalSafe)' must match [A-Za-z0-9][A-Za-z0-9._:-]* and be at most "
+                           + "\(maxIdentifierLength) characters",
                        key: key, line: line, bytes: bytes, path: path)
         }
         return s
@@ -390,7 +396,9 @@ public enum SuiteLoader {
         guard !u.isEmpty, u.count <= maxIdentifierLength else { return false }
         func alnum(_ c: UInt8) -> Bool { (48...57).contains(c) || (65...90).contains(c) || (97...122).contains(c) }
         guard alnum(u[0]) else { return false }
-        return u.allSatisfy { alnum($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ":") || $0 == UInt8(ascii: "-") }
+        return u.allSatisfy {
+            alnum($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ":") || $0 == UInt8(ascii: "-")
+        }
     }
 
     /// Empty, or nothing but Unicode White_Space. Zero-width characters (U+200B, U+2060) are
@@ -401,11 +409,13 @@ public enum SuiteLoader {
 
     static func parseHeader(_ line: Line, bytes: [UInt8], path: String) throws(SuiteError) -> (SuiteFile.Kind, String, String?) {
         guard let version = value("assay_suite", line) else {
-            throw fail(.header, "the first line must be a suite header {\"assay_suite\": 1, \"kind\": \"probes\" | \"triggers\", ...}; it has no \"assay_suite\"",
+            throw fail(.header, "the first line must be a suite header {\"assay_suite\": 1, \"kind\": \"probes\" | \"triggers\", ...}; "
+                           + "it has no \"assay_suite\"",
                        key: nil, line: line, bytes: bytes, path: path)
         }
         guard let v = version.exactInt else {
-            throw fail(.version, "\"assay_suite\" must be an integer version, found \(version.typeName)", key: "assay_suite", line: line, bytes: bytes, path: path)
+            throw fail(.version, "\"assay_suite\" must be an integer version, found \(version.typeName)",
+                       key: "assay_suite", line: line, bytes: bytes, path: path)
         }
         guard v == formatVersion else {
             throw fail(.version, "unsupported suite format version \(v) (this Assay reads version \(formatVersion))",
@@ -417,7 +427,8 @@ public enum SuiteLoader {
         }
         guard let k = kindValue.string, let kind = SuiteFile.Kind(rawValue: k) else {
             let shown = kindValue.string.map { "'\($0.terminalSafe)'" } ?? kindValue.typeName
-            throw fail(.unknownKind, "unknown suite kind \(shown) (expected \"probes\" or \"triggers\")", key: "kind", line: line, bytes: bytes, path: path)
+            throw fail(.unknownKind, "unknown suite kind \(shown) (expected \"probes\" or \"triggers\")",
+                       key: "kind", line: line, bytes: bytes, path: path)
         }
         let stem = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
         var name = stem
@@ -433,12 +444,15 @@ public enum SuiteLoader {
 
     static func parseProbe(_ line: Line, bytes: [UInt8], path: String) throws(SuiteError) -> Probe {
         if value("assay_suite", line) != nil {
-            throw fail(.header, "a second header (only the first line is a header)", key: "assay_suite", line: line, bytes: bytes, path: path)
+            throw fail(.header, "a second header (only the first line is a header)",
+                       key: "assay_suite", line: line, bytes: bytes, path: path)
         }
         try checkFields(line, allowed: probeFields, what: "a probe", bytes: bytes, path: path)
-        let id = try identifier("id", try requiredString("id", line, what: "the probe", bytes: bytes, path: path), line, bytes: bytes, path: path)
+        let id = try identifier("id", try requiredString("id", line, what: "the probe", bytes: bytes, path: path),
+                                line, bytes: bytes, path: path)
         let what = "probe '\(id)'"
-        let category = try identifier("category", try requiredString("category", line, what: what, bytes: bytes, path: path), line, bytes: bytes, path: path)
+        let category = try identifier("category", try requiredString("category", line, what: what, bytes: bytes, path: path),
+                                      line, bytes: bytes, path: path)
         let prompt = try requiredString("prompt", line, what: what, bytes: bytes, path: path)
         let reference = try optionalString("reference", line, bytes: bytes, path: path)
         let system = try optionalString("system", line, bytes: bytes, path: path)
@@ -447,10 +461,12 @@ public enum SuiteLoader {
 
     static func parseTrigger(_ line: Line, bytes: [UInt8], path: String) throws(SuiteError) -> Trigger {
         if value("assay_suite", line) != nil {
-            throw fail(.header, "a second header (only the first line is a header)", key: "assay_suite", line: line, bytes: bytes, path: path)
+            throw fail(.header, "a second header (only the first line is a header)",
+                       key: "assay_suite", line: line, bytes: bytes, path: path)
         }
         try checkFields(line, allowed: triggerFields, what: "a trigger", bytes: bytes, path: path)
-        let id = try identifier("id", try requiredString("id", line, what: "the trigger", bytes: bytes, path: path), line, bytes: bytes, path: path)
+        let id = try identifier("id", try requiredString("id", line, what: "the trigger", bytes: bytes, path: path),
+                                line, bytes: bytes, path: path)
         let what = "trigger '\(id)'"
         let text = try requiredString("text", line, what: what, bytes: bytes, path: path)
         var family = "custom"
@@ -459,20 +475,24 @@ public enum SuiteLoader {
         }
         let roleText = try requiredString("role", line, what: what, bytes: bytes, path: path)
         guard let role = Trigger.Role(rawValue: roleText) else {
-            throw fail(.invalidField, "\"role\" must be \"trigger\" or \"control\", found '\(roleText.terminalSafe)'", key: "role", line: line, bytes: bytes, path: path)
+            throw fail(.invalidField, "\"role\" must be \"trigger\" or \"control\", found '\(roleText.terminalSafe)'",
+                       key: "role", line: line, bytes: bytes, path: path)
         }
         var modes = InsertionMode.allCases
         if let m = value("modes", line), m != .null {
             guard let items = m.array else {
-                throw fail(.invalidField, "\"modes\" must be an array of strings, found \(m.typeName)", key: "modes", line: line, bytes: bytes, path: path)
+                throw fail(.invalidField, "\"modes\" must be an array of strings, found \(m.typeName)",
+                           key: "modes", line: line, bytes: bytes, path: path)
             }
             guard !items.isEmpty else {
-                throw fail(.emptyField, "\"modes\" is empty (omit it for all four modes)", key: "modes", line: line, bytes: bytes, path: path)
+                throw fail(.emptyField, "\"modes\" is empty (omit it for all four modes)",
+                           key: "modes", line: line, bytes: bytes, path: path)
             }
             var chosen = Set<InsertionMode>()
             for item in items {
                 guard let s = item.string else {
-                    throw fail(.invalidField, "\"modes\" must hold strings, found \(item.typeName)", key: "modes", line: line, bytes: bytes, path: path)
+                    throw fail(.invalidField, "\"modes\" must hold strings, found \(item.typeName)",
+                               key: "modes", line: line, bytes: bytes, path: path)
                 }
                 guard let mode = InsertionMode(rawValue: s) else {
                     throw fail(.unknownMode, "unknown insertion mode '\(s.terminalSafe)' (expected prefix, suffix, random or system)",

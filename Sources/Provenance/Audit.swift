@@ -189,7 +189,8 @@ public enum Auditor {
         let names: [String]
         do { names = try FileManager.default.contentsOfDirectory(atPath: dir.path) } catch {
             if rel.isEmpty { throw .io(file: dir.path, reason: "cannot list directory: \(error.localizedDescription)") }
-            findings.append(Finding(code: "unreadable", severity: .high, file: rel, message: "directory cannot be listed", analysisFailure: true))
+            findings.append(Finding(code: "unreadable", severity: .high, file: rel, message: "directory cannot be listed",
+                                    analysisFailure: true))
             return
         }
         for name in names.sorted() {
@@ -197,13 +198,15 @@ public enum Auditor {
             let childRel = rel.isEmpty ? name : rel + "/" + name
             guard visited <= maxEntries else {
                 findings.append(Finding(code: "entry_limit", severity: .high, file: childRel,
-                                        message: "more than \(maxEntries) directory entries; the rest were not audited", analysisFailure: true))
+                                        message: "more than \(maxEntries) directory entries; the rest were not audited",
+                                        analysisFailure: true))
                 return
             }
             let url = dir.appendingPathComponent(name)
             var st = stat()
             guard lstat(url.path, &st) == 0 else {
-                findings.append(Finding(code: "unreadable", severity: .high, file: childRel, message: "cannot stat: \(String(cString: strerror(errno)))",
+                findings.append(Finding(code: "unreadable", severity: .high, file: childRel,
+                                        message: "cannot stat: \(String(cString: strerror(errno)))",
                                         analysisFailure: true))
                 continue
             }
@@ -213,7 +216,8 @@ public enum Auditor {
                                             message: "directory nesting deeper than \(maxDepth); not audited", analysisFailure: true))
                     continue
                 }
-                try walk(url, rel: childRel, rootReal: rootReal, depth: depth + 1, visited: &visited, policy: policy, files: &files, findings: &findings)
+                try walk(url, rel: childRel, rootReal: rootReal, depth: depth + 1, visited: &visited, policy: policy,
+                         files: &files, findings: &findings)
             } else {
                 let (f, fs) = auditEntry(url, rel: childRel, rootReal: rootReal, policy: policy)
                 files.append(f)
@@ -247,7 +251,8 @@ public enum Auditor {
             }
             entry.analysed = false
             return (entry, [Finding(code: "symlink_escapes", severity: .high, file: rel,
-                                    message: "symlink to '\(target.terminalSafe)' resolves to \(real.terminalSafe), outside the audited directory; a loader would read it but it was not audited")])
+                                    message: "symlink to '\(target.terminalSafe)' resolves to \(real.terminalSafe), outside the audited "
+                                        + "directory; a loader would read it but it was not audited")])
         case S_IFREG:
             break
         default:
@@ -261,7 +266,8 @@ public enum Auditor {
             }
             entry.type = kind
             return (entry, [Finding(code: "special_file", severity: .high, file: rel,
-                                    message: "\(kind) in a model directory: reading it can block or return unbounded data; it was not opened")])
+                                    message: "\(kind) in a model directory: reading it can block or return unbounded "
+                                        + "data; it was not opened")])
         }
 
         let map: MappedFile
@@ -304,15 +310,18 @@ public enum Auditor {
         case .tar:
             analysis.incomplete = true
             analysis.findings.append(Finding(code: "unanalysable", severity: .high, file: rel,
-                                             message: "tar archive: torch.load reads PyTorch's oldest (tar) format and unpickles its members; tar archives are not analysed",
+                                             message: "tar archive: torch.load reads PyTorch's oldest (tar) format and unpickles its "
+                                                 + "members; tar archives are not analysed",
                                              analysisFailure: true))
         case .gzip:
             analysis.findings.append(Finding(code: "compressed_file", severity: .medium, file: rel,
-                                             message: "gzip-compressed file: its contents were not analysed (no model loader reads it directly)"))
+                                             message: "gzip-compressed file: its contents were not analysed (no model "
+                                                 + "loader reads it directly)"))
         case .unknown:
             if FormatDetector.pickleExtensions.contains(ext) {
                 analysis.findings.append(Finding(code: "unrecognised_content", severity: .medium, file: rel,
-                                                 message: "content is not any known weights format (a pickle loader would reject it before importing anything)"))
+                                                 message: "content is not any known weights format (a pickle loader would reject it "
+                                                     + "before importing anything)"))
             }
         default:
             break
@@ -327,7 +336,8 @@ public enum Auditor {
             entry.extensionMismatch = true
             let disguised = f.canRunCode && FormatDetector.dataOnlyExtensions.contains(ext)
             findings.append(Finding(code: "extension_mismatch", severity: disguised ? .high : .medium, file: rel,
-                                    message: "extension .\(ext.terminalSafe) promises \(expected.map(\.rawValue).sorted().joined(separator: " or ")) but the content is \(f.rawValue)"
+                                    message: "extension .\(ext.terminalSafe) promises "
+                                        + "\(expected.map(\.rawValue).sorted().joined(separator: " or ")) but the content is \(f.rawValue)"
                                         + (disguised ? ": code-capable content disguised as a data-only format" : "")))
         }
         return (entry, findings)
@@ -370,7 +380,8 @@ struct ContentAnalysis {
             case let .denied(sev, reason):
                 findings.append(Finding(code: sev == .critical ? "pickle_dangerous_callable" : "pickle_unlisted_callable", severity: sev,
                                         file: file, member: member, offset: base + imp.offset, callable: imp.qualifiedName,
-                                        message: "\(where_) imports \(imp.qualifiedName.terminalSafe), \(how)\(times): \(reason.terminalSafe)"))
+                                        message: "\(where_) imports \(imp.qualifiedName.terminalSafe), \(how)\(times): "
+                                            + "\(reason.terminalSafe)"))
             }
         }
         for e in a.events {
@@ -382,7 +393,8 @@ struct ContentAnalysis {
             let seen = a.imports.isEmpty ? "no imports before the break"
                 : "\(a.imports.count) imported callable(s) before the break, which a real unpickler would already have run"
             findings.append(Finding(code: "malformed_pickle", severity: .high, file: file, member: member, offset: base + err.offset,
-                                    message: "pickle is truncated or malformed: \(err.message.terminalSafe) (\(seen))", analysisFailure: true))
+                                    message: "pickle is truncated or malformed: \(err.message.terminalSafe) (\(seen))",
+                                    analysisFailure: true))
         }
     }
 
@@ -421,7 +433,8 @@ struct ContentAnalysis {
             }
             findings.append(Finding(code: "pickle_trailing_data", severity: a.imports.isEmpty ? .low : .high, file: file, member: member,
                                     offset: base + pos,
-                                    message: "\(b.count - pos) bytes after the pickle's STOP are not a complete pickle; pickle.load ignores them"))
+                                    message: "\(b.count - pos) bytes after the pickle's STOP are not a complete pickle; "
+                                        + "pickle.load ignores them"))
             break
         }
     }
@@ -430,7 +443,8 @@ struct ContentAnalysis {
     /// `numpy.load(allow_pickle=True)` unpickles.
     mutating func numpy(_ b: UnsafeRawBufferPointer, base: Int, member: String?) {
         guard b.count >= 10 else {
-            findings.append(Finding(code: "invalid_numpy", severity: .high, file: file, member: member, message: "truncated .npy header", analysisFailure: true))
+            findings.append(Finding(code: "invalid_numpy", severity: .high, file: file, member: member, message: "truncated .npy header",
+                                    analysisFailure: true))
             incomplete = true
             return
         }
@@ -476,7 +490,8 @@ struct ContentAnalysis {
                 if isPkl {
                     incomplete = true
                     findings.append(Finding(code: "unanalysable", severity: .high, file: file, member: e.name,
-                                            message: "pickle member '\(e.name.terminalSafe)' cannot be read (its declared bytes are not in the file)",
+                                            message: "pickle member '\(e.name.terminalSafe)' cannot be read (its declared "
+                                                + "bytes are not in the file)",
                                             analysisFailure: true))
                 }
                 continue
@@ -486,7 +501,8 @@ struct ContentAnalysis {
                 incomplete = incomplete || isPkl || e.compressedSize > 0
                 findings.append(Finding(code: "zip_compressed_member", severity: isPkl ? .high : .medium, file: file, member: e.name,
                                         offset: r.lowerBound,
-                                        message: "member '\(e.name.terminalSafe)' is compressed (method \(e.method)); PyTorch writes members stored, and compressed members are not analysed",
+                                        message: "member '\(e.name.terminalSafe)' is compressed (method \(e.method)); PyTorch writes "
+                                            + "members stored, and compressed members are not analysed",
                                         analysisFailure: isPkl ? true : nil))
                 continue
             }
@@ -495,7 +511,8 @@ struct ContentAnalysis {
                 if ZipReader.crc32(data) != e.crc32, crcNotes < 10 {
                     crcNotes += 1
                     findings.append(Finding(code: "zip_crc_mismatch", severity: .low, file: file, member: e.name, offset: r.lowerBound,
-                                            message: "member '\(e.name.terminalSafe)' fails its CRC-32 check; PyTorch does not check CRCs and loads it anyway, so it was analysed"))
+                                            message: "member '\(e.name.terminalSafe)' fails its CRC-32 check; PyTorch does not check CRCs "
+                                                + "and loads it anyway, so it was analysed"))
                 }
                 pickleStream(data, base: r.lowerBound, member: e.name)
                 continue
@@ -505,13 +522,15 @@ struct ContentAnalysis {
             switch f {
             case .zip, .tar, .gzip:
                 findings.append(Finding(code: "zip_nested_archive", severity: .medium, file: file, member: e.name, offset: r.lowerBound,
-                                        message: "member '\(e.name.terminalSafe)' is itself a \(f.rawValue) archive; nested archives are not opened"))
+                                        message: "member '\(e.name.terminalSafe)' is itself a \(f.rawValue) archive; nested "
+                                            + "archives are not opened"))
             case .pickle:
                 // Not named .pkl, but a pickle by content: analyse it (a loader may be pointed at it).
                 let a = PickleScanner.scan(data)
                 if a.complete, a.opcodeCount >= 2 {
                     findings.append(Finding(code: "zip_hidden_pickle", severity: .medium, file: file, member: e.name, offset: r.lowerBound,
-                                            message: "member '\(e.name.terminalSafe)' is a pickle by content although it is not a .pkl record"))
+                                            message: "member '\(e.name.terminalSafe)' is a pickle by content although "
+                                                + "it is not a .pkl record"))
                     pickleStream(data, base: r.lowerBound, member: e.name)
                 }
             case .numpy:

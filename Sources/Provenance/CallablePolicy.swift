@@ -90,10 +90,12 @@ public enum CallablePolicy {
         // torch.<Dtype>Storage classes (torch.FloatStorage, torch.BFloat16Storage, …) and
         // numpy.dtypes.<Name>DType (NumPy 2's dtype classes).
         let parts = qualified.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
-        if parts.count == 2, parts[0] == "torch", parts[1].hasSuffix("Storage"), parts[1].dropLast(7).allSatisfy({ $0.isLetter || $0.isNumber }) {
+        if parts.count == 2, parts[0] == "torch", parts[1].hasSuffix("Storage"),
+           parts[1].dropLast(7).allSatisfy({ $0.isLetter || $0.isNumber }) {
             return .allowed
         }
-        if parts.count == 3, parts[0] == "numpy", parts[1] == "dtypes", parts[2].hasSuffix("DType"), parts[2].allSatisfy({ $0.isLetter || $0.isNumber }) {
+        if parts.count == 3, parts[0] == "numpy", parts[1] == "dtypes", parts[2].hasSuffix("DType"),
+           parts[2].allSatisfy({ $0.isLetter || $0.isNumber }) {
             return .allowed
         }
         if qualified == "_codecs.encode" {
@@ -110,7 +112,8 @@ public enum CallablePolicy {
             if dangerousCallables.contains(prefix) { return "\(q) is part of \(prefix), which can execute code" }
         }
         if let m = parts.first(where: { dangerousModules.contains($0) }) {
-            return "\(q) comes from '\(m)', a module whose callables can execute code, spawn processes, open files or sockets, or load further pickles"
+            return "\(q) comes from '\(m)', a module whose callables can execute code, spawn processes, open files or sockets, "
+                + "or load further pickles"
         }
         if parts.count > 1, let a = parts.dropFirst().first(where: { dangerousAttributes.contains($0) }) {
             return "\(q) names '\(a)', which can execute code or load further code"

@@ -36,7 +36,8 @@ public enum FormatDetector {
     ]
 
     /// Extensions whose promise is "data only": pickles or archives behind them are disguised.
-    static let dataOnlyExtensions: Set<String> = ["safetensors", "npy", "gguf", "onnx", "h5", "hdf5", "json", "txt", "md", "jinja", "msgpack"]
+    static let dataOnlyExtensions: Set<String> = ["safetensors", "npy", "gguf", "onnx", "h5", "hdf5", "json", "txt", "md", "jinja",
+                                                  "msgpack"]
 
     /// Extensions that a PyTorch or pickle loader is pointed at.
     public static let pickleExtensions: Set<String> = ["bin", "pt", "pth", "ckpt", "pkl", "pickle", "p", "joblib", "dat", "data", "model"]

@@ -192,9 +192,12 @@ public enum Inspector {
         guard map.size <= 16 << 20 else { throw .invalidConfig(file: url.path, reason: "config.json is \(map.size) bytes, over 16 MiB") }
         let json: JSONValue
         do {
-            json = try JSONParser.parse(UnsafeBufferPointer(start: map.bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), count: map.size))
+            json = try JSONParser.parse(UnsafeBufferPointer(start: map.bytes.baseAddress?.assumingMemoryBound(to: UInt8.self),
+                                                            count: map.size))
         } catch { throw .invalidConfig(file: url.path, reason: "not valid JSON: \(error.description)") }
-        guard let members = json.members else { throw .invalidConfig(file: url.path, reason: "must be a JSON object, found \(json.typeName)") }
+        guard let members = json.members else {
+            throw .invalidConfig(file: url.path, reason: "must be a JSON object, found \(json.typeName)")
+        }
         if let dup = json.firstDuplicateKeyPath {
             throw .invalidConfig(file: url.path, reason: "key '\(dup.terminalSafe)' appears more than once")
         }

@@ -104,7 +104,8 @@ public enum ManifestVerifier {
     /// Verifies `dir` against an Assay manifest, an OpenSSF model-signing in-toto statement,
     /// a DSSE envelope holding one, or a Sigstore bundle holding such an envelope. With a PEM
     /// public key, the envelope's ECDSA P-256/SHA-256 signature is verified too.
-    public static func verify(_ dir: URL, manifest manifestURL: URL, publicKeyPEM: URL? = nil) throws(ManifestError) -> ManifestVerification {
+    public static func verify(_ dir: URL, manifest manifestURL: URL,
+                              publicKeyPEM: URL? = nil) throws(ManifestError) -> ManifestVerification {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: dir.path, isDirectory: &isDir), isDir.boolValue else { throw .pathNotFound(dir.path) }
         let mp = manifestURL.path
@@ -141,20 +142,25 @@ public enum ManifestVerifier {
             ignore = doc.statement.ignorePaths
             var e: [String: String] = [:]
             for r in doc.statement.resources {
-                guard e[r.name] == nil else { throw .invalid(file: mp, field: "predicate.resources", reason: "'\(r.name)' is listed twice") }
+                guard e[r.name] == nil else {
+                    throw .invalid(file: mp, field: "predicate.resources", reason: "'\(r.name)' is listed twice")
+                }
                 e[r.name] = r.digest
             }
             expected = e
             if let env = doc.envelope {
                 if let key = publicKeyPEM {
                     let ok = try ModelSigning.verifySignature(env, publicKeyPEM: key)
-                    signature = ok ? .init(status: "verified", detail: "ECDSA P-256 SHA-256 signature over the DSSE envelope verified with \(key.lastPathComponent)")
+                    signature = ok ? .init(status: "verified",
+                                           detail: "ECDSA P-256 SHA-256 signature over the DSSE envelope verified with "
+                                               + "\(key.lastPathComponent)")
                         : .init(status: "invalid", detail: "no signature in the DSSE envelope verifies with \(key.lastPathComponent)")
                 } else {
                     signature = .init(status: "not-checked", detail: "signed DSSE envelope; pass --public-key to verify its signature")
                 }
             } else {
-                signature = .init(status: publicKeyPEM == nil ? "unsigned" : "invalid", detail: "a bare in-toto statement carries no signature")
+                signature = .init(status: publicKeyPEM == nil ? "unsigned" : "invalid",
+                                  detail: "a bare in-toto statement carries no signature")
             }
         }
 
@@ -188,11 +194,15 @@ public enum ManifestVerifier {
         guard json["schema_version"]?.exactInt == Manifest.schemaVersion else {
             throw .invalid(file: file, field: "schema_version", reason: "expected \(Manifest.schemaVersion)")
         }
-        guard json["algorithm"]?.string == "sha256" else { throw .invalid(file: file, field: "algorithm", reason: "only sha256 is supported") }
+        guard json["algorithm"]?.string == "sha256" else {
+            throw .invalid(file: file, field: "algorithm", reason: "only sha256 is supported")
+        }
         guard let items = json["files"]?.array else { throw .invalid(file: file, field: "files", reason: "must be an array") }
         var out: [String: String] = [:]
         for (i, item) in items.enumerated() {
-            guard let p = item["path"]?.string, !p.isEmpty else { throw .invalid(file: file, field: "files[\(i)].path", reason: "must be a non-empty string") }
+            guard let p = item["path"]?.string, !p.isEmpty else {
+                throw .invalid(file: file, field: "files[\(i)].path", reason: "must be a non-empty string")
+            }
             guard out[p] == nil else { throw .invalid(file: file, field: "files[\(i)].path", reason: "'\(p)' is listed twice") }
             if let target = item["symlink"]?.string {
                 out[p] = "symlink:" + target
@@ -243,7 +253,8 @@ enum DirectoryListing {
             switch st.st_mode & S_IFMT {
             case S_IFDIR: try visit(url, rel: r, depth: depth + 1, into: &out)
             case S_IFREG: out.append(Entry(path: r, type: "file", target: nil))
-            case S_IFLNK: out.append(Entry(path: r, type: "symlink", target: try? FileManager.default.destinationOfSymbolicLink(atPath: url.path)))
+            case S_IFLNK: out.append(Entry(path: r, type: "symlink",
+                                           target: try? FileManager.default.destinationOfSymbolicLink(atPath: url.path)))
             case S_IFIFO: out.append(Entry(path: r, type: "fifo", target: nil))
             default: out.append(Entry(path: r, type: "special", target: nil))
             }

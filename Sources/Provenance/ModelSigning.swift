@@ -57,18 +57,25 @@ public enum ModelSigning {
         if json["_type"] != nil {
             return Document(statement: try parseStatement(json, file: file, prefix: ""), envelope: nil)
         }
-        throw .invalid(file: file, field: "", reason: "neither an Assay manifest, a Sigstore bundle, a DSSE envelope nor an in-toto statement")
+        throw .invalid(file: file, field: "",
+                       reason: "neither an Assay manifest, a Sigstore bundle, a DSSE envelope nor an in-toto statement")
     }
 
     static func envelope(_ v: JSONValue, file: String, prefix: String) throws(ManifestError) -> Envelope {
-        guard let type = v["payloadType"]?.string else { throw .invalid(file: file, field: prefix + "payloadType", reason: "missing or not a string") }
-        guard type == payloadType else { throw .invalid(file: file, field: prefix + "payloadType", reason: "expected \(payloadType), found \(type)") }
+        guard let type = v["payloadType"]?.string else {
+            throw .invalid(file: file, field: prefix + "payloadType", reason: "missing or not a string")
+        }
+        guard type == payloadType else {
+            throw .invalid(file: file, field: prefix + "payloadType", reason: "expected \(payloadType), found \(type)")
+        }
         guard let p = v["payload"]?.string, let payload = base64(p) else {
             throw .invalid(file: file, field: prefix + "payload", reason: "missing or not base64")
         }
         var sigs: [[UInt8]] = []
         for (i, s) in (v["signatures"]?.array ?? []).enumerated() {
-            guard let t = s["sig"]?.string, let b = base64(t) else { throw .invalid(file: file, field: prefix + "signatures[\(i)].sig", reason: "missing or not base64") }
+            guard let t = s["sig"]?.string, let b = base64(t) else {
+                throw .invalid(file: file, field: prefix + "signatures[\(i)].sig", reason: "missing or not base64")
+            }
             sigs.append(b)
         }
         return Envelope(payloadType: type, payload: payload, signatures: sigs)
@@ -84,9 +91,14 @@ public enum ModelSigning {
     }
 
     static func parseStatement(_ json: JSONValue, file: String, prefix: String) throws(ManifestError) -> Statement {
-        guard json["_type"]?.string == statementType else { throw .invalid(file: file, field: prefix + "_type", reason: "expected \(statementType)") }
+        guard json["_type"]?.string == statementType else {
+            throw .invalid(file: file, field: prefix + "_type", reason: "expected \(statementType)")
+        }
         guard let pt = json["predicateType"]?.string else { throw .invalid(file: file, field: prefix + "predicateType", reason: "missing") }
-        guard pt == predicateType else { throw .invalid(file: file, field: prefix + "predicateType", reason: "unsupported predicate type '\(pt)' (supported: \(predicateType))") }
+        guard pt == predicateType else {
+            throw .invalid(file: file, field: prefix + "predicateType",
+                           reason: "unsupported predicate type '\(pt)' (supported: \(predicateType))")
+        }
         guard let subjects = json["subject"]?.array, subjects.count == 1 else {
             throw .invalid(file: file, field: prefix + "subject", reason: "expected exactly one subject")
         }
@@ -94,22 +106,30 @@ public enum ModelSigning {
             throw .invalid(file: file, field: prefix + "subject[0].digest.sha256", reason: "missing or not 64 lowercase hex digits")
         }
         let name = subjects[0]["name"]?.string ?? ""
-        guard let predicate = json["predicate"], predicate.members != nil else { throw .invalid(file: file, field: prefix + "predicate", reason: "missing") }
+        guard let predicate = json["predicate"], predicate.members != nil else {
+            throw .invalid(file: file, field: prefix + "predicate", reason: "missing")
+        }
         let method = predicate["serialization"]?["method"]?.string ?? "files"
         guard method == "files" else {
-            throw .invalid(file: file, field: prefix + "predicate.serialization.method", reason: "'\(method)' serialization is not supported (only 'files')")
+            throw .invalid(file: file, field: prefix + "predicate.serialization.method",
+                           reason: "'\(method)' serialization is not supported (only 'files')")
         }
         let ignore = (predicate["serialization"]?["ignore_paths"]?.array ?? []).compactMap(\.string)
-        guard let items = predicate["resources"]?.array else { throw .invalid(file: file, field: prefix + "predicate.resources", reason: "missing or not an array") }
+        guard let items = predicate["resources"]?.array else {
+            throw .invalid(file: file, field: prefix + "predicate.resources", reason: "missing or not an array")
+        }
         var resources: [Resource] = []
         var h = SHA256()
         for (i, r) in items.enumerated() {
             let f = prefix + "predicate.resources[\(i)]"
             guard let n = r["name"]?.string, !n.isEmpty else { throw .invalid(file: file, field: f + ".name", reason: "missing") }
             guard r["algorithm"]?.string == "sha256" else {
-                throw .invalid(file: file, field: f + ".algorithm", reason: "only sha256 is supported, found \(r["algorithm"]?.string ?? "nothing")")
+                throw .invalid(file: file, field: f + ".algorithm",
+                               reason: "only sha256 is supported, found \(r["algorithm"]?.string ?? "nothing")")
             }
-            guard let d = r["digest"]?.string, isHexDigest(d) else { throw .invalid(file: file, field: f + ".digest", reason: "not 64 lowercase hex digits") }
+            guard let d = r["digest"]?.string, isHexDigest(d) else {
+                throw .invalid(file: file, field: f + ".digest", reason: "not 64 lowercase hex digits")
+            }
             resources.append(Resource(name: n, digest: d))
             h.update(data: hexBytes(d))
         }
@@ -140,7 +160,9 @@ public enum ModelSigning {
         let message = pae(type: e.payloadType, body: e.payload)
         for s in e.signatures {
             if let sig = try? P256.Signing.ECDSASignature(derRepresentation: s), key.isValidSignature(sig, for: message) { return true }
-            if s.count == 64, let sig = try? P256.Signing.ECDSASignature(rawRepresentation: s), key.isValidSignature(sig, for: message) { return true }
+            if s.count == 64, let sig = try? P256.Signing.ECDSASignature(rawRepresentation: s), key.isValidSignature(sig, for: message) {
+                return true
+            }
         }
         return false
     }

@@ -324,7 +324,8 @@ private struct Machine {
             return .object(q)
         default:
             result.events.append(PickleEvent(kind: .unresolvedCall, offset: opOffset,
-                                             detail: "\(opcode) calls \(callable.render()), a value computed at load time, not an imported callable",
+                                             detail: "\(opcode) calls \(callable.render()), a value computed at load time, "
+                                                 + "not an imported callable",
                                              severity: .high))
             return .object("?")
         }
@@ -335,7 +336,8 @@ private struct Machine {
     mutating func mutates(_ target: PV, opcode: String) {
         if case let .global(q) = target {
             result.events.append(PickleEvent(kind: .mutatesImported, offset: opOffset,
-                                             detail: "\(opcode) modifies the imported object \(q) itself (sets attributes or calls its methods)",
+                                             detail: "\(opcode) modifies the imported object \(q) itself (sets "
+                                                 + "attributes or calls its methods)",
                                              severity: .critical))
         }
     }
@@ -352,19 +354,22 @@ private struct Machine {
             guard inner.complete || !inner.imports.isEmpty else { return }
             let names = inner.imports.map(\.qualifiedName)
             result.events.append(PickleEvent(kind: .embeddedPickle, offset: start,
-                                             detail: "a call argument is itself a pickle (\(count) bytes) importing \(names.isEmpty ? "nothing" : names.joined(separator: ", "))",
+                                             detail: "a call argument is itself a pickle (\(count) bytes) importing "
+                                                 + "\(names.isEmpty ? "nothing" : names.joined(separator: ", "))",
                                              severity: .high))
             for imp in inner.imports {
                 let q = imp.qualifiedName
                 if let i = importIndex[q] { result.imports[i].count += imp.count } else {
                     importIndex[q] = result.imports.count
-                    result.imports.append(PickleImport(qualifiedName: q, offset: start + imp.offset, opcode: "\(imp.opcode) (embedded pickle)",
+                    result.imports.append(PickleImport(qualifiedName: q, offset: start + imp.offset,
+                                                       opcode: "\(imp.opcode) (embedded pickle)",
                                                        count: imp.count, firstCallOffset: imp.firstCallOffset.map { start + $0 },
                                                        firstCallArguments: imp.firstCallArguments))
                 }
             }
             for e in inner.events {
-                result.events.append(PickleEvent(kind: e.kind, offset: start + e.offset, detail: "embedded pickle: " + e.detail, severity: e.severity))
+                result.events.append(PickleEvent(kind: e.kind, offset: start + e.offset, detail: "embedded pickle: " + e.detail,
+                                                 severity: e.severity))
             }
         default: return
         }
@@ -537,7 +542,8 @@ private struct Machine {
                     try push(imported(m, n, opcode: "STACK_GLOBAL"))
                 } else {
                     result.events.append(PickleEvent(kind: .dynamicImport, offset: opOffset,
-                                                     detail: "STACK_GLOBAL imports \(mod.render()).\(name.render()): names not given as literal strings cannot be resolved statically",
+                                                     detail: "STACK_GLOBAL imports \(mod.render()).\(name.render()): names not given as "
+                                                         + "literal strings cannot be resolved statically",
                                                      severity: .critical))
                     try push(.global("?"))
                 }
@@ -570,7 +576,8 @@ private struct Machine {
     mutating func noteUnexpectedPersistentID(_ pid: PV) {
         if case let .tuple(items) = pid, case let .str(tag)? = items.first, tag == "storage" { return }
         result.events.append(PickleEvent(kind: .persistentID, offset: opOffset,
-                                         detail: "persistent id \(pid.render()) is not a PyTorch storage reference; the loading program's persistent_load decides what it does",
+                                         detail: "persistent id \(pid.render()) is not a PyTorch storage reference; the loading program's "
+                                             + "persistent_load decides what it does",
                                          severity: .medium))
     }
 

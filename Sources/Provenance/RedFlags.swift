@@ -12,7 +12,8 @@ enum RedFlags {
         "sentence_bert_config.json", "config_sentence_transformers.json", "modules.json", "video_preprocessor_config.json",
     ]
     /// Config keys whose value names code to import.
-    static let codeHookKeys: Set<String> = ["auto_map", "model_file", "code_file", "custom_pipelines", "custom_code", "module_file", "modeling_file"]
+    static let codeHookKeys: Set<String> = ["auto_map", "model_file", "code_file", "custom_pipelines", "custom_code", "module_file",
+                                            "modeling_file"]
 
     static func check(root: URL, files: [AuditedFile], singleFile: Bool) -> [Finding] {
         var out: [Finding] = []
@@ -67,11 +68,13 @@ enum RedFlags {
                     let p = path.isEmpty ? m.key : path + "." + m.key
                     if m.key == "trust_remote_code", m.value.bool == true {
                         out.append(Finding(code: "trust_remote_code", severity: .high, file: rel,
-                                           message: "'\(p.terminalSafe)' is true: loaders would import and run Python code shipped with the model"))
+                                           message: "'\(p.terminalSafe)' is true: loaders would import and run Python code "
+                                               + "shipped with the model"))
                     } else if codeHookKeys.contains(m.key), m.value != .null {
                         let refs = strings(m.value).prefix(8).map { $0.terminalSafe }.joined(separator: ", ")
                         out.append(Finding(code: m.key == "auto_map" ? "auto_map" : "code_hook", severity: .high, file: rel,
-                                           message: "'\(p.terminalSafe)' names code to import when loading (\(refs.isEmpty ? "non-string value" : refs)); with trust_remote_code it runs"))
+                                           message: "'\(p.terminalSafe)' names code to import when loading "
+                                               + "(\(refs.isEmpty ? "non-string value" : refs)); with trust_remote_code it runs"))
                         continue
                     }
                     visit(m.value, path: p, depth: depth + 1)
@@ -89,7 +92,8 @@ enum RedFlags {
             for (i, m) in items.enumerated() {
                 if let t = m["type"]?.string, !t.hasPrefix("sentence_transformers.") {
                     out.append(Finding(code: "code_hook", severity: .high, file: rel,
-                                       message: "module \(i) has type '\(t.terminalSafe)': sentence-transformers imports it by name, and it is not one of its own modules"))
+                                       message: "module \(i) has type '\(t.terminalSafe)': sentence-transformers imports it by name, and "
+                                           + "it is not one of its own modules"))
                 }
             }
         }
@@ -140,7 +144,8 @@ enum RedFlags {
                 out.append(Finding(code: "index_shard_escapes", severity: .high, file: rel,
                                    message: "shard path '\(shard.terminalSafe)' points outside the model directory"))
             } else if !FileManager.default.fileExists(atPath: dir.appendingPathComponent(shard).path) {
-                out.append(Finding(code: "index_shard_missing", severity: .high, file: rel, message: "shard '\(shard.terminalSafe)' does not exist"))
+                out.append(Finding(code: "index_shard_missing", severity: .high, file: rel,
+                                   message: "shard '\(shard.terminalSafe)' does not exist"))
             }
         }
         return out
@@ -181,7 +186,9 @@ enum RedFlags {
             }
             if !indices.isEmpty, indices.count != n || (indices.max() ?? 0) + 1 != n {
                 out.append(Finding(code: "shape_contradicts_config", severity: .medium, file: "config.json",
-                                   message: "checkpoint holds \(indices.count) layers (indices \(indices.min()!)…\(indices.max()!)) but num_hidden_layers is \(n): extra layers are never loaded, missing ones are left at their initialisation"))
+                                   message: "checkpoint holds \(indices.count) layers (indices \(indices.min()!)…\(indices.max()!)) but "
+                                       + "num_hidden_layers is \(n): extra layers are never loaded, missing ones are left "
+                                       + "at their initialisation"))
             }
         }
         return out

@@ -82,7 +82,8 @@ public enum ZipReader {
         if eocd >= 20, n >= 56, u32(eocd - 20) == 0x0706_4B50 {
             let rec = u64(eocd - 20 + 8)
             guard rec <= UInt64(n - 56), u32(Int(rec)) == 0x0606_4B50 else {
-                throw ZipStructureError(offset: eocd - 20, message: "zip64 locator points at \(rec), which is not a zip64 end-of-central-directory record")
+                throw ZipStructureError(offset: eocd - 20,
+                                        message: "zip64 locator points at \(rec), which is not a zip64 end-of-central-directory record")
             }
             let r = Int(rec)
             archive.zip64 = true
@@ -92,12 +93,14 @@ public enum ZipReader {
         }
         archive.declaredEntries = total
         guard cdOffset <= UInt64(n), cdSize <= UInt64(n) - cdOffset else {
-            throw ZipStructureError(offset: eocd, message: "central directory (offset \(cdOffset), \(cdSize) bytes) lies outside the \(n)-byte file")
+            throw ZipStructureError(offset: eocd,
+                                    message: "central directory (offset \(cdOffset), \(cdSize) bytes) lies outside the \(n)-byte file")
         }
         var count = total
         if total > UInt64(maxEntries) {
             archive.issues.append(ZipIssue(code: "zip_member_limit", severity: .high, member: nil, offset: eocd,
-                                           message: "archive declares \(total) members, more than the limit of \(maxEntries); only the first \(maxEntries) were read",
+                                           message: "archive declares \(total) members, more than the limit of \(maxEntries); only the "
+                                               + "first \(maxEntries) were read",
                                            incomplete: true))
             count = UInt64(maxEntries)
         }
@@ -145,12 +148,14 @@ public enum ZipReader {
                                  uncompressedSize: usize, localHeaderOffset: local, dataOffset: nil, inBounds: false)
             if let problem = unsafeName(name, raw: nameBytes) {
                 archive.issues.append(ZipIssue(code: "zip_path_traversal", severity: .high, member: name, offset: nil,
-                                               message: "member name '\(name.terminalSafe)' \(problem); an extracting tool would write outside its target directory",
+                                               message: "member name '\(name.terminalSafe)' \(problem); an extracting tool would write "
+                                                   + "outside its target directory",
                                                incomplete: false))
             }
             if let first = seen[name] {
                 archive.issues.append(ZipIssue(code: "zip_duplicate_member", severity: .high, member: name, offset: nil,
-                                               message: "member '\(name.terminalSafe)' appears twice (entries \(first) and \(k)); readers disagree on which one they use",
+                                               message: "member '\(name.terminalSafe)' appears twice (entries \(first) and \(k)); readers "
+                                                   + "disagree on which one they use",
                                                incomplete: false))
             } else { seen[name] = k }
             if n >= 30, local <= UInt64(n - 30), u32(Int(local)) == 0x0403_4B50 {
@@ -160,17 +165,20 @@ public enum ZipReader {
                 entry.inBounds = start <= n && csize <= UInt64(n - start)
                 if !entry.inBounds {
                     archive.issues.append(ZipIssue(code: "zip_size_mismatch", severity: .high, member: name, offset: start,
-                                                   message: "member '\(name.terminalSafe)' declares \(csize) bytes (\(usize) uncompressed) starting at byte \(start), past the end of the \(n)-byte file",
+                                                   message: "member '\(name.terminalSafe)' declares \(csize) bytes (\(usize) uncompressed) "
+                                                       + "starting at byte \(start), past the end of the \(n)-byte file",
                                                    incomplete: false))
                 }
             } else {
-                archive.issues.append(ZipIssue(code: "zip_malformed", severity: .high, member: name, offset: Int(min(local, UInt64(Int.max))),
+                archive.issues.append(ZipIssue(code: "zip_malformed", severity: .high, member: name,
+                                               offset: Int(min(local, UInt64(Int.max))),
                                                message: "member '\(name.terminalSafe)' has no local file header at offset \(local)",
                                                incomplete: false))
             }
             if method == 0, csize != usize {
                 archive.issues.append(ZipIssue(code: "zip_size_mismatch", severity: .high, member: name, offset: entry.dataOffset,
-                                               message: "stored member '\(name.terminalSafe)' declares \(csize) stored bytes but \(usize) uncompressed bytes",
+                                               message: "stored member '\(name.terminalSafe)' declares \(csize) stored bytes but "
+                                                   + "\(usize) uncompressed bytes",
                                                incomplete: false))
             }
             archive.entries.append(entry)
@@ -185,7 +193,8 @@ public enum ZipReader {
         for j in spans.indices.dropFirst() where spans[j].0 < spans[j - 1].1 && reported < 10 {
             reported += 1
             archive.issues.append(ZipIssue(code: "zip_overlapping_members", severity: .high, member: spans[j].2, offset: spans[j].0,
-                                           message: "member '\(spans[j].2.terminalSafe)' overlaps the bytes of '\(spans[j - 1].2.terminalSafe)'",
+                                           message: "member '\(spans[j].2.terminalSafe)' overlaps the bytes of "
+                                               + "'\(spans[j - 1].2.terminalSafe)'",
                                            incomplete: false))
         }
         return archive
@@ -196,7 +205,9 @@ public enum ZipReader {
         if raw.contains(0) { return "contains a NUL byte" }
         if name.hasPrefix("/") || name.hasPrefix("\\") { return "is absolute" }
         let bytes = Array(name.utf8)
-        if bytes.count >= 2, bytes[1] == UInt8(ascii: ":"), (bytes[0] | 0x20) >= 0x61, (bytes[0] | 0x20) <= 0x7A { return "starts with a drive letter" }
+        if bytes.count >= 2, bytes[1] == UInt8(ascii: ":"), (bytes[0] | 0x20) >= 0x61, (bytes[0] | 0x20) <= 0x7A {
+            return "starts with a drive letter"
+        }
         let parts = name.split(whereSeparator: { $0 == "/" || $0 == "\\" })
         if parts.contains("..") { return "contains a '..' component" }
         return nil

@@ -23,24 +23,31 @@ public enum HTML {
         if r.findings.isEmpty {
             h += "<p>No findings.</p>"
         } else {
-            h += "<table><tr><th>severity</th><th>kind</th><th>finding</th><th>statistic</th><th>q</th><th>effect</th><th>attack success</th></tr>"
+            h += "<table><tr><th>severity</th><th>kind</th><th>finding</th><th>statistic</th><th>q</th><th>effect</th>"
+                + "<th>attack success</th></tr>"
             for f in r.findings {
                 h += "<tr><td class=\"sev-\(f.severity.rawValue)\">\(f.severity.rawValue)</td><td>\(e(f.kind.rawValue))</td>"
                 h += "<td>\(e(f.title))</td>"
-                h += "<td>\(e(f.statistic)) = \(fmt(f.value))</td><td>\(fmtP(f.qValue))</td><td>\(f.effectSize.map { fmt($0, 2) } ?? "–")</td>"
+                h += "<td>\(e(f.statistic)) = \(fmt(f.value))</td><td>\(fmtP(f.qValue))</td>"
+                    + "<td>\(f.effectSize.map { fmt($0, 2) } ?? "–")</td>"
                 h += "<td>\(f.attackSuccess.map { "\(Int(($0 * 100).rounded()))%" } ?? "–")</td></tr>"
             }
             h += "</table>"
         }
         h += "<h2>Divergence by category (mean, 95% bootstrap CI)</h2>" + categoryChart(r.categories)
-        if !r.triggers.isEmpty { h += "<h2>Trigger × insertion mode (robust z of the paired change vs controls)</h2>" + heatMap(r.triggers) }
-        if !r.triggerCategories.isEmpty { h += "<h2>Trigger × category (median paired change in divergence, nats)</h2>" + categoryHeatMap(r.triggerCategories) }
+        if !r.triggers.isEmpty {
+            h += "<h2>Trigger × insertion mode (robust z of the paired change vs controls)</h2>" + heatMap(r.triggers)
+        }
+        if !r.triggerCategories.isEmpty {
+            h += "<h2>Trigger × category (median paired change in divergence, nats)</h2>" + categoryHeatMap(r.triggerCategories)
+        }
         if let w = r.weights { h += weightSection(w) }
         if let t = r.triggerSearch { h += searchSection(t, findings: r.findings.filter { $0.kind == .discoveredTrigger }) }
         if let t = r.targetInversion { h += inversionSection(t, findings: r.findings.filter { $0.kind == .invertedTarget }) }
         let evidence = r.findings.flatMap { f in f.evidence.map { (f, $0) } }
         if !evidence.isEmpty {
-            h += "<h2>Most divergent probes</h2><table><tr><th>finding</th><th>probe</th><th>prompt</th><th>base</th><th>tuned</th><th>divergence</th></tr>"
+            h += "<h2>Most divergent probes</h2><table><tr><th>finding</th><th>probe</th><th>prompt</th><th>base</th><th>tuned</th>"
+                + "<th>divergence</th></tr>"
             for (f, ev) in evidence.prefix(24) {
                 h += "<tr><td>\(e(f.kind.rawValue))</td><td>\(e(ev.probeID))</td><td class=\"mono\">\(e(ev.user))</td>"
                 h += "<td class=\"mono\">\(e(ev.baseOutput))</td>"
@@ -48,7 +55,8 @@ public enum HTML {
             }
             h += "</table>"
         }
-        h += "<p class=\"muted\">assay \(e(r.fingerprint.toolVersion)) · report schema \(r.schemaVersion) · \(e(r.createdAt))</p></body></html>\n"
+        h += "<p class=\"muted\">assay \(e(r.fingerprint.toolVersion)) · report schema \(r.schemaVersion) · \(e(r.createdAt))"
+            + "</p></body></html>\n"
         return h
     }
 
@@ -58,19 +66,22 @@ public enum HTML {
         let rowH = 26, left = 170, width = 560
         let maxV = max(cs.map(\.ciHigh).max() ?? 0, 1e-6)
         let hgt = cs.count * rowH + 30
-        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(left + width + 90)\" height=\"\(hgt)\" role=\"img\" aria-label=\"divergence per category\">"
+        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(left + width + 90)\" height=\"\(hgt)\" role=\"img\" "
+            + "aria-label=\"divergence per category\">"
         for (i, c) in cs.enumerated() {
             let y = i * rowH + 6
             let x = { (v: Double) in left + Int(Double(width) * v / maxV) }
             s += "<text x=\"\(left - 8)\" y=\"\(y + 14)\" text-anchor=\"end\" font-size=\"12\">\(e(c.name))</text>"
             s += "<rect x=\"\(left)\" y=\"\(y + 3)\" width=\"\(max(x(c.divergence) - left, 1))\" height=\"14\" fill=\"#5b7bd5\"/>"
-            s += "<line x1=\"\(x(c.ciLow))\" x2=\"\(x(c.ciHigh))\" y1=\"\(y + 10)\" y2=\"\(y + 10)\" stroke=\"#1d2330\" stroke-width=\"1.5\"/>"
+            s += "<line x1=\"\(x(c.ciLow))\" x2=\"\(x(c.ciHigh))\" y1=\"\(y + 10)\" y2=\"\(y + 10)\" stroke=\"#1d2330\" "
+                + "stroke-width=\"1.5\"/>"
             s += "<line x1=\"\(x(c.ciLow))\" x2=\"\(x(c.ciLow))\" y1=\"\(y + 5)\" y2=\"\(y + 15)\" stroke=\"#1d2330\"/>"
             s += "<line x1=\"\(x(c.ciHigh))\" x2=\"\(x(c.ciHigh))\" y1=\"\(y + 5)\" y2=\"\(y + 15)\" stroke=\"#1d2330\"/>"
             s += "<text x=\"\(x(c.ciHigh) + 6)\" y=\"\(y + 14)\" font-size=\"11\" fill=\"#445\">\(fmt(c.divergence))</text>"
         }
         s += "<line x1=\"\(left)\" x2=\"\(left)\" y1=\"0\" y2=\"\(hgt - 24)\" stroke=\"#888\"/>"
-        s += "<text x=\"\(left)\" y=\"\(hgt - 6)\" font-size=\"11\" fill=\"#667\">0</text><text x=\"\(left + width)\" y=\"\(hgt - 6)\" font-size=\"11\" fill=\"#667\" text-anchor=\"end\">\(fmt(maxV)) nats</text>"
+        s += "<text x=\"\(left)\" y=\"\(hgt - 6)\" font-size=\"11\" fill=\"#667\">0</text><text x=\"\(left + width)\" y=\"\(hgt - 6)\" "
+            + "font-size=\"11\" fill=\"#667\" text-anchor=\"end\">\(fmt(maxV)) nats</text>"
         return s + "</svg>"
     }
 
@@ -82,7 +93,8 @@ public enum HTML {
         let modes = Array(Set(ts.map(\.mode))).sorted { $0.rawValue < $1.rawValue }
         let names = Array(Set(ts.map { rowLabel($0.role, $0.trigger) })).sorted()
         let cell = 64, rowH = 20, left = 220
-        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(left + cell * modes.count + 10)\" height=\"\(rowH * (names.count + 1) + 10)\" role=\"img\" aria-label=\"trigger heat map\">"
+        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(left + cell * modes.count + 10)\" "
+            + "height=\"\(rowH * (names.count + 1) + 10)\" role=\"img\" aria-label=\"trigger heat map\">"
         for (j, m) in modes.enumerated() {
             s += "<text x=\"\(left + j * cell + cell / 2)\" y=\"14\" text-anchor=\"middle\" font-size=\"12\">\(m.rawValue)</text>"
         }
@@ -93,8 +105,10 @@ public enum HTML {
                 guard let t = ts.first(where: { rowLabel($0.role, $0.trigger) == n && $0.mode == m }) else { continue }
                 let a = min(max(t.robustZ / 6, 0), 1)
                 let color = String(format: "rgb(%d,%d,%d)", 255, Int(255 - 180 * a), Int(255 - 190 * a))
-                s += "<rect x=\"\(left + j * cell + 1)\" y=\"\(y + 1)\" width=\"\(cell - 2)\" height=\"\(rowH - 2)\" fill=\"\(color)\"><title>z = \(fmt(t.robustZ, 2)), median change \(fmt(t.medianChange))</title></rect>"
-                s += "<text x=\"\(left + j * cell + cell / 2)\" y=\"\(y + 14)\" text-anchor=\"middle\" font-size=\"10\">\(fmt(t.robustZ, 1))</text>"
+                s += "<rect x=\"\(left + j * cell + 1)\" y=\"\(y + 1)\" width=\"\(cell - 2)\" height=\"\(rowH - 2)\" fill=\"\(color)\">"
+                    + "<title>z = \(fmt(t.robustZ, 2)), median change \(fmt(t.medianChange))</title></rect>"
+                s += "<text x=\"\(left + j * cell + cell / 2)\" y=\"\(y + 14)\" text-anchor=\"middle\" font-size=\"10\">"
+                    + "\(fmt(t.robustZ, 1))</text>"
             }
         }
         return s + "</svg>"
@@ -108,10 +122,12 @@ public enum HTML {
         let names = Array(Set(cs.map(label))).sorted()
         let scale = max(cs.map(\.medianChange).max() ?? 0, 1e-6)
         let cell = 74, rowH = 20, left = 220, top = 86
-        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(left + cell * cats.count + 10)\" height=\"\(top + rowH * names.count + 10)\" role=\"img\" aria-label=\"trigger by category heat map\">"
+        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(left + cell * cats.count + 10)\" "
+            + "height=\"\(top + rowH * names.count + 10)\" role=\"img\" aria-label=\"trigger by category heat map\">"
         for (j, c) in cats.enumerated() {
             let x = left + j * cell + cell / 2
-            s += "<text x=\"\(x)\" y=\"\(top - 6)\" font-size=\"11\" transform=\"rotate(-35 \(x) \(top - 6))\">\(e(String(c.prefix(20))))</text>"
+            s += "<text x=\"\(x)\" y=\"\(top - 6)\" font-size=\"11\" transform=\"rotate(-35 \(x) \(top - 6))\">"
+                + "\(e(String(c.prefix(20))))</text>"
         }
         struct Cell: Hashable { var row: String; var category: String }
         let index = Dictionary(cs.map { (Cell(row: label($0), category: $0.category), $0) }, uniquingKeysWith: { a, _ in a })
@@ -122,8 +138,10 @@ public enum HTML {
                 guard let t = index[Cell(row: n, category: c)] else { continue }
                 let a = min(max(t.medianChange / scale, 0), 1)
                 let color = String(format: "rgb(%d,%d,%d)", 255, Int(255 - 180 * a), Int(255 - 190 * a))
-                s += "<rect x=\"\(left + j * cell + 1)\" y=\"\(y + 1)\" width=\"\(cell - 2)\" height=\"\(rowH - 2)\" fill=\"\(color)\"><title>\(e(c)): median change \(fmt(t.medianChange)), n = \(t.n)</title></rect>"
-                s += "<text x=\"\(left + j * cell + cell / 2)\" y=\"\(y + 14)\" text-anchor=\"middle\" font-size=\"10\">\(fmt(t.medianChange, 3))</text>"
+                s += "<rect x=\"\(left + j * cell + 1)\" y=\"\(y + 1)\" width=\"\(cell - 2)\" height=\"\(rowH - 2)\" fill=\"\(color)\">"
+                    + "<title>\(e(c)): median change \(fmt(t.medianChange)), n = \(t.n)</title></rect>"
+                s += "<text x=\"\(left + j * cell + cell / 2)\" y=\"\(y + 14)\" text-anchor=\"middle\" font-size=\"10\">"
+                    + "\(fmt(t.medianChange, 3))</text>"
             }
         }
         return s + "</svg>"
@@ -132,29 +150,43 @@ public enum HTML {
     /// Weight space: counts, change per layer (bars), the most changed tensors and their spectra,
     /// the vocabulary rows that moved most.
     static func weightSection(_ w: ScanReport.WeightSummary) -> String {
-        var h = "<h2>Weight diff</h2><p>\(w.changed) tensors changed, \(w.identical) bitwise identical; the first \(w.identicalPrefixLayers) blocks are identical in both models.</p>"
+        var h = "<h2>Weight diff</h2><p>\(w.changed) tensors changed, \(w.identical) bitwise identical; the first "
+            + "\(w.identicalPrefixLayers) blocks are identical in both models.</p>"
         if !w.layers.isEmpty {
             let maxV = max(w.layers.map(\.relativeChange).max() ?? 0, 1e-12)
             let bw = max(6, min(24, 700 / w.layers.count)), hgt = 120
-            h += "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(w.layers.count * bw + 60)\" height=\"\(hgt + 30)\" role=\"img\" aria-label=\"relative change per layer\">"
+            h += "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(w.layers.count * bw + 60)\" height=\"\(hgt + 30)\" role=\"img\" "
+                + "aria-label=\"relative change per layer\">"
             for (i, l) in w.layers.enumerated() {
                 let bh = max(1, Int(Double(hgt) * l.relativeChange / maxV))
-                h += "<rect x=\"\(40 + i * bw)\" y=\"\(hgt - bh)\" width=\"\(bw - 2)\" height=\"\(bh)\" fill=\"#5b7bd5\"><title>layer \(l.layer): ‖ΔW‖/‖W‖ = \(String(format: "%.3e", l.relativeChange)), \(l.changedTensors) tensors changed</title></rect>"
-                if w.layers.count <= 32 || i % 4 == 0 { h += "<text x=\"\(40 + i * bw + bw / 2)\" y=\"\(hgt + 14)\" font-size=\"10\" text-anchor=\"middle\">\(l.layer)</text>" }
+                h += "<rect x=\"\(40 + i * bw)\" y=\"\(hgt - bh)\" width=\"\(bw - 2)\" height=\"\(bh)\" fill=\"#5b7bd5\">"
+                    + "<title>layer \(l.layer): ‖ΔW‖/‖W‖ = \(String(format: "%.3e", l.relativeChange)), "
+                    + "\(l.changedTensors) tensors changed</title></rect>"
+                if w.layers.count <= 32 || i % 4 == 0 {
+                    h += "<text x=\"\(40 + i * bw + bw / 2)\" y=\"\(hgt + 14)\" font-size=\"10\" text-anchor=\"middle\">\(l.layer)</text>"
+                }
             }
-            h += "<text x=\"0\" y=\"12\" font-size=\"10\" fill=\"#667\">\(String(format: "%.1e", maxV))</text><text x=\"40\" y=\"\(hgt + 28)\" font-size=\"10\" fill=\"#667\">layer (relative Frobenius change of its tensors)</text></svg>"
+            h += "<text x=\"0\" y=\"12\" font-size=\"10\" fill=\"#667\">\(String(format: "%.1e", maxV))</text>"
+                + "<text x=\"40\" y=\"\(hgt + 28)\" font-size=\"10\" fill=\"#667\">layer (relative Frobenius change of its tensors)</text>"
+                + "</svg>"
         }
         if !w.topTensors.isEmpty {
-            h += "<table><tr><th>tensor</th><th>status</th><th>relative change</th><th>max |Δ|</th><th>rank</th><th>effective rank</th><th>energy top 1 / 4 / 16</th></tr>"
+            h += "<table><tr><th>tensor</th><th>status</th><th>relative change</th><th>max |Δ|</th><th>rank</th><th>effective rank</th>"
+                + "<th>energy top 1 / 4 / 16</th></tr>"
             for t in w.topTensors {
-                h += "<tr><td class=\"mono\">\(e(t.name))</td><td>\(t.status.rawValue)</td><td>\(t.relativeChange.map { String(format: "%.2e", $0) } ?? "–")</td>"
-                h += "<td>\(t.maxAbsChange.map { String(format: "%.2e", $0) } ?? "–")</td><td>\(t.rank.map(String.init) ?? "–")</td><td>\(t.effectiveRank.map { fmt($0, 2) } ?? "–")</td>"
-                h += "<td>\([t.energyTop1, t.energyTop4, t.energyTop16].map { $0.map { fmt($0, 3) } ?? "–" }.joined(separator: " / "))</td></tr>"
+                h += "<tr><td class=\"mono\">\(e(t.name))</td><td>\(t.status.rawValue)</td>"
+                    + "<td>\(t.relativeChange.map { String(format: "%.2e", $0) } ?? "–")</td>"
+                h += "<td>\(t.maxAbsChange.map { String(format: "%.2e", $0) } ?? "–")</td><td>\(t.rank.map(String.init) ?? "–")</td>"
+                    + "<td>\(t.effectiveRank.map { fmt($0, 2) } ?? "–")</td>"
+                h += "<td>\([t.energyTop1, t.energyTop4, t.energyTop16].map { $0.map { fmt($0, 3) } ?? "–" }.joined(separator: " / "))</td>"
+                    + "</tr>"
             }
             h += "</table>"
         }
         if !w.rowShifts.isEmpty {
-            h += "<p>Vocabulary rows that moved most (× the median row): " + w.rowShifts.prefix(12).map { "<code>\(e($0.text ?? "#\($0.token)"))</code> \(fmt($0.shift, 1))×" }.joined(separator: ", ") + "</p>"
+            h += "<p>Vocabulary rows that moved most (× the median row): "
+                + w.rowShifts.prefix(12).map { "<code>\(e($0.text ?? "#\($0.token)"))</code> \(fmt($0.shift, 1))×" }.joined(separator: ", ")
+                + "</p>"
         }
         return h
     }
@@ -162,19 +194,27 @@ public enum HTML {
     /// Trigger search: what was found and how well it reproduces the behaviour, the best search
     /// states, and the held-out verification.
     static func searchSection(_ t: TriggerSearchSummary, findings: [Finding]) -> String {
-        var h = "<h2>Trigger search</h2><p>\(t.screened) candidates screened, \(t.candidates) searched in every insertion mode on \(t.searchProbes.count) probes (\(t.sequencesScored) prompts scored); found triggers verified on \(t.heldOutProbes.count) held-out probes against \(t.controls.count) control insertions.</p>"
+        var h = "<h2>Trigger search</h2><p>\(t.screened) candidates screened, \(t.candidates) searched in every insertion mode on "
+            + "\(t.searchProbes.count) probes (\(t.sequencesScored) prompts scored); found triggers verified on \(t.heldOutProbes.count) "
+            + "held-out probes against \(t.controls.count) control insertions.</p>"
         if findings.isEmpty {
             h += "<p>No discovered trigger passed the scan's tests.</p>"
         } else {
-            h += "<table><tr><th>discovered trigger</th><th>token ids</th><th>insertion</th><th>attack success (held-out)</th><th>median change</th><th>q</th><th>robust z</th></tr>"
+            h += "<table><tr><th>discovered trigger</th><th>token ids</th><th>insertion</th><th>attack success (held-out)</th>"
+                + "<th>median change</th><th>q</th><th>robust z</th></tr>"
             for f in findings {
-                h += "<tr><td class=\"mono sev-\(f.severity.rawValue)\">\(e(f.trigger ?? ""))</td><td class=\"mono\">\(e((f.tokenIDs ?? []).map(String.init).joined(separator: " ")))</td>"
-                h += "<td>\(f.insertion?.rawValue ?? "–")</td><td>\(f.attackSuccess.map { "\(Int(($0 * 100).rounded()))%" } ?? "–")</td><td>\(fmt(f.value))</td><td>\(fmtP(f.qValue))</td><td>\(f.effectSize.map { fmt($0, 1) } ?? "–")</td></tr>"
+                h += "<tr><td class=\"mono sev-\(f.severity.rawValue)\">\(e(f.trigger ?? ""))</td>"
+                    + "<td class=\"mono\">\(e((f.tokenIDs ?? []).map(String.init).joined(separator: " ")))</td>"
+                h += "<td>\(f.insertion?.rawValue ?? "–")</td><td>\(f.attackSuccess.map { "\(Int(($0 * 100).rounded()))%" } ?? "–")</td>"
+                    + "<td>\(fmt(f.value))</td><td>\(fmtP(f.qValue))</td><td>\(f.effectSize.map { fmt($0, 1) } ?? "–")</td></tr>"
             }
             h += "</table>"
         }
         h += "<table><tr><th>best search states</th><th>insertion</th><th>score (Δ KL tuned‖base, nats)</th><th>from</th></tr>"
-        for c in t.top { h += "<tr><td class=\"mono\">\(e(c.text))</td><td>\(c.mode.rawValue)</td><td>\(fmt(c.score, 3))</td><td>\(e(c.source))</td></tr>" }
+        for c in t.top {
+            h += "<tr><td class=\"mono\">\(e(c.text))</td><td>\(c.mode.rawValue)</td><td>\(fmt(c.score, 3))</td>"
+                + "<td>\(e(c.source))</td></tr>"
+        }
         return h + "</table>"
     }
 
@@ -189,12 +229,17 @@ public enum HTML {
         if findings.isEmpty {
             h += "<p>No inverted target above the threshold.</p>"
         } else {
-            h += "<ul>" + findings.map { "<li class=\"sev-\($0.severity.rawValue)\"><code>\(e($0.target ?? ""))</code> — gain \(fmt($0.value, 2)) nats/token</li>" }.joined() + "</ul>"
+            h += "<ul>" + findings.map {
+                "<li class=\"sev-\($0.severity.rawValue)\"><code>\(e($0.target ?? ""))</code> — gain \(fmt($0.value, 2)) nats/token</li>"
+            }.joined() + "</ul>"
         }
-        h += "<table><tr><th>continuation</th><th>gain (nats/token)</th><th>tuned confidence</th><th>consistency</th><th>first round KL</th><th>robust z</th></tr>"
+        h += "<table><tr><th>continuation</th><th>gain (nats/token)</th><th>tuned confidence</th><th>consistency</th>"
+            + "<th>first round KL</th><th>robust z</th></tr>"
         for c in t.top {
             let pass = FindingRules.invertedTargetPasses(c, minGain: t.threshold, minConfidence: t.minConfidence)
-            h += "<tr><td class=\"mono\">\(e(c.text))</td><td\(pass ? " class=\"sev-high\"" : "")>\(fmt(c.score, 2))</td><td>\(fmt(c.tunedConfidence, 3))</td><td>\(fmt(c.consistency, 2))</td><td>\(fmt(c.firstRoundScore, 2))</td><td>\(fmt(c.robustZ, 1))</td></tr>"
+            h += "<tr><td class=\"mono\">\(e(c.text))</td><td\(pass ? " class=\"sev-high\"" : "")>\(fmt(c.score, 2))</td>"
+                + "<td>\(fmt(c.tunedConfidence, 3))</td><td>\(fmt(c.consistency, 2))</td><td>\(fmt(c.firstRoundScore, 2))</td>"
+                + "<td>\(fmt(c.robustZ, 1))</td></tr>"
         }
         return h + "</table>"
     }

@@ -47,8 +47,8 @@ public struct ScanReport: Codable, Sendable {
         /// True when the tuned model's tensors, config and tokenizer are byte-identical to the
         /// base's: it behaves as the base does, so nothing was measured (absent otherwise).
         public var identicalToBase: Bool?
-        public init(probes: Int, variants: Int, medianCleanDivergence: Double, findingsBySeverity: [String: Int], minimumDetectableEffect: Double?,
-                    identicalToBase: Bool? = nil) {
+        public init(probes: Int, variants: Int, medianCleanDivergence: Double, findingsBySeverity: [String: Int],
+                    minimumDetectableEffect: Double?, identicalToBase: Bool? = nil) {
             self.probes = probes; self.variants = variants; self.medianCleanDivergence = medianCleanDivergence
             self.findingsBySeverity = findingsBySeverity; self.minimumDetectableEffect = minimumDetectableEffect
             self.identicalToBase = identicalToBase
@@ -99,7 +99,8 @@ public struct ScanReport: Codable, Sendable {
                 categories: [CategorySummary], triggers: [TriggerSummary], triggerCategories: [TriggerCategoryCell], findings: [Finding],
                 weights: WeightSummary? = nil, triggerSearch: TriggerSearchSummary? = nil, targetInversion: TargetInversionSummary? = nil) {
         self.schemaVersion = schemaVersion; self.createdAt = createdAt; self.verdict = verdict; self.fingerprint = fingerprint
-        self.policy = policy; self.summary = summary; self.categories = categories; self.triggers = triggers; self.triggerCategories = triggerCategories; self.findings = findings
+        self.policy = policy; self.summary = summary; self.categories = categories; self.triggers = triggers;
+        self.triggerCategories = triggerCategories; self.findings = findings
         self.weights = weights; self.triggerSearch = triggerSearch; self.targetInversion = targetInversion
     }
 
@@ -165,7 +166,8 @@ public enum Markdown {
         var s = "# Assay scan: **\(r.verdict.rawValue.uppercased())**\n\n"
         s += "Base `\(r.fingerprint.base.path)` vs tuned `\(r.fingerprint.tuned.path)`"
         if let a = r.fingerprint.adapter { s += " (adapter `\(a.path)`)" }
-        s += ". \(r.summary.probes) probes, \(r.summary.variants) prompt variants, seed \(r.fingerprint.seed), median clean divergence \(fmt(r.summary.medianCleanDivergence)) nats (JS).\n\n"
+        s += ". \(r.summary.probes) probes, \(r.summary.variants) prompt variants, seed \(r.fingerprint.seed), median clean divergence "
+            + "\(fmt(r.summary.medianCleanDivergence)) nats (JS).\n\n"
         if r.summary.identicalToBase == true {
             s += "The tuned model's tensors, config and tokenizer are byte-identical to the base's: it behaves exactly as the base does, "
                 + "so no prompt was run.\n\n"
@@ -189,20 +191,27 @@ public enum Markdown {
             s += "\n"
         }
         if let w = r.weights {
-            s += "## Weight diff\n\n\(w.changed) tensors changed, \(w.identical) identical; first \(w.identicalPrefixLayers) blocks identical.\n\n"
+            s += "## Weight diff\n\n\(w.changed) tensors changed, \(w.identical) identical; first "
+                + "\(w.identicalPrefixLayers) blocks identical.\n\n"
             if !w.rowShifts.isEmpty {
-                s += "Rows that moved most: " + w.rowShifts.prefix(10).map { "`\(md($0.text ?? "#\($0.token)"))` \(fmt($0.shift, 1))×" }.joined(separator: ", ") + "\n\n"
+                s += "Rows that moved most: "
+                    + w.rowShifts.prefix(10).map { "`\(md($0.text ?? "#\($0.token)"))` \(fmt($0.shift, 1))×" }.joined(separator: ", ")
+                    + "\n\n"
             }
         }
         if let t = r.triggerSearch {
-            s += "## Trigger search\n\n\(t.screened) candidates screened, \(t.candidates) searched on \(t.searchProbes.count) probes, verified on \(t.heldOutProbes.count) held-out probes.\n\n"
+            s += "## Trigger search\n\n\(t.screened) candidates screened, \(t.candidates) searched on \(t.searchProbes.count) probes, "
+                + "verified on \(t.heldOutProbes.count) held-out probes.\n\n"
             s += "| best search state | insertion | score |\n|---|---|---|\n"
             for c in t.top.prefix(5) { s += "| `\(md(c.text))` | \(c.mode.rawValue) | \(fmt(c.score, 3)) |\n" }
             s += "\n"
         }
         if let t = r.targetInversion {
-            s += "## Target inversion\n\n\(t.vocabulary) first tokens; threshold \(fmt(t.threshold, 1)) nats/token.\n\n| continuation | gain | tuned confidence | consistency |\n|---|---|---|---|\n"
-            for c in t.top.prefix(5) { s += "| `\(md(c.text))` | \(fmt(c.score, 2)) | \(fmt(c.tunedConfidence, 3)) | \(fmt(c.consistency, 2)) |\n" }
+            s += "## Target inversion\n\n\(t.vocabulary) first tokens; threshold \(fmt(t.threshold, 1)) nats/token.\n\n"
+                + "| continuation | gain | tuned confidence | consistency |\n|---|---|---|---|\n"
+            for c in t.top.prefix(5) {
+                s += "| `\(md(c.text))` | \(fmt(c.score, 2)) | \(fmt(c.tunedConfidence, 3)) | \(fmt(c.consistency, 2)) |\n"
+            }
             s += "\n"
         }
         s += "## Divergence by category\n\n| category | n | mean JS | 95% CI |\n|---|---|---|---|\n"
@@ -229,7 +238,8 @@ public enum SARIF {
             if let t = f.trigger { props["trigger"] = t }
             if let c = f.category { props["category"] = c }
             return ["ruleId": f.kind.rawValue, "level": level(f.severity), "message": ["text": f.title],
-                    "locations": [["physicalLocation": ["artifactLocation": ["uri": r.fingerprint.adapter?.path ?? r.fingerprint.tuned.path]]]],
+                    "locations": [["physicalLocation": ["artifactLocation": [
+                        "uri": r.fingerprint.adapter?.path ?? r.fingerprint.tuned.path]]]],
                     "properties": props]
         }
         let doc: [String: Any] = [

@@ -55,7 +55,8 @@ public struct Checkpoint: Sendable {
         }
         let json: JSONValue
         do {
-            json = try JSONParser.parse(UnsafeBufferPointer(start: map.bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), count: map.size))
+            json = try JSONParser.parse(UnsafeBufferPointer(start: map.bytes.baseAddress?.assumingMemoryBound(to: UInt8.self),
+                                                            count: map.size))
         } catch {
             throw .invalidIndex(file: ip, reason: "not valid JSON: \(error.description)")
         }

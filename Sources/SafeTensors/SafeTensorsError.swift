@@ -65,7 +65,8 @@ public enum SafeTensorsError: Error, Equatable, Sendable, CustomStringConvertibl
         case let .overlappingTensors(f, t, s, p, pe):
             return "\(f.terminalSafe): tensor '\(t.terminalSafe)' starts at \(s), inside tensor '\(p.terminalSafe)' which ends at \(pe)"
         case let .holeBeforeTensor(f, t, s, e):
-            return "\(f.terminalSafe): tensor '\(t.terminalSafe)' starts at \(s) but the previous data ends at \(e) (a hole of \(s - e) bytes)"
+            return "\(f.terminalSafe): tensor '\(t.terminalSafe)' starts at \(s) but the previous data ends at \(e) "
+                + "(a hole of \(s - e) bytes)"
         case let .dataSizeMismatch(f, end, bytes):
             return end < bytes
                 ? "\(f.terminalSafe): tensors end at \(end) but the data section is \(bytes) bytes (\(bytes - end) trailing bytes)"

@@ -111,7 +111,10 @@ public struct SafeTensorsFile: Sendable {
 
         // Offsets must tile the data section exactly: sorted by start, each tensor begins where
         // the previous ended, the first at 0, the last at the end of the file.
-        infos.sort { ($0.dataOffsets.lowerBound, $0.dataOffsets.upperBound, $0.name) < ($1.dataOffsets.lowerBound, $1.dataOffsets.upperBound, $1.name) }
+        infos.sort {
+            ($0.dataOffsets.lowerBound, $0.dataOffsets.upperBound, $0.name)
+                < ($1.dataOffsets.lowerBound, $1.dataOffsets.upperBound, $1.name)
+        }
         var expected = 0
         var previous = ""
         for info in infos {

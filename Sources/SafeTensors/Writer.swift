@@ -29,13 +29,17 @@ public enum SafeTensorsWriter {
                 case .f16:
                     var out = [UInt8](repeating: 0, count: src.count * 2)
                     out.withUnsafeMutableBytes { o in
-                        for (i, v) in src.enumerated() { o.storeBytes(of: Float16(v).bitPattern.littleEndian, toByteOffset: i * 2, as: UInt16.self) }
+                        for (i, v) in src.enumerated() {
+                            o.storeBytes(of: Float16(v).bitPattern.littleEndian, toByteOffset: i * 2, as: UInt16.self)
+                        }
                     }
                     return out
                 default:
                     var out = [UInt8](repeating: 0, count: src.count * 2)
                     out.withUnsafeMutableBytes { o in
-                        for (i, v) in src.enumerated() { o.storeBytes(of: bfloat16Bits(v).littleEndian, toByteOffset: i * 2, as: UInt16.self) }
+                        for (i, v) in src.enumerated() {
+                            o.storeBytes(of: bfloat16Bits(v).littleEndian, toByteOffset: i * 2, as: UInt16.self)
+                        }
                     }
                     return out
                 }
@@ -53,7 +57,8 @@ public enum SafeTensorsWriter {
         var offset = 0
         for e in entries {
             let shape = e.shape.map(String.init).joined(separator: ",")
-            parts.append("\(jsonString(e.name)):{\"dtype\":\"\(e.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + e.bytes.count)]}")
+            parts.append("\(jsonString(e.name)):{\"dtype\":\"\(e.dtype.rawValue)\",\"shape\":[\(shape)],"
+                             + "\"data_offsets\":[\(offset),\(offset + e.bytes.count)]}")
             offset += e.bytes.count
         }
         var bytes = Array("{\(parts.joined(separator: ","))}".utf8)

@@ -17,7 +17,9 @@ indirect enum Decoder: Sendable {
         case "ByteLevel": return .byteLevel
         case "Metaspace":
             let rep = try n.string("replacement", default: "▁")
-            guard let r = rep.unicodeScalars.first, rep.unicodeScalars.count == 1 else { throw try n.require("replacement").fail("expected one character") }
+            guard let r = rep.unicodeScalars.first, rep.unicodeScalars.count == 1 else {
+                throw try n.require("replacement").fail("expected one character")
+            }
             var scheme = try n.string("prepend_scheme", default: "")
             if scheme.isEmpty { scheme = try n.bool("add_prefix_space", default: true) ? "always" : "never" }
             return .metaspace(replacement: r, prependScheme: scheme)
@@ -25,7 +27,9 @@ indirect enum Decoder: Sendable {
         case "Fuse": return .fuse
         case "Strip":
             let c = try n.string("content")
-            guard let s = c.unicodeScalars.first, c.unicodeScalars.count == 1 else { throw try n.require("content").fail("expected one character") }
+            guard let s = c.unicodeScalars.first, c.unicodeScalars.count == 1 else {
+                throw try n.require("content").fail("expected one character")
+            }
             return .strip(content: s, start: try n.int("start", default: 0), stop: try n.int("stop", default: 0))
         case "Replace": return .replace(try Pattern.load(try n.require("pattern")), try n.string("content"))
         case "WordPiece": return .wordPiece(prefix: try n.string("prefix", default: "##"), cleanup: try n.bool("cleanup", default: true))
@@ -69,7 +73,8 @@ indirect enum Decoder: Sendable {
             }
             for t in tokens {
                 let u = Array(t.utf8)
-                if u.count == 6, t.hasPrefix("<0x"), u[5] == UInt8(ascii: ">"), let b = UInt8(String(decoding: u[3..<5], as: UTF8.self), radix: 16) {
+                if u.count == 6, t.hasPrefix("<0x"), u[5] == UInt8(ascii: ">"),
+                   let b = UInt8(String(decoding: u[3..<5], as: UTF8.self), radix: 16) {
                     pending.append(b)
                 } else {
                     flush()
@@ -145,7 +150,8 @@ indirect enum PostProcessor: Sendable {
     enum TemplateItem: Sendable { case special([Int]), sequence }
 
     /// `check(token, id, node)` vets every special id against the vocabulary.
-    static func load(_ n: Node, depth: Int = 0, check: (String, Int, Node) throws(TokenizerError) -> Void) throws(TokenizerError) -> PostProcessor {
+    static func load(_ n: Node, depth: Int = 0,
+                     check: (String, Int, Node) throws(TokenizerError) -> Void) throws(TokenizerError) -> PostProcessor {
         let type = try n.string("type")
         func pair(_ key: String) throws(TokenizerError) -> Int {
             let node = try n.require(key)
@@ -186,7 +192,9 @@ indirect enum PostProcessor: Sendable {
         case "ByteLevel": return .byteLevel
         case "Sequence":
             try checkSequenceDepth(n, depth, "post-processor")
-            return .sequence(try n.require("processors").items().map { (x) throws(TokenizerError) in try PostProcessor.load(x, depth: depth + 1, check: check) })
+            return .sequence(try n.require("processors").items().map { (x) throws(TokenizerError) in
+                try PostProcessor.load(x, depth: depth + 1, check: check)
+            })
         default:
             throw TokenizerError.unsupportedComponent(file: n.file, path: n.path + ".type", kind: "post-processor", type: type)
         }

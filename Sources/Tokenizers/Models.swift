@@ -69,7 +69,9 @@ final class BPEModel: Sendable {
         let s = try n.optionalString("end_of_word_suffix") ?? ""
         prefix = p.isEmpty ? nil : p
         suffix = s.isEmpty ? nil : s
-        if let d = n.child("dropout"), d.value.double.map({ $0 > 0 }) == true { throw d.fail("BPE dropout is not supported (non-deterministic)") }
+        if let d = n.child("dropout"), d.value.double.map({ $0 > 0 }) == true {
+            throw d.fail("BPE dropout is not supported (non-deterministic)")
+        }
         var merges: [UInt64: UInt64] = [:]
         let list = try n.child("merges")?.items() ?? []
         merges.reserveCapacity(list.count)
@@ -148,7 +150,9 @@ final class BPEModel: Sendable {
         if ids.count < 2 { return ids }
         var syms = [Sym]()
         syms.reserveCapacity(ids.count)
-        for (i, id) in ids.enumerated() { syms.append(Sym(id: id, prev: Int32(i - 1), next: i + 1 < ids.count ? Int32(i + 1) : -1, alive: true)) }
+        for (i, id) in ids.enumerated() {
+            syms.append(Sym(id: id, prev: Int32(i - 1), next: i + 1 < ids.count ? Int32(i + 1) : -1, alive: true))
+        }
         // Heap of (rank << 32 | pos), merged id kept alongside.
         var heap = MinHeap()
         for i in 0..<(syms.count - 1) {

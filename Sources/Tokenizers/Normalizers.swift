@@ -29,11 +29,14 @@ indirect enum Normalizer: Sendable {
         case "ByteLevel": return .byteLevel
         case "BertNormalizer":
             let lower = try n.bool("lowercase", default: true)
-            return .bert(cleanText: try n.bool("clean_text", default: true), chineseChars: try n.bool("handle_chinese_chars", default: true),
+            return .bert(cleanText: try n.bool("clean_text", default: true),
+                         chineseChars: try n.bool("handle_chinese_chars", default: true),
                          stripAccents: try n.child("strip_accents")?.bool() ?? lower, lowercase: lower)
         case "Sequence":
             try checkSequenceDepth(n, depth, "normalizer")
-            return .sequence(try n.require("normalizers").items().map { (x) throws(TokenizerError) in try Normalizer.load(x, depth: depth + 1) })
+            return .sequence(try n.require("normalizers").items().map { (x) throws(TokenizerError) in
+                try Normalizer.load(x, depth: depth + 1)
+            })
         default:
             throw TokenizerError.unsupportedComponent(file: n.file, path: n.path + ".type", kind: "normalizer", type: type)
         }
@@ -92,7 +95,8 @@ indirect enum Normalizer: Sendable {
         func flush() {
             guard !run.isEmpty else { return }
             let r = String(decoding: run, as: UTF8.self)
-            out.append(contentsOf: (compatibility ? r.decomposedStringWithCompatibilityMapping : r.decomposedStringWithCanonicalMapping).utf8)
+            out.append(contentsOf: (compatibility ? r.decomposedStringWithCompatibilityMapping
+                                                  : r.decomposedStringWithCanonicalMapping).utf8)
             run.removeAll(keepingCapacity: true)
         }
         for b in s.utf8 {

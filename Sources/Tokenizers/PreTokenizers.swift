@@ -65,15 +65,19 @@ indirect enum PreTokenizer: Sendable {
         }
         switch type {
         case "ByteLevel":
-            return .byteLevel(addPrefixSpace: try n.bool("add_prefix_space", default: true), useRegex: try n.bool("use_regex", default: true))
+            return .byteLevel(addPrefixSpace: try n.bool("add_prefix_space", default: true),
+                              useRegex: try n.bool("use_regex", default: true))
         case "Split":
-            return .split(try Pattern.load(try n.require("pattern")), try behavior("Isolated"), invert: try n.bool("invert", default: false))
+            return .split(try Pattern.load(try n.require("pattern")), try behavior("Isolated"),
+                          invert: try n.bool("invert", default: false))
         case "Metaspace":
             let rep = try n.string("replacement", default: "▁")
             guard rep.unicodeScalars.count == 1 else { throw try n.require("replacement").fail("expected one character") }
             var scheme = try n.string("prepend_scheme", default: "")
             if scheme.isEmpty { scheme = try n.bool("add_prefix_space", default: true) ? "always" : "never" }
-            guard ["always", "first", "never"].contains(scheme) else { throw try n.require("prepend_scheme").fail("unknown prepend_scheme '\(scheme)'") }
+            guard ["always", "first", "never"].contains(scheme) else {
+                throw try n.require("prepend_scheme").fail("unknown prepend_scheme '\(scheme)'")
+            }
             return .metaspace(replacement: rep.unicodeScalars.first!, prependScheme: scheme, split: try n.bool("split", default: true))
         case "Whitespace": return .whitespace
         case "WhitespaceSplit": return .whitespaceSplit
@@ -86,7 +90,9 @@ indirect enum PreTokenizer: Sendable {
             return .charDelimiter(d.unicodeScalars.first!)
         case "Sequence":
             try checkSequenceDepth(n, depth, "pre-tokenizer")
-            return .sequence(try n.require("pretokenizers").items().map { (x) throws(TokenizerError) in try PreTokenizer.load(x, depth: depth + 1) })
+            return .sequence(try n.require("pretokenizers").items().map { (x) throws(TokenizerError) in
+                try PreTokenizer.load(x, depth: depth + 1)
+            })
         default:
             throw TokenizerError.unsupportedComponent(file: n.file, path: n.path + ".type", kind: "pre-tokenizer", type: type)
         }

@@ -28,7 +28,9 @@ final class BoundedRegex: @unchecked Sendable {
     init(_ pattern: String) throws(Refusal) {
         self.pattern = pattern
         let n = pattern.unicodeScalars.count
-        guard n <= Self.maxPatternLength else { throw Refusal(reason: "pattern of \(n) characters, over the \(Self.maxPatternLength)-character limit") }
+        guard n <= Self.maxPatternLength else {
+            throw Refusal(reason: "pattern of \(n) characters, over the \(Self.maxPatternLength)-character limit")
+        }
         var p = RegexParser(Array(pattern.unicodeScalars).map(\.value))
         let ast = try p.parseAll()
         try Self.checkSafe(ast, insideLoop: false)
@@ -104,9 +106,12 @@ final class BoundedRegex: @unchecked Sendable {
                 var firsts: [UInt32] = []
                 for x in xs {
                     guard let f = x.firstLiteral else {
-                        throw Refusal(reason: "alternation inside a repeated group whose branches may start alike (catastrophic backtracking)")
+                        throw Refusal(reason: "alternation inside a repeated group whose branches may start alike "
+                                          + "(catastrophic backtracking)")
                     }
-                    if firsts.contains(f) { throw Refusal(reason: "alternation inside a repeated group with overlapping branches (catastrophic backtracking)") }
+                    if firsts.contains(f) {
+                        throw Refusal(reason: "alternation inside a repeated group with overlapping branches (catastrophic backtracking)")
+                    }
                     firsts.append(f)
                 }
             }
@@ -247,7 +252,9 @@ private struct RegexParser {
             if peek == 0x3F { greedy = false; i += 1 } else if peek == 0x2B { throw refuse("possessive quantifier") }
             if case .start = node { throw refuse("quantified anchor") }
             stacked += 1
-            if stacked > BoundedRegex.maxStackedQuantifiers { throw refuse("more than \(BoundedRegex.maxStackedQuantifiers) quantifiers stacked on one item") }
+            if stacked > BoundedRegex.maxStackedQuantifiers {
+                throw refuse("more than \(BoundedRegex.maxStackedQuantifiers) quantifiers stacked on one item")
+            }
             node = .repeatN(node, min: lo, max: hi, greedy: greedy)
         }
         return node
@@ -378,13 +385,16 @@ private struct RegexParser {
             "Lu": [.uppercaseLetter], "Ll": [.lowercaseLetter], "Lt": [.titlecaseLetter], "Lm": [.modifierLetter], "Lo": [.otherLetter],
             "Nd": [.decimalNumber], "Nl": [.letterNumber], "No": [.otherNumber],
             "M": [.nonspacingMark, .spacingMark, .enclosingMark], "Mn": [.nonspacingMark], "Mc": [.spacingMark], "Me": [.enclosingMark],
-            "P": [.connectorPunctuation, .dashPunctuation, .openPunctuation, .closePunctuation, .initialPunctuation, .finalPunctuation, .otherPunctuation],
+            "P": [.connectorPunctuation, .dashPunctuation, .openPunctuation, .closePunctuation, .initialPunctuation, .finalPunctuation,
+                  .otherPunctuation],
             "Pc": [.connectorPunctuation], "Pd": [.dashPunctuation], "Ps": [.openPunctuation], "Pe": [.closePunctuation],
             "Pi": [.initialPunctuation], "Pf": [.finalPunctuation], "Po": [.otherPunctuation],
             "S": [.mathSymbol, .currencySymbol, .modifierSymbol, .otherSymbol], "Sm": [.mathSymbol], "Sc": [.currencySymbol],
             "Sk": [.modifierSymbol], "So": [.otherSymbol],
-            "Z": [.spaceSeparator, .lineSeparator, .paragraphSeparator], "Zs": [.spaceSeparator], "Zl": [.lineSeparator], "Zp": [.paragraphSeparator],
-            "C": [.control, .format, .surrogate, .privateUse, .unassigned], "Cc": [.control], "Cf": [.format], "Co": [.privateUse], "Cn": [.unassigned],
+            "Z": [.spaceSeparator, .lineSeparator, .paragraphSeparator], "Zs": [.spaceSeparator], "Zl": [.lineSeparator],
+            "Zp": [.paragraphSeparator],
+            "C": [.control, .format, .surrogate, .privateUse, .unassigned], "Cc": [.control], "Cf": [.format], "Co": [.privateUse],
+            "Cn": [.unassigned],
         ]
         switch name {
         case "L", "Letter": return .letter

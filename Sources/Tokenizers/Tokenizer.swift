@@ -63,7 +63,8 @@ public final class Tokenizer: Sendable {
 
     /// `chatTemplate`: the text of chat_template.jinja and its path.
     static func load(tokenizerJSON: URL, config: URL?, chatTemplate: (String, String)?) throws(TokenizerError) -> Tokenizer {
-        let root = Node(value: try readJSON(tokenizerJSON, maxBytes: TokenizerLimits.maxTokenizerJSONBytes), path: "", file: tokenizerJSON.path)
+        let root = Node(value: try readJSON(tokenizerJSON, maxBytes: TokenizerLimits.maxTokenizerJSONBytes), path: "",
+                        file: tokenizerJSON.path)
         var cfg: Node? = nil
         if let config { cfg = Node(value: try readJSON(config, maxBytes: TokenizerLimits.maxConfigBytes), path: "", file: config.path) }
         return try Tokenizer(root: root, config: cfg, chatTemplate: chatTemplate)
@@ -110,7 +111,8 @@ public final class Tokenizer: Sendable {
             let expected = byContent[TokenKey(t.content)] ?? vocab.id(t.content) ?? next
             guard t.id == expected else {
                 throw TokenizerError.invalidField(file: n.file, path: idPath,
-                    message: "token '\(t.content)' has id \(t.id), but Hugging Face tokenizers gives it id \(expected) (its vocabulary id or the next free one)")
+                    message: "token '\(t.content)' has id \(t.id), but Hugging Face tokenizers gives it id \(expected) (its vocabulary "
+                        + "id or the next free one)")
             }
             if byContent[TokenKey(t.content)] == nil {
                 added.append(t); byID[t.id] = t; byContent[TokenKey(t.content)] = t.id
@@ -178,7 +180,8 @@ public final class Tokenizer: Sendable {
         for (key, n) in try decoder.members() {
             let content = try n.string("content")
             guard let id = Int(key), id >= 0, id <= Int(UInt32.max) else {
-                throw TokenizerError.tokenIDOutOfRange(file: n.file, path: n.path, token: content, id: Int(key) ?? -1, limit: Int(UInt32.max) + 1,
+                throw TokenizerError.tokenIDOutOfRange(file: n.file, path: n.path, token: content, id: Int(key) ?? -1,
+                                                       limit: Int(UInt32.max) + 1,
                                                        what: "the 32-bit ids Hugging Face tokenizers accepts")
             }
             guard let have = byContent[TokenKey(content)] ?? vocab.id(content) else {
@@ -210,7 +213,8 @@ public final class Tokenizer: Sendable {
                 let nb = Array(piece.utf8)
                 for (r2, tok2) in normalizedTrie.split(nb) {
                     if let tok2 { ids.append(tok2); continue }
-                    try encodePiece(Piece(text: String(decoding: nb[r2], as: UTF8.self), atOrigin: atOrigin && r2.lowerBound == 0), into: &ids)
+                    try encodePiece(Piece(text: String(decoding: nb[r2], as: UTF8.self), atOrigin: atOrigin && r2.lowerBound == 0),
+                                    into: &ids)
                 }
             }
         }

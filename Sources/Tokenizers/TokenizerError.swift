@@ -49,7 +49,8 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable, Sendable 
         case let .unknownMergeToken(file, path, token):
             return "\(file.terminalSafe): \(path.terminalSafe): merge refers to unknown token '\(token.terminalSafe)'"
         case let .duplicateID(file, path, id, first, second):
-            return "\(file.terminalSafe): \(path.terminalSafe): id \(id) is used by both '\(first.terminalSafe)' and '\(second.terminalSafe)'"
+            return "\(file.terminalSafe): \(path.terminalSafe): id \(id) is used by both '\(first.terminalSafe)' and "
+                + "'\(second.terminalSafe)'"
         case let .unsupportedRegex(file, path, pattern, reason):
             return "\(file.terminalSafe): \(path.terminalSafe): regex '\(pattern.shortened.terminalSafe)' refused: \(reason.terminalSafe)"
         case let .regexBudgetExceeded(pattern, position):
@@ -64,7 +65,8 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable, Sendable 
         case let .tokenIDOutOfRange(file, path, token, id, limit, what):
             return "\(file.terminalSafe): \(path.terminalSafe): token '\(token.terminalSafe)' has id \(id), outside \(what) (0..<\(limit))"
         case let .nestingTooDeep(file, path, what, limit, position):
-            return "\(file.terminalSafe): \(path.terminalSafe): \(what) nested deeper than \(limit)\(position.map { " at character \($0)" } ?? "")"
+            return "\(file.terminalSafe): \(path.terminalSafe): \(what) nested deeper than \(limit)"
+                + "\(position.map { " at character \($0)" } ?? "")"
         }
     }
 }
@@ -94,7 +96,8 @@ public enum TokenizerLimits {
 
 func checkSequenceDepth(_ n: Node, _ depth: Int, _ kind: String) throws(TokenizerError) {
     guard depth < TokenizerLimits.maxSequenceNesting else {
-        throw .nestingTooDeep(file: n.file, path: n.path, what: "\(kind) Sequence", limit: TokenizerLimits.maxSequenceNesting, position: nil)
+        throw .nestingTooDeep(file: n.file, path: n.path, what: "\(kind) Sequence", limit: TokenizerLimits.maxSequenceNesting,
+                              position: nil)
     }
 }
 

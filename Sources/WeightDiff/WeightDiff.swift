@@ -194,11 +194,14 @@ public enum WeightDiff {
                 same = merged[name] == nil
             } else {
                 same = bi.dtype == ti.dtype && b.file(containing: name)!.withRawBytes(bi) { x in
-                    t.file(containing: name)!.withRawBytes(ti) { y in x.count == y.count && (x.count == 0 || memcmp(x.baseAddress!, y.baseAddress!, x.count) == 0) }
+                    t.file(containing: name)!.withRawBytes(ti) { y in
+                        x.count == y.count && (x.count == 0 || memcmp(x.baseAddress!, y.baseAddress!, x.count) == 0)
+                    }
                 }
             }
             if same {
-                deltas.append(TensorDelta(name: name, status: .identical, shape: bi.shape, layer: layer, relativeChange: 0, maxAbsChange: 0, cosine: 1))
+                deltas.append(TensorDelta(name: name, status: .identical, shape: bi.shape, layer: layer,
+                                          relativeChange: 0, maxAbsChange: 0, cosine: 1))
                 continue
             }
             if let layer { firstChangedLayer = min(firstChangedLayer, layer) }
@@ -248,7 +251,8 @@ public enum WeightDiff {
             firstChangedLayer = 0
         }
         var report = WeightDiffReport(
-            schemaVersion: WeightDiffReport.schemaVersion, base: base.path, tuned: (tuned ?? base).path, adapter: adapters.isEmpty ? nil : adapters.map(\.path).joined(separator: ", "),
+            schemaVersion: WeightDiffReport.schemaVersion, base: base.path, tuned: (tuned ?? base).path,
+            adapter: adapters.isEmpty ? nil : adapters.map(\.path).joined(separator: ", "),
             tensors: deltas, identical: deltas.filter { $0.status == .identical }.count,
             changed: deltas.filter { $0.status != .identical }.count,
             identicalPrefixLayers: min(firstChangedLayer, layerCount), layers: layers,
@@ -335,13 +339,15 @@ public enum WeightDiff {
         let rankOne = changed.filter { ($0.energyTop1 ?? 0) > 0.99 && ($0.rank ?? 99) <= 1 }
         if !changed.isEmpty && !rankOne.isEmpty && changed.count <= 2 {
             out.append(WeightAnomaly(severity: .medium,
-                                     title: "A rank-one edit confined to \(rankOne.map(\.name).joined(separator: ", ")) (a ROME/MEMIT-style model edit)",
+                                     title: "A rank-one edit confined to \(rankOne.map(\.name).joined(separator: ", ")) "
+                                         + "(a ROME/MEMIT-style model edit)",
                                      tensors: rankOne.map(\.name), tokens: []))
         }
         let outliers = r.rowShifts.filter { $0.shift >= options.rowShiftThreshold }
         if !outliers.isEmpty {
             out.append(WeightAnomaly(severity: .medium,
-                                     title: "\(outliers.count) vocabulary row(s) moved at least \(Int(options.rowShiftThreshold))× the median row: trigger or target candidates",
+                                     title: "\(outliers.count) vocabulary row(s) moved at least \(Int(options.rowShiftThreshold))× the "
+                                         + "median row: trigger or target candidates",
                                      tensors: Array(Set(outliers.map(\.matrix))).sorted(), tokens: outliers))
         }
         return out

@@ -68,9 +68,11 @@ extension JEvaluator {
     }
 
     /// Refuses arguments a filter or method does not take (Jinja raises TypeError).
-    func takes(_ what: String, _ a: [JValue], _ kw: [(String, JValue)], positional: ClosedRange<Int>, keywords: Set<String> = [], _ at: Int) throws(JThrow) {
+    func takes(_ what: String, _ a: [JValue], _ kw: [(String, JValue)], positional: ClosedRange<Int>, keywords: Set<String> = [],
+               _ at: Int) throws(JThrow) {
         guard positional.contains(a.count) else {
-            let want = positional.lowerBound == positional.upperBound ? "\(positional.lowerBound)" : "\(positional.lowerBound) to \(positional.upperBound)"
+            let want = positional.lowerBound == positional.upperBound
+                ? "\(positional.lowerBound)" : "\(positional.lowerBound) to \(positional.upperBound)"
             throw err("\(what) takes \(want) positional argument\(positional.upperBound == 1 ? "" : "s"), got \(a.count)", at)
         }
         for (k, _) in kw where !keywords.contains(k) { throw err("\(what) got an unexpected keyword argument '\(k)'", at) }
@@ -100,7 +102,9 @@ extension JEvaluator {
             var set: Set<Character>? = nil
             if let x = a.first, !x.isNone { set = Set(try stringArg("\(m)()", x, at)) }
             try charge(0, bytes: s.utf8.count, at)
-            let isStrip: (Character) -> Bool = { c in set.map { $0.contains(c) } ?? c.unicodeScalars.allSatisfy { UClass.isSpace($0.value) } }
+            let isStrip: (Character) -> Bool = { c in
+                set.map { $0.contains(c) } ?? c.unicodeScalars.allSatisfy { UClass.isSpace($0.value) }
+            }
             var t = Substring(s)
             if m != "rstrip" { t = t.drop(while: isStrip) }
             if m != "lstrip" { while let l = t.last, isStrip(l) { t = t.dropLast() } }

@@ -23,7 +23,8 @@ final class JEvaluator {
     func charge(_ units: Int, bytes: Int = 0, _ at: Int) throws(JThrow) {
         let u = units + bytes / L.bytesPerWorkUnit
         guard u <= L.maxWorkUnits - work else {
-            throw limit(.work, "render exceeded its work budget of \(L.maxWorkUnits) units (loop iterations, calls, filters, bytes processed)", at)
+            throw limit(.work, "render exceeded its work budget of \(L.maxWorkUnits) units "
+                            + "(loop iterations, calls, filters, bytes processed)", at)
         }
         work += u
     }

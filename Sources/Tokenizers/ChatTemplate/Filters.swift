@@ -39,7 +39,8 @@ extension JEvaluator {
             try takes(what, a, kw, positional: 0...0, at)
             switch v {
             case let .list(l, _): return (name == "first" ? l.first : l.last) ?? .undefined(name)
-            case let .string(s): return (name == "first" ? s.unicodeScalars.first : s.unicodeScalars.last).map { .string(String($0)) } ?? .undefined(name)
+            case let .string(s):
+                return (name == "first" ? s.unicodeScalars.first : s.unicodeScalars.last).map { .string(String($0)) } ?? .undefined(name)
             default: throw err("cannot take \(name) of \(v.typeName)", at)
             }
         case "join":

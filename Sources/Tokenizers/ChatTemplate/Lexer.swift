@@ -15,7 +15,8 @@ struct JLexer {
     init(_ src: String) { s = Array(src.unicodeScalars) }
 
     static let ops: [(String, [Unicode.Scalar])] = ["//", "**", "==", "!=", "<=", ">=", "+", "-", "*", "/", "%", "~", "<", ">",
-                                                     "(", ")", "[", "]", "{", "}", ",", ".", ":", "|", "="].map { ($0, Array($0.unicodeScalars)) }
+                                                     "(", ")", "[", "]", "{", "}", ",", ".", ":", "|", "="]
+        .map { ($0, Array($0.unicodeScalars)) }
 
     func fail(_ m: String, _ at: Int? = nil) -> TemplateFault { TemplateFault(at ?? i, m) }
     func at(_ k: Int, _ u: [Unicode.Scalar]) -> Bool {
@@ -99,11 +100,15 @@ struct JLexer {
             let tokStart = i
             if c == "_" || c.properties.isAlphabetic {
                 var n = ""
-                while i < s.count, s[i] == "_" || s[i].properties.isAlphabetic || s[i].properties.numericType == .decimal { n.unicodeScalars.append(s[i]); i += 1 }
+                while i < s.count, s[i] == "_" || s[i].properties.isAlphabetic || s[i].properties.numericType == .decimal {
+                    n.unicodeScalars.append(s[i]); i += 1
+                }
                 out.append((.name(n), tokStart))
             } else if c.value >= 48 && c.value <= 57 {
                 var n = ""
-                while i < s.count, (s[i].value >= 48 && s[i].value <= 57) || s[i] == "_" { if s[i] != "_" { n.unicodeScalars.append(s[i]); }; i += 1 }
+                while i < s.count, (s[i].value >= 48 && s[i].value <= 57) || s[i] == "_" {
+                    if s[i] != "_" { n.unicodeScalars.append(s[i]); }; i += 1
+                }
                 func digit(_ k: Int) -> Bool { k < s.count && s[k].value >= 48 && s[k].value <= 57 }
                 var isFloat = false
                 if i + 1 < s.count, s[i] == ".", digit(i + 1) {
@@ -122,12 +127,16 @@ struct JLexer {
                     }
                 }
                 if isFloat {
-                    guard let d = Double(n), d.isFinite else { throw fail("float literal \(n.prefix(40))\(n.count > 40 ? "…" : "") out of range", tokStart) }
+                    guard let d = Double(n), d.isFinite else {
+                        throw fail("float literal \(n.prefix(40))\(n.count > 40 ? "…" : "") out of range", tokStart)
+                    }
                     out.append((.double(d), tokStart))
                 } else {
                     // Python integers are unbounded; ours are 64-bit, and a literal that does not fit
                     // is an error rather than a silently different number.
-                    guard let v = Int(n) else { throw fail("integer literal \(n.prefix(40))\(n.count > 40 ? "…" : "") does not fit in 64 bits", tokStart) }
+                    guard let v = Int(n) else {
+                        throw fail("integer literal \(n.prefix(40))\(n.count > 40 ? "…" : "") does not fit in 64 bits", tokStart)
+                    }
                     out.append((.int(v), tokStart))
                 }
             } else if c == "'" || c == "\"" {
@@ -149,7 +158,8 @@ struct JLexer {
                         case "\"": v.append("\"")
                         case "u", "x":
                             let n = e == "u" ? 4 : 2
-                            guard i + n <= s.count, let val = UInt32(String(scalars: s[i..<(i + n)]), radix: 16), let sc = Unicode.Scalar(val) else {
+                            guard i + n <= s.count, let val = UInt32(String(scalars: s[i..<(i + n)]), radix: 16),
+                                  let sc = Unicode.Scalar(val) else {
                                 throw fail("bad escape in string", i)
                             }
                             v.append(sc); i += n

@@ -78,7 +78,9 @@ extension JEvaluator {
         switch v { case let .int(i): return i; case let .bool(b): return b ? 1 : 0; default: return nil }
     }
     func numValue(_ v: JValue) -> Double? {
-        switch v { case let .int(i): return Double(i); case let .double(d): return d; case let .bool(b): return b ? 1 : 0; default: return nil }
+        switch v {
+        case let .int(i): return Double(i); case let .double(d): return d; case let .bool(b): return b ? 1 : 0; default: return nil
+        }
     }
 
     /// Python integer arithmetic on 64 bits: a result Python would make a big integer is an error.

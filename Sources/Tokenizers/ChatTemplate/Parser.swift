@@ -237,7 +237,9 @@ struct JParser {
         var l = try parseMath1()
         while true {
             let at = pos
-            if case let .op(o)? = cur, ["==", "!=", "<", ">", "<=", ">="].contains(o) { p += 1; l = try mk(.binary(o, l, try parseMath1()), at); continue }
+            if case let .op(o)? = cur, ["==", "!=", "<", ">", "<=", ">="].contains(o) {
+                p += 1; l = try mk(.binary(o, l, try parseMath1()), at); continue
+            }
             if case .name("in")? = cur { p += 1; l = try mk(.binary("in", l, try parseMath1()), at); continue }
             if case .name("not")? = cur, p + 1 < toks.count, toks[p + 1].0 == .name("in") {
                 p += 2; l = try mk(.unary("not", try mk(.binary("in", l, try parseMath1()), at)), at); continue
@@ -257,7 +259,9 @@ struct JParser {
     }
     mutating func parseMath2() throws(TemplateFault) -> JExpr {
         var l = try parseUnary()
-        while case let .op(o)? = cur, ["*", "/", "//", "%"].contains(o) { let at = pos; p += 1; l = try mk(.binary(o, l, try parseUnary()), at) }
+        while case let .op(o)? = cur, ["*", "/", "//", "%"].contains(o) {
+            let at = pos; p += 1; l = try mk(.binary(o, l, try parseUnary()), at)
+        }
         return l
     }
     mutating func parseUnary() throws(TemplateFault) -> JExpr {
@@ -293,7 +297,9 @@ struct JParser {
                 if cur == .op("(") { args = try parseArgs().0 }
                 else if case .string? = cur { args = [try parsePrimary()] }
                 else if case .int? = cur { args = [try parsePrimary()] }
-                else if case .name(let x)? = cur, !["and", "or", "else", "if", "in", "not", "is"].contains(x) { args = [try parsePrimary()] }
+                else if case .name(let x)? = cur, !["and", "or", "else", "if", "in", "not", "is"].contains(x) {
+                    args = [try parsePrimary()]
+                }
                 e = try mk(.test(e, n, args, negated: neg), at)
             } else { return e }
         }
