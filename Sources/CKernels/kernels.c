@@ -20,8 +20,13 @@
 #include "assay_kernels.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -546,4 +551,146 @@ float assay_stream_read(const float *p, long count) {
     float s = 0;
     for (long i = 0; i < count; i++) s += p[i];
     return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fork-join pool
+//
+// At most one worker per other online CPU. A region is posted under a sequence lock: `seq` is
+// odd while the job is written and even once it is complete, and a worker reads the job between
+// two equal even values of `seq`. The caller and the workers then take parts from `next`, which
+// holds the region's number in its high bits so that a worker holding a stale job cannot take a
+// part of a later region; the caller returns once `done` counts every part. Workers spin for
+// ~200 µs after a region, then sleep on a condition variable; `sleeping` and `seq` are
+// sequentially consistent, so a poster either sees a sleeper (and wakes it) or the sleeper sees
+// the new `seq`.
+
+#define POOL_MAX 64
+#define POOL_SPIN_NS 200000L
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    atomic_flag busy;
+    _Atomic unsigned long seq;
+    _Atomic(assay_part_fn) fn;
+    _Atomic(void *) ctx;
+    _Atomic long parts;
+    _Atomic unsigned long next;  // (region << 16) | next part
+    _Atomic long done;
+    _Atomic int sleeping;
+    int workers, cpus;
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, ATOMIC_FLAG_INIT};
+
+static inline void cpu_relax(void) {
+#if ASSAY_X86
+    _mm_pause();
+#endif
+}
+
+static long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000000000L + t.tv_nsec;
+}
+
+// Takes and runs parts of region `region` until none is left.
+static void run_parts(unsigned long region, assay_part_fn fn, void *ctx, long parts) {
+    for (;;) {
+        unsigned long v = atomic_load(&pool.next);
+        if ((v >> 16) != region || (long)(v & 0xffff) >= parts) return;
+        if (!atomic_compare_exchange_weak(&pool.next, &v, v + 1)) continue;
+        fn(ctx, (long)(v & 0xffff));
+        atomic_fetch_add(&pool.done, 1);
+    }
+}
+
+static void *pool_worker(void *arg) {
+    (void)arg;
+    unsigned long seen = 0;
+    for (;;) {
+        unsigned long s = atomic_load(&pool.seq);
+        long spins = 0, since = 0;
+        while (s == seen || (s & 1)) {
+            cpu_relax();
+            if ((++spins & 255) == 0) {
+                const long t = now_ns();
+                if (since == 0) since = t;
+                if (t - since > POOL_SPIN_NS) {
+                    pthread_mutex_lock(&pool.lock);
+                    atomic_fetch_add(&pool.sleeping, 1);
+                    while ((s = atomic_load(&pool.seq)) == seen || (s & 1)) pthread_cond_wait(&pool.wake, &pool.lock);
+                    atomic_fetch_sub(&pool.sleeping, 1);
+                    pthread_mutex_unlock(&pool.lock);
+                    spins = 0, since = 0;
+                    continue;
+                }
+            }
+            s = atomic_load(&pool.seq);
+        }
+        const assay_part_fn fn = atomic_load_explicit(&pool.fn, memory_order_relaxed);
+        void *const ctx = atomic_load_explicit(&pool.ctx, memory_order_relaxed);
+        const long parts = atomic_load_explicit(&pool.parts, memory_order_relaxed);
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load(&pool.seq) != s) continue;  // the job changed while it was read
+        seen = s;
+        run_parts(s / 2, fn, ctx, parts);
+    }
+    return NULL;
+}
+
+// Starts the workers on first use: one per other online CPU (none on one CPU).
+static int pool_start(void) {
+    pthread_mutex_lock(&pool.lock);
+    if (pool.cpus == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        pool.cpus = n < 1 ? 1 : n > POOL_MAX ? POOL_MAX : (int)n;
+        while (pool.workers < pool.cpus - 1) {
+            pthread_t t;
+            pthread_attr_t attr;
+            pthread_attr_init(&attr);
+            pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+            const int failed = pthread_create(&t, &attr, pool_worker, NULL);
+            pthread_attr_destroy(&attr);
+            if (failed) break;
+            pool.workers++;
+        }
+    }
+    const int workers = pool.workers;
+    pthread_mutex_unlock(&pool.lock);
+    return workers;
+}
+
+void assay_parallel(long parts, assay_part_fn fn, void *ctx) {
+    if (parts > 0xffff) parts = 0xffff;
+    if (parts <= 1 || atomic_flag_test_and_set(&pool.busy)) {
+        for (long p = 0; p < parts; p++) fn(ctx, p);
+        return;
+    }
+    if (pool_start() == 0) {  // one CPU, or no threads to be had: the parts in turn
+        atomic_flag_clear(&pool.busy);
+        for (long p = 0; p < parts; p++) fn(ctx, p);
+        return;
+    }
+    const unsigned long s = atomic_load(&pool.seq), region = (s + 2) / 2;
+    atomic_store(&pool.seq, s + 1);
+    atomic_thread_fence(memory_order_release);
+    atomic_store_explicit(&pool.fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&pool.ctx, ctx, memory_order_relaxed);
+    atomic_store_explicit(&pool.parts, parts, memory_order_relaxed);
+    atomic_store(&pool.done, 0);
+    atomic_store(&pool.next, region << 16);
+    atomic_store(&pool.seq, s + 2);
+    if (atomic_load(&pool.sleeping) > 0) {
+        pthread_mutex_lock(&pool.lock);
+        pthread_cond_broadcast(&pool.wake);
+        pthread_mutex_unlock(&pool.lock);
+    }
+    run_parts(region, fn, ctx, parts);
+    // A worker still running a part may be waiting for a core this thread holds (a shared
+    // machine): past a short spin, give it up between checks.
+    for (long spins = 0; atomic_load(&pool.done) < parts; spins++) {
+        if (spins < 4096) cpu_relax(); else sched_yield();
+    }
+    atomic_flag_clear(&pool.busy);
 }

@@ -127,7 +127,7 @@ enum InvariantGEMM {
             return
         }
         nonisolated(unsafe) let (ap, bp, cp) = (a, b, c)
-        DispatchQueue.concurrentPerform(iterations: parts) { p in
+        Parallel.run(parts) { p in
             let j0 = n * p / parts, j1 = n * (p + 1) / parts
             run(rows: 0..<m, cols: j0..<j1, k: k, a: ap, lda: lda, b: bp, ldb: ldb, c: cp, ldc: ldc, beta: beta)
         }

@@ -197,7 +197,7 @@ public final class PackedMatrix: Equatable, @unchecked Sendable {
         }
         nonisolated(unsafe) let (app, cp, bp) = (UnsafePointer(apf), c, UnsafeRawPointer(base))
         let (n, k, dt, np) = (rows, cols, dtype.rawValue, panels)
-        DispatchQueue.concurrentPerform(iterations: parts) { q in
+        Parallel.run(parts) { q in
             let p0 = 4 * (groups * q / parts), p1 = min(np, 4 * (groups * (q + 1) / parts))
             assay_gemm_packed(isa.rawValue, m, n, k, app, bp, dt, cp, ldc, acc, p0, p1)
         }

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Dispatch
 
@@ -46,18 +47,12 @@ public func parallelRows(_ count: Int, cost: Int, ways: Int = 2, _ body: (Range<
         return
     }
     let chunks = min(ways, count)
-    withoutActuallyEscaping(body) { escaped in
-        // The chunks touch disjoint rows; the closure is only borrowed for this call.
-        nonisolated(unsafe) let b = escaped
-        DispatchQueue.concurrentPerform(iterations: chunks) { c in
-            let lo = count * c / chunks, hi = count * (c + 1) / chunks
-            b(lo..<hi)
-        }
-    }
+    // The chunks touch disjoint rows.
+    Parallel.run(chunks) { c in body((count * c / chunks)..<(count * (c + 1) / chunks)) }
 }
 
 /// The parallel scheme. Assay's kernels (GEMM through `PackedMatrix`, attention, element-wise
-/// rows) split their work `ways` ways with Dispatch; OpenBLAS, now used only for LAPACK's SVD,
+/// rows) split their work `ways` ways on Assay's fork-join pool (`run`); OpenBLAS, now used only for LAPACK's SVD,
 /// runs single-threaded unless a phase that is nothing but LAPACK asks for its threads
 /// (`useBLASThreads`): OpenBLAS workers busy-wait after each call and would fight Dispatch for
 /// the cores (one scheme per phase). Every split gives the same bits.
@@ -68,6 +63,25 @@ public enum Parallel {
         let n = max(1, min(threads, 64))
         ways = n
         BLAS.threads = 1
+    }
+
+    /// Runs `body(0 ..< parts)` and returns when all have finished, on this thread and Assay's
+    /// fork-join pool (`assay_parallel`: one worker per other CPU, spinning between regions, so a
+    /// region of microseconds does not wait for a thread to wake; a region inside a region runs
+    /// its parts in turn). The closure is only borrowed for the call.
+    public static func run(_ parts: Int, _ body: (Int) -> Void) {
+        if parts <= 1 {
+            if parts == 1 { body(0) }
+            return
+        }
+        withoutActuallyEscaping(body) { escaped in
+            var b = escaped
+            withUnsafeMutablePointer(to: &b) { box in
+                assay_parallel(parts, { ctx, part in
+                    ctx!.assumingMemoryBound(to: ((Int) -> Void).self).pointee(part)
+                }, box)
+            }
+        }
     }
 
     /// OpenBLAS threads instead of Assay's (for BLAS-only phases such as `bench core`).

@@ -130,3 +130,38 @@ import TensorCore
         }
     }
 }
+
+/// The fork-join pool (`Parallel.run`, `assay_parallel` in kernels.c): every part runs exactly
+/// once per region and the region returns only when all have, over many back-to-back regions (the
+/// spinning workers' hand-off), with a region nested in a part and regions from two threads at
+/// once (those run their parts in turn on the caller).
+@Suite(.serialized) struct ForkJoinPool {
+    @Test func everyPartRunsOnceAndTheRegionWaitsForAll() {
+        for parts in [2, 3, 8] {
+            var counts = [Int](repeating: 0, count: parts)
+            counts.withUnsafeMutableBufferPointer { c in
+                nonisolated(unsafe) let p = c.baseAddress!
+                for _ in 0..<20_000 { Parallel.run(parts) { i in p[i] += 1 } }
+            }
+            #expect(counts == [Int](repeating: 20_000, count: parts), "\(parts) parts")
+        }
+    }
+
+    @Test func nestedAndConcurrentRegionsComplete() {
+        var inner = [Int](repeating: 0, count: 4 * 3)
+        inner.withUnsafeMutableBufferPointer { c in
+            nonisolated(unsafe) let p = c.baseAddress!
+            Parallel.run(4) { i in Parallel.run(3) { j in p[i * 3 + j] += 1 } }
+        }
+        #expect(inner == [Int](repeating: 1, count: 12))
+        // Two threads starting regions at once: every part of every region still runs once.
+        var totals = [Int](repeating: 0, count: 2 * 2)
+        totals.withUnsafeMutableBufferPointer { c in
+            nonisolated(unsafe) let p = c.baseAddress!
+            DispatchQueue.concurrentPerform(iterations: 2) { t in
+                for _ in 0..<5_000 { Parallel.run(2) { i in p[t * 2 + i] += 1 } }
+            }
+        }
+        #expect(totals == [Int](repeating: 5_000, count: 4))
+    }
+}

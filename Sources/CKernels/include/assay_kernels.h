@@ -64,4 +64,15 @@ void assay_packed_row(const void *packed, int dtype, long n_total, long k, long 
 /// bandwidth probe of `assay bench kernels`); returns their sum so the reads are not elided.
 float assay_stream_read(const float *p, long count);
 
+/// A part of a fork-join region: `fn(ctx, part)`.
+typedef void (*assay_part_fn)(void *ctx, long part);
+
+/// Runs fn(ctx, 0 ..< parts) and returns when every part has finished: the caller and a pool of
+/// worker threads (one per other online CPU) take parts in turn; the workers spin briefly
+/// between regions (so a region of a few microseconds, a decode step's product, does not pay a
+/// thread wake-up) and then sleep. One region at a time: a region started while another runs
+/// (another thread's, or nested in a part) runs its parts in turn on the caller. At most 65,535
+/// parts.
+void assay_parallel(long parts, assay_part_fn fn, void *ctx);
+
 #endif
