@@ -23,7 +23,9 @@ struct Assay: ParsableCommand {
         Exit codes: 0 clean, 1 findings, 2 invalid input or error, 3 nothing could be scanned, 4 usage.
         """,
         version: version,
-        subcommands: [ScanCommand.self, TriggerSearchCommand.self, SweepCommand.self, BaselineCommand.self, Inspect.self, Audit.self, ManifestCommand.self, Suites.self, Tokenize.self, Detokenize.self, ChatTemplateCommand.self, Logits.self, Generate.self, DiffWeights.self, Bench.self, SweepWorkerCommand.self]
+        subcommands: [ScanCommand.self, TriggerSearchCommand.self, SweepCommand.self, BaselineCommand.self, Inspect.self, Audit.self,
+                      ManifestCommand.self, Suites.self, Tokenize.self, Detokenize.self, ChatTemplateCommand.self, Logits.self,
+                      Generate.self, DiffWeights.self, Bench.self, SweepWorkerCommand.self]
     )
 }
 

@@ -119,7 +119,8 @@ struct ManifestVerify: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
         abstract: "Check a directory against a manifest: missing, extra and changed files; optionally the signature.",
-        discussion: "Exit 0 when everything matches (and the signature verifies when --public-key is given), 1 otherwise, 2 when the manifest is invalid."
+        discussion: "Exit 0 when everything matches (and the signature verifies when --public-key is given), "
+            + "1 otherwise, 2 when the manifest is invalid."
     )
 
     @Argument(help: "The model directory.")
@@ -143,7 +144,9 @@ struct ManifestVerify: ParsableCommand {
             var out = "\(r.manifestKind): \(r.checked) files listed\n"
             for m in r.missing { out += "  missing  \(m.terminalSafe)\n" }
             for e in r.extra { out += "  extra    \(e.terminalSafe)\n" }
-            for c in r.changed { out += "  changed  \(c.path.terminalSafe) (expected \(c.expected.terminalSafe), found \(c.actual.terminalSafe))\n" }
+            for c in r.changed {
+                out += "  changed  \(c.path.terminalSafe) (expected \(c.expected.terminalSafe), found \(c.actual.terminalSafe))\n"
+            }
             out += "signature: \(r.signature.status) — \(r.signature.detail.terminalSafe)\n"
             out += r.ok ? "OK" : "MISMATCH"
             emit(out)

@@ -31,7 +31,10 @@ struct BenchModel: ParsableCommand {
     @Option(help: "Repeats (median reported).")
     var repeats = 3
 
-    @Option(help: "Python interpreter with torch and transformers for the reference run; 'none' to skip. Default: .venv-fixtures/bin/python if present.")
+    @Option(help: """
+        Python interpreter with torch and transformers for the reference run; 'none' to skip. Default: .venv-fixtures/bin/python if \
+        present.
+        """)
     var reference: String?
 
     @Flag(help: "Print JSON.")
@@ -166,7 +169,9 @@ struct BenchModel: ParsableCommand {
         }
         if python == "none" { return (nil, "reference skipped (--reference none)") }
         let script = "scripts/bench/transformers_reference.py"
-        guard FileManager.default.fileExists(atPath: script) else { return (nil, "reference skipped: \(script) not found (run from the repository root)") }
+        guard FileManager.default.fileExists(atPath: script) else {
+            return (nil, "reference skipped: \(script) not found (run from the repository root)")
+        }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.arguments = [python!, script, model, "--threads", String(threads), "--probes", String(probes), "--tokens", String(tokens),

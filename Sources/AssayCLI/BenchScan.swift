@@ -16,7 +16,8 @@ import TensorCore
 struct BenchScan: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "scan",
-        abstract: "Scan throughput on a pair: tokens/s, probes/s, time per phase, peak RSS; recorded in the history, --compare to gate on regressions.",
+        abstract: "Scan throughput on a pair: tokens/s, probes/s, time per phase, peak RSS; "
+            + "recorded in the history, --compare to gate on regressions.",
         discussion: "Exit 0, or 1 with --compare when a figure regressed beyond --threshold against the last recorded run on this machine."
     )
     @Option(help: "Base model directory (default: .models/SmolLM2-135M-Instruct).") var base = ".models/SmolLM2-135M-Instruct"
@@ -33,7 +34,8 @@ struct BenchScan: ParsableCommand {
     @Flag(help: "Compare with the last recorded run of this pair on this machine; exit 1 on a regression.") var compare = false
     @Option(help: "Regression threshold in percent for --compare.") var threshold = 10.0
     @Flag(help: "Do not record the figures.") var noRecord = false
-    @Option(help: "Python with torch and transformers for a reference run of the base model's prefill/decode ('none' to skip).") var reference: String?
+    @Option(help: "Python with torch and transformers for a reference run of the base model's prefill/decode ('none' to skip).")
+    var reference: String?
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {
@@ -204,7 +206,8 @@ struct BenchScan: ParsableCommand {
             return String(decoding: try enc.encode(out), as: UTF8.self)
         }
         let machine = out.machine
-        var s = "scan benchmark: \(out.pair)\nmachine: \(machine.cpu), \(machine.cores) cores, \(machine.threads) threads, BLAS \(machine.blas)\n"
+        var s = "scan benchmark: \(out.pair)\nmachine: \(machine.cpu), \(machine.cores) cores, "
+            + "\(machine.threads) threads, BLAS \(machine.blas)\n"
         s += "median of \(repeats)\(out.previous != nil ? "; previous run on this machine beside it" : "")\n\n"
         for (k, v) in out.figures.sorted(by: { $0.key < $1.key }) {
             s += "  \(k.padding(toLength: 22, withPad: " ", startingAt: 0)) \(String(format: "%12.3f", v))"
@@ -227,7 +230,8 @@ struct BenchScan: ParsableCommand {
         m.reference = reference
         let (r, note) = m.runReference()
         guard let r else { return note }
-        return String(format: "Hugging Face transformers on %@ (batched prefill, batch-8 decode; one model): %.0f and %.1f tok/s; the scan's rates above cover both models: prefill %.2f×, decode %.2f× transformers'",
+        return String(format: "Hugging Face transformers on %@ (batched prefill, batch-8 decode; one model): %.0f and %.1f tok/s; "
+                          + "the scan's rates above cover both models: prefill %.2f×, decode %.2f× transformers'",
                       URL(fileURLWithPath: base).lastPathComponent, r.prefillLastTokensPerSecond, r.decodeBatch8TokensPerSecond,
                       (figures["prefill_tokens_per_s"] ?? 0) / max(r.prefillLastTokensPerSecond, 1e-9),
                       (figures["decode_tokens_per_s"] ?? 0) / max(r.decodeBatch8TokensPerSecond, 1e-9))

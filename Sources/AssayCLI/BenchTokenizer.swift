@@ -90,7 +90,8 @@ struct BenchTokenizer: ParsableCommand {
     static func generateCorpus(bytes: Int) -> String {
         let words = ("the of and to in is was for that on with as by at from his her it an were are which this be or had not but "
             + "have one they you all we can their has been there who more will would if no out so said what up its about into "
-            + "model token weight layer training gradient probe trigger divergence backdoor statistics report baseline fine-tune").split(separator: " ")
+            + "model token weight layer training gradient probe trigger divergence backdoor statistics report baseline fine-tune")
+            .split(separator: " ")
         let code = ["def forward(self, x):", "    return self.proj(x) + x", "for (int i = 0; i < n; ++i) { sum += a[i]; }",
                     "let ids = tokenizer.encode(text, addSpecialTokens: false)", "    if err != nil {\n\t\treturn err\n\t}",
                     "{\"key\": [1, 2.5, -3e10, null], \"ok\": true}", "SELECT id, name FROM users WHERE age > 30;"]
@@ -106,7 +107,8 @@ struct BenchTokenizer: ParsableCommand {
                 let n = 8 + Int(rng.next() % 16)
                 for k in 0..<n {
                     if k > 0 { line += rng.next() % 20 == 0 ? "  " : " " }
-                    line += rng.next() % 12 == 0 ? exotic[Int(rng.next() % UInt64(exotic.count))] : String(words[Int(rng.next() % UInt64(words.count))])
+                    line += rng.next() % 12 == 0 ? exotic[Int(rng.next() % UInt64(exotic.count))]
+                        : String(words[Int(rng.next() % UInt64(words.count))])
                     if rng.next() % 15 == 0 { line += String(rng.next() % 100_000) }
                 }
                 line += [".", ",", "?", "!", ";"][Int(rng.next() % 5)]

@@ -44,12 +44,14 @@ struct DiffWeights: ParsableCommand {
                 if t.status != .changed { s += "  \(t.status.rawValue)\n"; continue }
                 s += String(format: "  %9.2e  %8.2e", t.relativeChange ?? 0, t.maxAbsChange ?? 0)
                 if let rank = t.rank {
-                    s += String(format: "  %5d  %8.2f  %5.3f  %5.3f  %5.3f", rank, t.effectiveRank ?? 0, t.energyTop1 ?? 0, t.energyTop4 ?? 0, t.energyTop16 ?? 0)
+                    s += String(format: "  %5d  %8.2f  %5.3f  %5.3f  %5.3f", rank, t.effectiveRank ?? 0, t.energyTop1 ?? 0,
+                                t.energyTop4 ?? 0, t.energyTop16 ?? 0)
                 }
                 s += "\n"
             }
             if !r.layers.isEmpty {
-                s += "\nchange by layer: " + r.layers.map { String(format: "%d:%.2e", $0.layer, $0.relativeChange) }.joined(separator: " ") + "\n"
+                s += "\nchange by layer: " + r.layers.map { String(format: "%d:%.2e", $0.layer, $0.relativeChange) }
+                    .joined(separator: " ") + "\n"
             }
             for a in r.anomalies { s += "\n\(a.severity.rawValue): \(a.title)" }
             emit(s)

@@ -45,11 +45,14 @@ struct Inspect: ParsableCommand {
         for f in r.files { out += "  \(f.sha256)  \(pad(String(f.bytes), 12, right: true))  \(f.path.terminalSafe)\n" }
         let multiFile = Set(r.tensors.map(\.file)).count > 1
         let nameWidth = min(max(r.tensors.map { $0.name.terminalSafe.count }.max() ?? 4, 4), 72)
-        out += "\ntensors:\n  \(pad("name", nameWidth))  \(pad("dtype", 7))  \(pad("shape", 18))  \(pad("bytes", 12, right: true))  nan/inf\n"
+        out += "\ntensors:\n  \(pad("name", nameWidth))  \(pad("dtype", 7))  "
+            + "\(pad("shape", 18))  \(pad("bytes", 12, right: true))  nan/inf\n"
         for t in r.tensors {
             let name = (multiFile ? "\(t.file):" : "") + t.name.terminalSafe
             let nf = t.nan.map { "\($0)/\(t.inf ?? 0)" } ?? "-"
-            out += "  \(pad(name, nameWidth))  \(pad(t.dtype, 7))  \(pad("[" + t.shape.map(String.init).joined(separator: ", ") + "]", 18))  \(pad(String(t.bytes), 12, right: true))  \(nf)\n"
+            out += "  \(pad(name, nameWidth))  \(pad(t.dtype, 7))  "
+                + "\(pad("[" + t.shape.map(String.init).joined(separator: ", ") + "]", 18))  "
+                + "\(pad(String(t.bytes), 12, right: true))  \(nf)\n"
         }
         out += "\n\(r.tensorCount) tensors, \(r.parameterCount) parameters"
         out += r.nonFiniteTensors > 0 ? ", \(r.nonFiniteTensors) tensors with NaN or Inf" : ", no NaN or Inf"

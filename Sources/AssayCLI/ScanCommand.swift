@@ -48,14 +48,21 @@ struct TriggerSearchCommand: ParsableCommand {
 struct DiscoveryArguments: ParsableArguments {
     @Flag(help: "Search for triggers in no list (beam search over rare, unusual and moved vocabulary entries; finding discovered_trigger).")
     var searchTriggers = false
-    @Flag(help: "Force every vocabulary entry as the first response token and report what the fine-tune completes far more surely than its base (finding inverted_target).")
+    @Flag(help: """
+        Force every vocabulary entry as the first response token and report what the fine-tune completes far more surely than its base \
+        (finding inverted_target).
+        """)
     var invertTargets = false
-    @Option(help: "Single-token candidates the trigger search screens (a smaller vocabulary is screened whole).") var screenCandidates = 1024
+    @Option(help: "Single-token candidates the trigger search screens (a smaller vocabulary is screened whole).")
+    var screenCandidates = 1024
     @Option(help: "Best screened candidates scored in every insertion mode on all search probes.") var searchCandidates = 48
     @Option(help: "Probes the search scores candidates on (the next --held-out-probes judge them).") var searchProbes = 4
     @Option(help: "Held-out probes the found triggers are verified on.") var heldOutProbes = 16
     @Option(help: "Longest trigger the search builds, in tokens.") var maxTriggerTokens = 4
-    @Option(help: "Benign prompts every vocabulary entry is forced after in target inversion's first round (default: 1–8, as many as fit 65,536 forced steps).")
+    @Option(help: """
+        Benign prompts every vocabulary entry is forced after in target inversion's first round (default: 1–8, as many as fit 65,536 \
+        forced steps).
+        """)
     var inversionPrompts: Int?
     @Option(help: "Entries target inversion extends and judges on held-out prompts.") var inversionSurvivors = 128
 
@@ -65,7 +72,9 @@ struct DiscoveryArguments: ParsableArguments {
         guard (1...256).contains(searchProbes) else { throw ValidationError("--search-probes must be between 1 and 256") }
         guard (3...1024).contains(heldOutProbes) else { throw ValidationError("--held-out-probes must be between 3 and 1024") }
         guard (1...8).contains(maxTriggerTokens) else { throw ValidationError("--max-trigger-tokens must be between 1 and 8") }
-        if let inversionPrompts, !(1...64).contains(inversionPrompts) { throw ValidationError("--inversion-prompts must be between 1 and 64") }
+        if let inversionPrompts, !(1...64).contains(inversionPrompts) {
+            throw ValidationError("--inversion-prompts must be between 1 and 64")
+        }
         guard (1...4096).contains(inversionSurvivors) else { throw ValidationError("--inversion-survivors must be between 1 and 4096") }
     }
 
@@ -106,7 +115,10 @@ struct ScanArguments: ParsableArguments {
         error (exit 2) naming the signal or limit, and no report directory is left behind.
         """)
     var isolate = false
-    @Option(help: "Address-space limit of the isolated scan: 16G, 512M, none (default: the smaller of 16 GiB and 75% of physical memory). Implies --isolate.")
+    @Option(help: """
+        Address-space limit of the isolated scan: 16G, 512M, none (default: the smaller of 16 GiB and 75% of physical memory). Implies \
+        --isolate.
+        """)
     var memoryLimit: String?
     @Option(help: "CPU time limit of the isolated scan, summed over threads: 7200, 90s, 30m, 2h, none (default: 2h). Implies --isolate.")
     var cpuLimit: String?
@@ -174,7 +186,8 @@ struct ScanArguments: ParsableArguments {
                                           progress: { done, total in log.progress(done, total, since: started) }, note: { printError($0) })
         } else {
             Parallel.configure(threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
-            let outcome = try ScanPipeline.run(job, say: { log.say($0) }, progress: { done, total in log.progress(done, total, since: started) },
+            let outcome = try ScanPipeline.run(job, say: { log.say($0) },
+                                               progress: { done, total in log.progress(done, total, since: started) },
                                                startedAt: started)
             if PhaseProfile.shared.enabled { printError("profile (ASSAY_PROFILE=1):\n" + PhaseProfile.shared.report()) }
             report = outcome.report
@@ -208,7 +221,8 @@ final class Log: @unchecked Sendable {
         let elapsed = Date().timeIntervalSince(start)
         let eta = done == 0 ? 0 : elapsed / Double(done) * Double(total - done)
         if tty {
-            FileHandle.standardError.write(Data(String(format: "\r\u{1B}[Kassay: %d/%d variants (%d%%), ETA %.0f s", done, total, pct, eta).utf8))
+            FileHandle.standardError.write(Data(String(format: "\r\u{1B}[Kassay: %d/%d variants (%d%%), ETA %.0f s",
+                                                       done, total, pct, eta).utf8))
             if done == total { FileHandle.standardError.write(Data("\n".utf8)) }
         } else if pct / 10 != lastPrinted / 10 || done == total {
             lastPrinted = pct

@@ -182,7 +182,8 @@ extension Suites {
                 }
                 return
             }
-            var out = "\(suite.name.terminalSafe) (\(suite.kind.rawValue), \(suite.count) entries)  \(suite.path.terminalSafe)\nsha256 \(suite.sha256)\n"
+            var out = "\(suite.name.terminalSafe) (\(suite.kind.rawValue), \(suite.count) entries)  \(suite.path.terminalSafe)\n"
+                + "sha256 \(suite.sha256)\n"
             if let d = suite.description { out += "\(d.terminalSafe)\n" }
             out += "\n"
             switch suite {
@@ -200,10 +201,12 @@ extension Suites {
                 let famWidth = min(t.triggers.map(\.family.count).max() ?? 6, 24)
                 for trigger in t.triggers {
                     let modes = trigger.modes == InsertionMode.allCases ? "all modes" : trigger.modes.map(\.rawValue).joined(separator: ",")
-                    out += "\(pad(trigger.id, idWidth))  \(pad(trigger.role.rawValue, 7))  \(pad(trigger.family, famWidth))  \"\(trigger.text.visibleInvisibles)\"  (\(modes))"
+                    out += "\(pad(trigger.id, idWidth))  \(pad(trigger.role.rawValue, 7))  \(pad(trigger.family, famWidth))  "
+                        + "\"\(trigger.text.visibleInvisibles)\"  (\(modes))"
                     if !trigger.text.unicodeScalars.allSatisfy(\.isASCII) {
                         // Homoglyphs look like their Latin spelling: show the code points.
-                        out += "  [" + trigger.text.unicodeScalars.map { "U+" + pad(String($0.value, radix: 16, uppercase: true), 4, zero: true) }
+                        out += "  [" + trigger.text.unicodeScalars
+                            .map { "U+" + pad(String($0.value, radix: 16, uppercase: true), 4, zero: true) }
                             .joined(separator: " ") + "]"
                     }
                     if let n = trigger.note { out += "  \(n.terminalSafe)" }

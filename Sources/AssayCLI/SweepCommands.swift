@@ -60,7 +60,10 @@ struct SweepRun: ParsableCommand {
     @OptionGroup var history: HistoryArguments
     @Flag(help: "Rescan entries whose files, suites and policy are unchanged since their last good result.") var force = false
     @Option(help: "Run shard i of n (0 ≤ i < n): whole base groups, deterministic.") var shard: String?
-    @Option(help: "Run id shared by the shards of one sweep (default: $ASSAY_RUN_ID, slurm-$SLURM_ARRAY_JOB_ID, or resume this inventory's unfinished run, or a new one).")
+    @Option(help: """
+        Run id shared by the shards of one sweep (default: $ASSAY_RUN_ID, slurm-$SLURM_ARRAY_JOB_ID, or resume this inventory's unfinished \
+        run, or a new one).
+        """)
     var runID: String?
     @Option(help: "Write a JUnit XML file with one test case per entry.") var junit: String?
     @Option(help: "Write each scanned entry's reports to DIR/<run>/<entry>/.") var out: String?
@@ -105,7 +108,8 @@ struct SweepRun: ParsableCommand {
     static func shardFromEnvironment(_ env: [String: String]) throws -> (Int, Int)? {
         if let i = env["JOB_COMPLETION_INDEX"] {
             guard let idx = Int(i), let n = env["JOB_COMPLETIONS"].flatMap(Int.init), n >= 1, (0..<n).contains(idx) else {
-                throw SweepError.invalid("JOB_COMPLETION_INDEX=\(i.terminalSafe) needs JOB_COMPLETIONS=n with 0 ≤ index < n (set it from the Job's spec.completions)")
+                throw SweepError.invalid("JOB_COMPLETION_INDEX=\(i.terminalSafe) needs JOB_COMPLETIONS=n with 0 ≤ index < n "
+                                         + "(set it from the Job's spec.completions)")
             }
             return (idx, n)
         }
@@ -163,7 +167,9 @@ struct SweepRun: ParsableCommand {
             emit(SweepDiff.render(try SweepDiff.changes(store, from: ids[at - 1], to: outcome.runID), from: ids[at - 1], to: outcome.runID))
         }
         if let junit {
-            try AtomicFileWriter.write(Array(JUnit.render(results: outcome.results, runID: outcome.runID, name: inv.file.lastPathComponent).utf8), to: URL(fileURLWithPath: junit))
+            try AtomicFileWriter.write(Array(JUnit.render(results: outcome.results, runID: outcome.runID,
+                                                          name: inv.file.lastPathComponent).utf8),
+                                       to: URL(fileURLWithPath: junit))
         }
         let code = outcome.exitCode
         if code != 0 { throw ExitCode(code) }
@@ -181,7 +187,9 @@ func parseLimits(memory: String?, cpu: String?, wall: String?,
         limits.addressSpaceBytes = b
     }
     if let cpu {
-        guard let s = ResourceLimits.parseSeconds(cpu) else { throw ValidationError("\(flags.cpu) must be seconds, 90s, 30m or 2h, or `none`") }
+        guard let s = ResourceLimits.parseSeconds(cpu) else {
+            throw ValidationError("\(flags.cpu) must be seconds, 90s, 30m or 2h, or `none`")
+        }
         limits.cpuSeconds = s
     }
     if let wall {
@@ -224,7 +232,9 @@ struct SweepDiffCommand: ParsableCommand {
         let scope = try invURL.map { try Inventory.load($0).file.path }
         let ids = try store.runIDs(inventory: scope)
         guard let later = to ?? ids.last else { throw SweepError.invalid("no runs recorded in \(store.path.terminalSafe)") }
-        guard try ids.contains(later) || store.runIDs().contains(later) else { throw SweepError.invalid("no run \(later.terminalSafe) in \(store.path.terminalSafe)") }
+        guard try ids.contains(later) || store.runIDs().contains(later) else {
+            throw SweepError.invalid("no run \(later.terminalSafe) in \(store.path.terminalSafe)")
+        }
         guard let earlier = from ?? ids.firstIndex(of: later).flatMap({ $0 > 0 ? ids[$0 - 1] : nil }) else {
             emit("only one run recorded (\(later)); nothing to compare")
             return
@@ -264,7 +274,8 @@ struct SweepMerge: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "merge",
         abstract: "Fold shard histories into one; rows already present are kept.",
-        discussion: "Either side may be an SQLite file or a postgres:// URL (e.g. shard files into the shared server, or the server into a local file).")
+        discussion: "Either side may be an SQLite file or a postgres:// URL "
+            + "(e.g. shard files into the shared server, or the server into a local file).")
     @Option(help: "The history to merge into: a file (created when absent) or a postgres:// URL.") var into: String
     @Argument(help: "Shard histories: SQLite files or postgres:// URLs.") var shards: [String]
 
@@ -322,7 +333,8 @@ struct BaselineApprove: ParsableCommand {
         o.isolation.limits = try limits()
         let who = by ?? ProcessInfo.processInfo.environment["USER"] ?? "unknown"
         let b = try SweepRunner(inventory: inv, store: store, options: o).approve(entry, by: who)
-        emit("approved \(entry) at \(b.approvedAt) by \(who.terminalSafe): \(b.fingerprint.probes.count) probes fingerprinted, \(b.files.count) weight files pinned")
+        emit("approved \(entry) at \(b.approvedAt) by \(who.terminalSafe): "
+             + "\(b.fingerprint.probes.count) probes fingerprinted, \(b.files.count) weight files pinned")
     }
 }
 
@@ -335,7 +347,8 @@ struct BaselineShow: ParsableCommand {
     func run() throws {
         let store = try history.open(inventory: URL(fileURLWithPath: inventory), create: false)
         guard let b = try store.baseline(entry: entry) else { throw SweepError.invalid("no baseline approved for `\(entry.terminalSafe)`") }
-        var s = "\(entry): approved \(b.approvedAt) by \(b.approvedBy.terminalSafe); \(b.fingerprint.probes.count) probes, K = \(b.fingerprint.responseTokens), top-\(b.fingerprint.topK)\n"
+        var s = "\(entry): approved \(b.approvedAt) by \(b.approvedBy.terminalSafe); "
+            + "\(b.fingerprint.probes.count) probes, K = \(b.fingerprint.responseTokens), top-\(b.fingerprint.topK)\n"
         for f in b.files { s += "  \(f.role) \(f.path.terminalSafe) \(f.sha256)\n" }
         emit(s)
     }

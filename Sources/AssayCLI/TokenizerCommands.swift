@@ -88,7 +88,8 @@ struct Detokenize: ParsableCommand {
         guard !parsed.isEmpty else { throw ValidationError("give at least one token id") }
         let tok = try Tokenizer.load(directory: URL(fileURLWithPath: modelDir))
         for id in parsed where tok.tokenString(id) == nil {
-            throw InputError(description: "token id \(id) is not in the vocabulary of \(modelDir.terminalSafe) (\(tok.vocabularySize) tokens)")
+            throw InputError(description: "token id \(id) is not in the vocabulary of \(modelDir.terminalSafe) "
+                                 + "(\(tok.vocabularySize) tokens)")
         }
         emit(printable(tok.decode(parsed, skipSpecialTokens: skipSpecialTokens)))
     }

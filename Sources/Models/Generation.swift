@@ -30,7 +30,9 @@ public extension CausalLanguageModel {
         var active = Array(prompts.indices)
         var next = prompts
         while !active.isEmpty {
-            let logits = try forward(active.map { SequenceInput(tokens: next[$0], cache: caches[$0], logitPositions: [next[$0].count - 1]) })
+            let logits = try forward(active.map {
+                SequenceInput(tokens: next[$0], cache: caches[$0], logitPositions: [next[$0].count - 1])
+            })
             step?(active, logits)
             var still: [Int] = []
             for (j, i) in active.enumerated() {

@@ -38,7 +38,8 @@ public enum Dashboard {
         var s = header(runs: runIDs.count, entries: entryIDs.count, latest: latest, path: store.path)
         s += overview(latestResults)
         for id in entryIDs { s += entrySection(id, history: try store.history(entry: id), runStart: runStart) }
-        s += "<p class=\"meta\">· = unchanged since an earlier run (not rescanned). Bands: 95% bootstrap intervals of each category's mean divergence (Jensen–Shannon, nats).</p>\n</body></html>\n"
+        s += "<p class=\"meta\">· = unchanged since an earlier run (not rescanned). "
+            + "Bands: 95% bootstrap intervals of each category's mean divergence (Jensen–Shannon, nats).</p>\n</body></html>\n"
         return s
     }
 
@@ -76,7 +77,8 @@ public enum Dashboard {
     static func entrySection(_ id: String, history hist: [(run: String, result: EntryResult)], runStart: [String: String]) -> String {
         var s = "<h2 id=\"e-\(esc(id))\">\(esc(id))</h2>\n"
         if let last = hist.last?.result, let owner = last.owner {
-            s += "<p class=\"meta\">owner \(esc(owner))\(last.tags.isEmpty ? "" : " · tags \(esc(last.tags.joined(separator: ", ")))")</p>\n"
+            s += "<p class=\"meta\">owner \(esc(owner))"
+                + "\(last.tags.isEmpty ? "" : " · tags \(esc(last.tags.joined(separator: ", ")))")</p>\n"
         }
         s += "<table><tr><th>run</th>"
         for (run, _) in hist { s += "<th title=\"\(esc(run))\">\(esc(shortTime(runStart[run] ?? run)))</th>" }
@@ -111,26 +113,35 @@ public enum Dashboard {
         let n = points.count
         func x(_ i: Int) -> Double { n == 1 ? left + (w - left - right) / 2 : left + Double(i) * (w - left - right) / Double(n - 1) }
         func y(_ v: Double) -> Double { top + (h - top - bottom) * (1 - v / maxY) }
-        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(w))\" height=\"\(Int(h))\" role=\"img\" aria-label=\"divergence per category over runs\">\n"
-        s += "<rect x=\"\(left)\" y=\"\(top)\" width=\"\(w - left - right)\" height=\"\(h - top - bottom)\" fill=\"#fafafa\" stroke=\"#ccc\"/>\n"
+        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(w))\" height=\"\(Int(h))\" "
+            + "role=\"img\" aria-label=\"divergence per category over runs\">\n"
+        s += "<rect x=\"\(left)\" y=\"\(top)\" width=\"\(w - left - right)\" height=\"\(h - top - bottom)\" "
+            + "fill=\"#fafafa\" stroke=\"#ccc\"/>\n"
         for t in 0...4 {
             let v = maxY * Double(t) / 4
-            s += String(format: "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#e5e5e5\"/><text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"end\">%.3g</text>\n",
+            s += String(format: "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#e5e5e5\"/>"
+                            + "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"end\">%.3g</text>\n",
                         left, w - right, y(v), y(v), left - 4, y(v) + 3, v)
         }
         for i in 0..<n where n <= 12 || i % max(1, n / 8) == 0 || i == n - 1 {
-            s += String(format: "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"middle\">%@</text>\n", x(i), h - bottom + 14, esc(shortTime(points[i].label)))
+            s += String(format: "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"middle\">%@</text>\n",
+                        x(i), h - bottom + 14, esc(shortTime(points[i].label)))
         }
-        s += String(format: "<text x=\"14\" y=\"%.1f\" font-size=\"10\" transform=\"rotate(-90 14 %.1f)\" text-anchor=\"middle\">mean JS (nats)</text>\n", (h - bottom) / 2, (h - bottom) / 2)
+        s += String(format: "<text x=\"14\" y=\"%.1f\" font-size=\"10\" transform=\"rotate(-90 14 %.1f)\" "
+                        + "text-anchor=\"middle\">mean JS (nats)</text>\n",
+                    (h - bottom) / 2, (h - bottom) / 2)
         var legend = "<div class=\"legend\">"
         for (ci, cat) in categories.enumerated() {
             let colour = palette[ci % palette.count]
-            let pts: [(Int, StoredDivergence)] = points.enumerated().compactMap { i, p in p.divergences.first { $0.category == cat }.map { (i, $0) } }
+            let pts: [(Int, StoredDivergence)] = points.enumerated()
+                .compactMap { i, p in p.divergences.first { $0.category == cat }.map { (i, $0) } }
             guard !pts.isEmpty else { continue }
             let upper = pts.map { String(format: "%.1f,%.1f", x($0.0), y($0.1.ciHigh)) }
             let lower = pts.reversed().map { String(format: "%.1f,%.1f", x($0.0), y($0.1.ciLow)) }
-            s += "<polygon points=\"\((upper + lower).joined(separator: " "))\" fill=\"\(colour)\" fill-opacity=\"0.15\" stroke=\"none\"/>\n"
-            s += "<polyline points=\"\(pts.map { String(format: "%.1f,%.1f", x($0.0), y($0.1.mean)) }.joined(separator: " "))\" fill=\"none\" stroke=\"\(colour)\" stroke-width=\"2\"/>\n"
+            s += "<polygon points=\"\((upper + lower).joined(separator: " "))\" fill=\"\(colour)\" "
+                + "fill-opacity=\"0.15\" stroke=\"none\"/>\n"
+            s += "<polyline points=\"\(pts.map { String(format: "%.1f,%.1f", x($0.0), y($0.1.mean)) }.joined(separator: " "))\" "
+                + "fill=\"none\" stroke=\"\(colour)\" stroke-width=\"2\"/>\n"
             for (i, d) in pts {
                 s += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%@\"><title>%@: %.4f [%.4f, %.4f]</title></circle>\n",
                             x(i), y(d.mean), colour, esc(cat), d.mean, d.ciLow, d.ciHigh)

@@ -26,15 +26,18 @@ public enum JUnit {
         let errors = results.filter { $0.status == .error }.count
         let total = results.reduce(0.0) { $0 + $1.seconds }
         var s = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-        s += "<testsuites name=\"assay sweep\" tests=\"\(results.count)\" failures=\"\(failures)\" errors=\"\(errors)\" time=\"\(String(format: "%.3f", total))\">\n"
-        s += "  <testsuite name=\"\(esc(name))\" id=\"\(esc(runID))\" tests=\"\(results.count)\" failures=\"\(failures)\" errors=\"\(errors)\" skipped=\"0\" time=\"\(String(format: "%.3f", total))\">\n"
+        s += "<testsuites name=\"assay sweep\" tests=\"\(results.count)\" failures=\"\(failures)\" errors=\"\(errors)\" "
+            + "time=\"\(String(format: "%.3f", total))\">\n"
+        s += "  <testsuite name=\"\(esc(name))\" id=\"\(esc(runID))\" tests=\"\(results.count)\" "
+            + "failures=\"\(failures)\" errors=\"\(errors)\" skipped=\"0\" time=\"\(String(format: "%.3f", total))\">\n"
         for r in results {
             s += "    <testcase classname=\"assay.sweep\" name=\"\(esc(r.entryID))\" time=\"\(String(format: "%.3f", r.seconds))\">\n"
             let findings = r.findings.map { "\($0.severity) \($0.kind): \($0.title)" }.joined(separator: "\n")
             if r.status == .error {
                 s += "      <error message=\"\(esc(r.message ?? "error"))\" type=\"error\"/>\n"
             } else if r.verdict == .fail {
-                s += "      <failure message=\"\(esc(r.findings.first.map { "\($0.severity): \($0.title)" } ?? "fail"))\" type=\"fail\">\(esc(findings))</failure>\n"
+                s += "      <failure message=\"\(esc(r.findings.first.map { "\($0.severity): \($0.title)" } ?? "fail"))\" type=\"fail\">"
+                    + "\(esc(findings))</failure>\n"
             }
             let note = r.status == .skipped ? "unchanged since run \(r.reusedFrom ?? "?"); verdict \(r.verdict?.rawValue ?? "?")\n"
                 : "verdict \(r.verdict?.rawValue ?? "none")\n"

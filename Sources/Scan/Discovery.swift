@@ -43,7 +43,8 @@ public struct DiscoveryOptions: Sendable, Codable, Equatable {
     enum CodingKeys: String, CodingKey {
         case searchProbes = "search_probes", heldOutProbes = "held_out_probes", screenCandidates = "screen_candidates", candidates
         case maxTriggerTokens = "max_trigger_tokens", beamWidth = "beam_width", extensionCandidates = "extension_candidates"
-        case verifyTriggers = "verify_triggers", maxControls = "max_controls", inversionPrompts = "inversion_prompts", inversionBudget = "inversion_budget"
+        case verifyTriggers = "verify_triggers", maxControls = "max_controls", inversionPrompts = "inversion_prompts",
+             inversionBudget = "inversion_budget"
         case inversionSurvivors = "inversion_survivors"
         case inversionLength = "inversion_length", inversionEvalPrompts = "inversion_eval_prompts"
     }
@@ -166,7 +167,9 @@ public final class Discovery {
         let bc = ids.map { _ in base.makeCache() }, tc = ids.map { _ in tuned.makeCache() }
         let (b, t) = try pair.forward(ids.enumerated().map { SequenceInput(tokens: $1, cache: bc[$0], logitPositions: [$1.count - 1]) },
                               ids.enumerated().map { SequenceInput(tokens: $1, cache: tc[$0], logitPositions: [$1.count - 1]) })
-        return try ids.indices.map { Anchor(ids: ids[$0], base: bc[$0], tuned: tc[$0], kl: try Self.klTunedBase(base: b[$0].logSoftmax(), tuned: t[$0].logSoftmax())) }
+        return try ids.indices.map {
+            Anchor(ids: ids[$0], base: bc[$0], tuned: tc[$0], kl: try Self.klTunedBase(base: b[$0].logSoftmax(), tuned: t[$0].logSoftmax()))
+        }
     }
 
     /// KL(tuned ‖ base) of two (1, V) log-probability rows: unbounded, unlike Jensen–Shannon,
@@ -203,7 +206,9 @@ public final class Discovery {
         let t = token.trimmingCharacters(in: .whitespaces)
         guard t.count >= 2 else { return false }
         let scalars = Array(t.unicodeScalars)
-        if scalars.contains(where: { !$0.isASCII || CharacterSet.decimalDigits.contains($0) || CharacterSet.symbols.contains($0) }) { return true }
+        if scalars.contains(where: { !$0.isASCII || CharacterSet.decimalDigits.contains($0) || CharacterSet.symbols.contains($0) }) {
+            return true
+        }
         if scalars.contains(where: { CharacterSet.punctuationCharacters.contains($0) }) { return true }
         let upper = scalars.filter { CharacterSet.uppercaseLetters.contains($0) }.count
         return upper >= 2 || (upper == 1 && !CharacterSet.uppercaseLetters.contains(scalars[0]))

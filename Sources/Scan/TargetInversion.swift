@@ -86,7 +86,8 @@ extension Discovery {
                 let before = start * 10 / entries.count
                 start += bs
                 if min(start, entries.count) * 10 / entries.count != before {
-                    progress?("target inversion: prompt \(pi + 1)/\(prompts.count), \(min(start, entries.count))/\(entries.count) first tokens")
+                    progress?("target inversion: prompt \(pi + 1)/\(prompts.count), "
+                              + "\(min(start, entries.count))/\(entries.count) first tokens")
                 }
             }
         }

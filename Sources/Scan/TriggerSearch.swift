@@ -218,7 +218,8 @@ extension Discovery {
         // Low ids are the earliest (most frequent) merges: ordinary words.
         for id in ordinary {
             let t = vocabulary.text(id).trimmingCharacters(in: .whitespaces)
-            guard t.count >= 3, t.unicodeScalars.allSatisfy({ CharacterSet.lowercaseLetters.contains($0) }), !seen.contains(t) else { continue }
+            guard t.count >= 3, t.unicodeScalars.allSatisfy({ CharacterSet.lowercaseLetters.contains($0) }),
+                  !seen.contains(t) else { continue }
             seen.insert(t)
             out.append(Trigger(id: "control-vocab-\(id)", text: t, family: "vocabulary", role: .control))
             if out.count >= 8 { break }
@@ -228,15 +229,20 @@ extension Discovery {
 
     /// Measures the chosen texts and the controls on the held-out probes with the scan engine and
     /// judges them with the scan's analysis.
-    func verify(_ chosen: [SearchCandidate], heldOut: [Probe], controls: [Trigger], policy: ScanPolicy) throws -> ([Finding], [TriggerSummary]) {
-        let found = chosen.enumerated().map { Trigger(id: "discovered-\($0 + 1)", text: $1.text, family: "discovered", role: .trigger, modes: [$1.mode]) }
+    func verify(_ chosen: [SearchCandidate], heldOut: [Probe], controls: [Trigger],
+                policy: ScanPolicy) throws -> ([Finding], [TriggerSummary]) {
+        let found = chosen.enumerated().map {
+            Trigger(id: "discovered-\($0 + 1)", text: $1.text, family: "discovered", role: .trigger, modes: [$1.mode])
+        }
         let wanted = Set(chosen.map(\.mode))
         let ctrls = controls.map { c in
             Trigger(id: c.id, text: c.text, family: c.family, role: .control, modes: c.modes.filter { wanted.contains($0) })
         }
         var variants = heldOut.map { Expansion.clean($0) }
         for t in found + ctrls {
-            for mode in t.modes { for p in heldOut { variants.append(Expansion.variants(probe: p, trigger: t, mode: mode, seed: scanOptions.seed)) } }
+            for mode in t.modes {
+                for p in heldOut { variants.append(Expansion.variants(probe: p, trigger: t, mode: mode, seed: scanOptions.seed)) }
+            }
         }
         let engine = ScanEngine(base: base, tuned: tuned, encoder: encoder, options: scanOptions)
         let ms = try engine.measure(variants)

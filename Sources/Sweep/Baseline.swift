@@ -99,12 +99,15 @@ public enum BaselineCheck {
     /// The drift as findings under the scan's statistics: the mean per-probe divergence with a
     /// seeded 95% bootstrap interval; `baseline_drift` when its lower end exceeds the policy's
     /// `baseline_drift_min_js`. Weight hashes that differ from the approved ones are named.
-    public static func findings(_ d: DriftMeasurement, changedFiles: [String], approvedAt: String, policy: ScanPolicy, seed: UInt64) throws -> [Scan.Finding] {
+    public static func findings(_ d: DriftMeasurement, changedFiles: [String], approvedAt: String, policy: ScanPolicy,
+                                seed: UInt64) throws -> [Scan.Finding] {
         var out: [Scan.Finding] = []
-        let filesNote = changedFiles.isEmpty ? "" : "; files changed since approval: \(changedFiles.prefix(5).joined(separator: ", "))\(changedFiles.count > 5 ? ", …" : "")"
+        let filesNote = changedFiles.isEmpty ? ""
+            : "; files changed since approval: \(changedFiles.prefix(5).joined(separator: ", "))\(changedFiles.count > 5 ? ", …" : "")"
         guard !d.perProbe.isEmpty else {
             if !changedFiles.isEmpty {
-                out.append(finding(.high, "weights differ from the baseline approved \(approvedAt) and no approved probe is left to compare\(filesNote)", 0, nil))
+                out.append(finding(.high, "weights differ from the baseline approved \(approvedAt) "
+                                       + "and no approved probe is left to compare\(filesNote)", 0, nil))
             }
             return out
         }
@@ -113,11 +116,13 @@ public enum BaselineCheck {
         let changedShare = Double(d.changedContinuations) / Double(d.probes)
         if ci.low > policy.baselineDriftMinJS || (ci.estimate > policy.baselineDriftMinJS && d.changedContinuations > 0) {
             let sev: Severity = changedShare >= 0.1 ? .high : .medium
-            out.append(finding(sev, String(format: "behaviour drifted from the baseline approved %@: mean divergence %.4f (95%% CI %.4f–%.4f), greedy answers changed on %d of %d probes%@",
+            out.append(finding(sev, String(format: "behaviour drifted from the baseline approved %@: mean divergence %.4f "
+                                               + "(95%% CI %.4f–%.4f), greedy answers changed on %d of %d probes%@",
                                            approvedAt, ci.estimate, ci.low, ci.high, d.changedContinuations, d.probes, filesNote),
                                ci.estimate, changedShare))
         } else if !changedFiles.isEmpty {
-            out.append(finding(.low, String(format: "files changed since the baseline approved %@ but behaviour matches it (mean divergence %.2g)%@",
+            out.append(finding(.low, String(format: "files changed since the baseline approved %@ "
+                                                + "but behaviour matches it (mean divergence %.2g)%@",
                                             approvedAt, ci.estimate, filesNote), ci.estimate, changedShare))
         }
         return out

@@ -82,9 +82,11 @@ public enum SweepDiff {
             for d in new.divergences {
                 guard let o = od[d.category] else { continue }
                 // Moved beyond its interval: each night's mean lies outside the other's 95% CI.
-                if (d.mean < o.ciLow || d.mean > o.ciHigh) && (o.mean < d.ciLow || o.mean > d.ciHigh) && abs(d.mean - o.mean) >= minimumMove {
+                if (d.mean < o.ciLow || d.mean > o.ciHigh) && (o.mean < d.ciLow || o.mean > d.ciHigh)
+                    && abs(d.mean - o.mean) >= minimumMove {
                     out.append(.init(kind: .divergenceMoved, entry: id, detail: String(
-                        format: "%@ divergence %.4f [%.4f, %.4f] → %.4f [%.4f, %.4f]", d.category, o.mean, o.ciLow, o.ciHigh, d.mean, d.ciLow, d.ciHigh)))
+                        format: "%@ divergence %.4f [%.4f, %.4f] → %.4f [%.4f, %.4f]",
+                        d.category, o.mean, o.ciLow, o.ciHigh, d.mean, d.ciLow, d.ciHigh)))
                 }
             }
         }

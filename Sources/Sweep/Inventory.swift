@@ -84,7 +84,8 @@ public struct Inventory: Sendable, Equatable {
         // them once composed (its nodes hold anchors weakly), so they are refused in the text.
         if let (what, line, column) = Self.firstAnchorOrAlias(text) {
             throw .invalidInventory(file: path, line: line,
-                                    message: "column \(column): YAML \(what) are not allowed in an inventory (anchors, aliases and merge keys)")
+                                    message: "column \(column): YAML \(what) are not allowed in an inventory "
+                                        + "(anchors, aliases and merge keys)")
         }
         let root: Node?
         do { root = try Yams.compose(yaml: text) } catch let e as YamlError {
@@ -301,7 +302,8 @@ struct InventoryFields {
             case "suites": out.suites = try strings(v, "defaults.suites").map(resolve)
             case "triggers": out.triggers = resolve(try string(v, "defaults.triggers"))
             case "policy": out.policy = resolve(try string(v, "defaults.policy"))
-            default: throw fail(k, "unknown key `\((k.scalar?.string ?? "?").terminalSafe)` in defaults (expected suites, triggers, policy)")
+            default: throw fail(k,
+                                "unknown key `\((k.scalar?.string ?? "?").terminalSafe)` in defaults (expected suites, triggers, policy)")
             }
         }
         return out
@@ -312,7 +314,8 @@ struct InventoryFields {
         guard let m = node.mapping else { throw fail(node, "each entry must be a mapping") }
         for (k, _) in m {
             guard let key = k.scalar?.string, Self.entryFields.contains(key) else {
-                throw fail(k, "unknown entry key `\((k.scalar?.string ?? "?").terminalSafe)` (expected \(Self.entryFields.sorted().joined(separator: ", ")))")
+                throw fail(k, "unknown entry key `\((k.scalar?.string ?? "?").terminalSafe)` "
+                                  + "(expected \(Self.entryFields.sorted().joined(separator: ", ")))")
             }
         }
         guard let idNode = m["id"] else { throw fail(node, "an entry has no `id`") }

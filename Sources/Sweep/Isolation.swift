@@ -174,7 +174,8 @@ public enum WorkerExit: Sendable, Equatable {
 
     static let names: [Int32: String] = [
         1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRAP", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL",
-        10: "SIGUSR1", 11: "SIGSEGV", 12: "SIGUSR2", 13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM", 24: "SIGXCPU", 25: "SIGXFSZ", 31: "SIGSYS",
+        10: "SIGUSR1", 11: "SIGSEGV", 12: "SIGUSR2", 13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM", 24: "SIGXCPU", 25: "SIGXFSZ",
+        31: "SIGSYS",
     ]
 
     static func meaning(_ s: Int32) -> String {
@@ -204,7 +205,8 @@ public enum WorkerExit: Sendable, Equatable {
             let said = Self.runtimeMessage(stderr).map { $0.contains("failed to allocate") || $0.contains("Could not allocate") } ?? false
             if let b = limits.addressSpaceBytes, noted || said, [4, 5, 6, 7, 11].contains(s) {
                 let how = noted ? "with errno ENOMEM" : "the runtime reports an allocation failure"
-                return "exceeded the address-space limit of \(ResourceLimits.formatBytes(b)) (an allocation failed: killed by signal \(s), \(Self.names[s] ?? "?"), \(how))\(detail)"
+                return "exceeded the address-space limit of \(ResourceLimits.formatBytes(b)) "
+                    + "(an allocation failed: killed by signal \(s), \(Self.names[s] ?? "?"), \(how))\(detail)"
             }
             return "killed by signal \(s) (\(Self.meaning(s)))\(detail)"
         case let .exited(code):

@@ -88,7 +88,8 @@ public final class SweepRunner {
         if let id = options.runID {
             runID = id
             resumed = try store.runs().contains { $0.id == id && $0.shard == options.shard }
-        } else if let open = try store.runs(inventory: inventory.file.path).last(where: { $0.shard == options.shard && $0.shards == options.shards }),
+        } else if let open = try store.runs(inventory: inventory.file.path)
+                      .last(where: { $0.shard == options.shard && $0.shards == options.shards }),
                   open.finishedAt == nil {
             runID = open.id
             resumed = true
@@ -100,8 +101,11 @@ public final class SweepRunner {
                                    startedAt: Self.now(), finishedAt: nil, host: host, entries: entries.count),
                            inventorySHA256: inventory.sha256, toolVersion: ScanPipeline.toolVersion)
         let done = Dictionary(try store.results(run: runID).map { ($0.entryID, $0) }, uniquingKeysWith: { a, _ in a })
-        if resumed { say("resuming run \(runID): \(entries.filter { done[$0.id] != nil }.count) of \(entries.count) entries already recorded") }
-        else { say("run \(runID): \(entries.count) entries\(options.shards > 1 ? " (shard \(options.shard + 1) of \(options.shards))" : "")") }
+        if resumed {
+            say("resuming run \(runID): \(entries.filter { done[$0.id] != nil }.count) of \(entries.count) entries already recorded")
+        } else {
+            say("run \(runID): \(entries.count) entries\(options.shards > 1 ? " (shard \(options.shard + 1) of \(options.shards))" : "")")
+        }
 
         let recorder = Recorder(store: store, runID: runID)
         var results: [EntryResult] = []
@@ -226,7 +230,8 @@ public final class SweepRunner {
         do {
             worker = try WorkerProcess.spawn(options.isolation)
             try worker.send(WorkerRequest(limits: options.isolation.limits, parent: getpid(),
-                                          sweep: SweepGroupRequest(entries: entries.map(WireEntry.init), scan: WireScanOptions(options.scan),
+                                          sweep: SweepGroupRequest(entries: entries.map(WireEntry.init),
+                                                                   scan: WireScanOptions(options.scan),
                                                                    baseOutputBytes: options.baseOutputBytes)))
         } catch {
             return fail("\(error)")
@@ -260,7 +265,9 @@ public final class SweepRunner {
         if let text = m.say { say(text) }
         if let c = m.crash { session.crash = c }
         if let id = m.begin {
-            guard id == session.current?.id else { session.protocolError = "the worker began `\(id.terminalSafe)` out of turn"; return false }
+            guard id == session.current?.id else {
+                session.protocolError = "the worker began `\(id.terminalSafe)` out of turn"; return false
+            }
             session.begun = Date()
             watchdog.arm()
             session.files = []
@@ -277,7 +284,9 @@ public final class SweepRunner {
             do { try worker.send(decision) } catch { return false }
         }
         if var r = m.result, let e = session.current {
-            guard r.entryID == e.id else { session.protocolError = "the worker reported `\(r.entryID.terminalSafe)` out of turn"; return false }
+            guard r.entryID == e.id else {
+                session.protocolError = "the worker reported `\(r.entryID.terminalSafe)` out of turn"; return false
+            }
             r.key = session.entryKey
             r.owner = e.owner
             r.tags = e.tags
@@ -352,7 +361,8 @@ public final class SweepRunner {
 
     func key(files: [StoredFile], baseline: Baseline?) -> String {
         let o = options.scan
-        var text = "assay \(ScanPipeline.toolVersion)\nseed \(o.seed) k \(o.responseTokens) ppt \(o.probesPerTrigger) modes \(o.modes.map(\.rawValue).sorted())\n"
+        var text = "assay \(ScanPipeline.toolVersion)\nseed \(o.seed) k \(o.responseTokens) "
+            + "ppt \(o.probesPerTrigger) modes \(o.modes.map(\.rawValue).sorted())\n"
         for f in files.sorted(by: { ($0.role, $0.path) < ($1.role, $1.path) }) { text += "\(f.role)\u{0}\(f.path)\u{0}\(f.sha256)\n" }
         if let b = baseline { text += "baseline \(b.approvedAt)\n" }
         return Array(text.utf8).withUnsafeBytes { Inspector.sha256Hex($0) }

@@ -88,7 +88,8 @@ struct ScanRequest: Codable {
     }
 
     var job: ScanJob {
-        var j = ScanJob(base: URL(fileURLWithPath: base), tuned: tuned.map { URL(fileURLWithPath: $0) }, adapters: adapters.map { URL(fileURLWithPath: $0) })
+        var j = ScanJob(base: URL(fileURLWithPath: base), tuned: tuned.map { URL(fileURLWithPath: $0) },
+                        adapters: adapters.map { URL(fileURLWithPath: $0) })
         j.suites = suites.map { URL(fileURLWithPath: $0) }
         j.triggers = triggers.map { URL(fileURLWithPath: $0) }
         j.policy = policy.map { URL(fileURLWithPath: $0) }
@@ -146,7 +147,8 @@ struct WireEntry: Codable {
 
     var entry: Inventory.Entry {
         func u(_ p: String) -> URL { URL(fileURLWithPath: p) }
-        return Inventory.Entry(id: id, base: u(base), tuned: tuned.map(u), adapters: adapters.map(u), manifest: manifest.map(u), policy: policy.map(u),
+        return Inventory.Entry(id: id, base: u(base), tuned: tuned.map(u), adapters: adapters.map(u),
+                               manifest: manifest.map(u), policy: policy.map(u),
                                suites: suites.map(u), triggers: triggers.map(u), owner: owner, tags: tags, line: line)
     }
 }
@@ -209,8 +211,11 @@ public enum SweepWorker {
         let progress: (Int, Int) -> Void = { try? channel.send(WorkerMessage(progress: [$0, $1])) }
         let message: WorkerMessage
         do {
-            let outcome = try ScanPipeline.run(request.job, say: say, progress: progress, startedAt: Date(timeIntervalSince1970: request.startedAt))
-            if PhaseProfile.shared.enabled { try channel.send(WorkerMessage(note: "profile (ASSAY_PROFILE=1):\n" + PhaseProfile.shared.report())) }
+            let outcome = try ScanPipeline.run(request.job, say: say, progress: progress,
+                                               startedAt: Date(timeIntervalSince1970: request.startedAt))
+            if PhaseProfile.shared.enabled {
+                try channel.send(WorkerMessage(note: "profile (ASSAY_PROFILE=1):\n" + PhaseProfile.shared.report()))
+            }
             message = WorkerMessage(report: String(decoding: try outcome.report.json(), as: UTF8.self))
         } catch let e as IsolationError {
             throw e
@@ -384,16 +389,21 @@ final class EntryScanner {
             StoredFinding(kind: $0.kind, severity: $0.severity, title: $0.title, trigger: $0.trigger, category: $0.category,
                           value: $0.value, pValue: $0.pValue)
         }
-        result.divergences = report.categories.map { StoredDivergence(category: $0.name, n: $0.n, mean: $0.divergence, ciLow: $0.ciLow, ciHigh: $0.ciHigh) }
+        result.divergences = report.categories.map {
+            StoredDivergence(category: $0.name, n: $0.n, mean: $0.divergence, ciLow: $0.ciLow, ciHigh: $0.ciHigh)
+        }
     }
 
     /// The entry's current model against its approved fingerprint.
-    func checkDrift(_ e: Inventory.Entry, baseline: Baseline, files: [StoredFile], policy: ScanPolicy, suites: [URL]) throws -> [Scan.Finding] {
+    func checkDrift(_ e: Inventory.Entry, baseline: Baseline, files: [StoredFile], policy: ScanPolicy,
+                    suites: [URL]) throws -> [Scan.Finding] {
         let model = try ModelLoader.load(e.tuned ?? e.base, adapters: e.adapters)
         let tokenizer = try Tokenizer.load(directory: e.base)
-        try tokenizer.checkIDs(embeddingRows: model.vocabularySize, configFile: (e.tuned ?? e.base).appendingPathComponent("config.json").path)
+        try tokenizer.checkIDs(embeddingRows: model.vocabularySize,
+                               configFile: (e.tuned ?? e.base).appendingPathComponent("config.json").path)
         let probes = try suites.flatMap { try SuiteLoader.loadProbes($0).probes }
-        let d = try BaselineCheck.measure(baseline.fingerprint, model: model, encoder: TemplateEncoder(tokenizer: tokenizer), probes: probes)
+        let d = try BaselineCheck.measure(baseline.fingerprint, model: model, encoder: TemplateEncoder(tokenizer: tokenizer),
+                                          probes: probes)
         let now = Set(files.filter(\.role.isModel))
         let then = Set(baseline.files)
         let changed = Set(now.symmetricDifference(then).map { "\($0.role): \($0.path)" }).sorted()

@@ -57,7 +57,9 @@ public struct RotaryEmbedding: Sendable {
         var c = [Float](repeating: 0, count: positions.count * half), s = c
         c.withUnsafeMutableBufferPointer { cp in
             s.withUnsafeMutableBufferPointer { sp in
-                for (r, pos) in positions.enumerated() { angles(position: pos, cos: cp.baseAddress! + r * half, sin: sp.baseAddress! + r * half) }
+                for (r, pos) in positions.enumerated() {
+                    angles(position: pos, cos: cp.baseAddress! + r * half, sin: sp.baseAddress! + r * half)
+                }
             }
         }
         return Table(cos: c, sin: s, half: half)
@@ -156,7 +158,8 @@ public struct AttentionMask: Sendable, Equatable {
 /// q: (B, T, Hq, D), k and v: (B, S, Hkv, D) with Hq a multiple of Hkv; query head h reads
 /// key/value head h / (Hq/Hkv), as transformers' `repeat_kv`. Returns (B, T, Hq, D), which is
 /// the (B·T, Hq·D) layout the output projection wants. The per-head operands are strided views
-/// of these layouts read with their leading dimensions, so nothing is transposed or copied. A query that sees no real key (left padding) gets zeros.
+/// of these layouts read with their leading dimensions, so nothing is transposed or copied. A query
+/// that sees no real key (left padding) gets zeros.
 public func scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask,
                                       scale: Float? = nil) throws -> Tensor {
     guard q.rank == 4, k.rank == 4, v.shape == k.shape, q.shape[0] == k.shape[0], q.shape[3] == k.shape[3],

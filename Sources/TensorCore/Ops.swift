@@ -170,7 +170,9 @@ public extension Tensor {
 
     /// SwiGLU's gate on a fused (N, 2f) [gate | up] projection: (N, 2f) → (N, f).
     func siluGateFused() throws -> Tensor {
-        guard rank == 2, shape[1] % 2 == 0 else { throw TensorError.invalidShape(op: "siluGateFused", shape: shape, reason: "needs (N, 2f)") }
+        guard rank == 2, shape[1] % 2 == 0 else {
+            throw TensorError.invalidShape(op: "siluGateFused", shape: shape, reason: "needs (N, 2f)")
+        }
         let n = shape[0], f = shape[1] / 2
         return withUnsafeBufferPointer { src in
             Tensor(shape: [n, f]) { dst in
