@@ -556,11 +556,13 @@ float assay_stream_read(const float *p, long count) {
 // ---------------------------------------------------------------------------------------------
 // Fork-join pool
 //
-// At most one worker per other online CPU. A region is posted under a sequence lock: `seq` is
-// odd while the job is written and even once it is complete, and a worker reads the job between
-// two equal even values of `seq`. The caller and the workers then take parts from `next`, which
-// holds the region's number in its high bits so that a worker holding a stale job cannot take a
-// part of a later region; the caller returns once `done` counts every part. Workers spin for
+// At most one worker per other online CPU, numbered 1…W. A region is posted under a sequence
+// lock: `seq` is odd while the job is written and even once it is complete, and a worker reads
+// the job between two equal even values of `seq`. The caller runs part 0 and worker w part w (a
+// part of its own, so a region as large as the machine is split evenly even when a worker wakes
+// late); parts past W are taken from `next`, which holds the region's number in its high bits so
+// that a worker holding a stale job cannot take a part of a later region. The caller returns once
+// `done` counts every part, so a worker with a part of its own cannot miss its region. Workers spin for
 // ~200 µs after a region, then sleep on a condition variable; `sleeping` and `seq` are
 // sequentially consistent, so a poster either sees a sleeper (and wakes it) or the sleeper sees
 // the new `seq`.
@@ -606,7 +608,7 @@ static void run_parts(unsigned long region, assay_part_fn fn, void *ctx, long pa
 }
 
 static void *pool_worker(void *arg) {
-    (void)arg;
+    const long me = (long)(intptr_t)arg;
     unsigned long seen = 0;
     for (;;) {
         unsigned long s = atomic_load(&pool.seq);
@@ -634,6 +636,10 @@ static void *pool_worker(void *arg) {
         atomic_thread_fence(memory_order_acquire);
         if (atomic_load(&pool.seq) != s) continue;  // the job changed while it was read
         seen = s;
+        if (me < parts) {
+            fn(ctx, me);
+            atomic_fetch_add(&pool.done, 1);
+        }
         run_parts(s / 2, fn, ctx, parts);
     }
     return NULL;
@@ -650,7 +656,7 @@ static int pool_start(void) {
             pthread_attr_t attr;
             pthread_attr_init(&attr);
             pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-            const int failed = pthread_create(&t, &attr, pool_worker, NULL);
+            const int failed = pthread_create(&t, &attr, pool_worker, (void *)(intptr_t)(pool.workers + 1));
             pthread_attr_destroy(&attr);
             if (failed) break;
             pool.workers++;
@@ -679,13 +685,15 @@ void assay_parallel(long parts, assay_part_fn fn, void *ctx) {
     atomic_store_explicit(&pool.ctx, ctx, memory_order_relaxed);
     atomic_store_explicit(&pool.parts, parts, memory_order_relaxed);
     atomic_store(&pool.done, 0);
-    atomic_store(&pool.next, region << 16);
+    atomic_store(&pool.next, region << 16 | (unsigned long)(pool.workers + 1));
     atomic_store(&pool.seq, s + 2);
     if (atomic_load(&pool.sleeping) > 0) {
         pthread_mutex_lock(&pool.lock);
         pthread_cond_broadcast(&pool.wake);
         pthread_mutex_unlock(&pool.lock);
     }
+    fn(ctx, 0);
+    atomic_fetch_add(&pool.done, 1);
     run_parts(region, fn, ctx, parts);
     // A worker still running a part may be waiting for a core this thread holds (a shared
     // machine): past a short spin, give it up between checks.
