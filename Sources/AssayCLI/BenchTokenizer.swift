@@ -95,8 +95,10 @@ struct BenchTokenizer: ParsableCommand {
         let code = ["def forward(self, x):", "    return self.proj(x) + x", "for (int i = 0; i < n; ++i) { sum += a[i]; }",
                     "let ids = tokenizer.encode(text, addSpecialTokens: false)", "    if err != nil {\n\t\treturn err\n\t}",
                     "{\"key\": [1, 2.5, -3e10, null], \"ok\": true}", "SELECT id, name FROM users WHERE age > 30;"]
-        let exotic = ["café", "naïve", "Ångström", "你好，世界", "日本語のテキスト", "한국어", "😀", "👍🏽", "👨‍👩‍👧", "🇫🇷",
-                      "Ελληνικά", "Русский", "مرحبا", "zero\u{200B}width", "e\u{301}", "½", "１２３", "...", "!!!", "—"]
+        let exotic = ["café", "naïve", "Ångström", "你好，世界", "日本語のテキスト", "한국어",
+                      "😀", "👍🏽", "👨‍👩‍👧", "🇫🇷",
+                      "Ελληνικά", "Русский", "مرحبا",
+                      "zero\u{200B}width", "e\u{301}", "½", "１２３", "...", "!!!", "—"]
         var rng = SplitMix64(seed: 4)
         var out = ""
         out.reserveCapacity(bytes + 200)

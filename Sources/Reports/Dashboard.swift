@@ -55,7 +55,8 @@ public enum Dashboard {
         .sw{display:inline-block;width:10px;height:10px;margin-right:4px;vertical-align:middle}
         </style></head><body>
         <h1>Assay sweep history</h1>
-        <p class="meta">\(runs) run(s), \(entries) entr\(entries == 1 ? "y" : "ies"); latest run \(esc(latest ?? "none")) · \(esc(path))</p>
+        <p class="meta">\(runs) run(s), \(entries) entr\(entries == 1 ? "y" : "ies"); \
+        latest run \(esc(latest ?? "none")) · \(esc(path))</p>
 
         """
     }

@@ -10,14 +10,19 @@ public enum HTML {
         <!doctype html><html lang="en"><head><meta charset="utf-8"><title>Assay scan: \(e(r.verdict.rawValue))</title>
         <style>
         body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#1d2330;padding:0 1em}
-        h1 .v{padding:.1em .5em;border-radius:.3em;color:#fff}.pass{background:#2f8f46}.warn{background:#c98a12}.fail{background:#c0392b}
-        table{border-collapse:collapse;margin:1em 0;width:100%}td,th{border:1px solid #d6dae3;padding:.35em .5em;text-align:left;vertical-align:top}
-        th{background:#f2f4f8}.sev-critical,.sev-high{color:#c0392b;font-weight:600}.sev-medium{color:#b07a00}.mono{font-family:ui-monospace,monospace;white-space:pre-wrap}
+        h1 .v{padding:.1em .5em;border-radius:.3em;color:#fff}\
+        .pass{background:#2f8f46}.warn{background:#c98a12}.fail{background:#c0392b}
+        table{border-collapse:collapse;margin:1em 0;width:100%}\
+        td,th{border:1px solid #d6dae3;padding:.35em .5em;text-align:left;vertical-align:top}
+        th{background:#f2f4f8}.sev-critical,.sev-high{color:#c0392b;font-weight:600}.sev-medium{color:#b07a00}\
+        .mono{font-family:ui-monospace,monospace;white-space:pre-wrap}
         .muted{color:#667}
         </style></head><body>
         <h1>Assay scan <span class="v \(e(r.verdict.rawValue))">\(e(r.verdict.rawValue.uppercased()))</span></h1>
-        <p>Base <code>\(e(r.fingerprint.base.path))</code> vs tuned <code>\(e(r.fingerprint.tuned.path))</code>\(r.fingerprint.adapter.map { " (adapter <code>\(e($0.path))</code>)" } ?? "").
-        \(r.summary.probes) probes, \(r.summary.variants) prompt variants, seed \(r.fingerprint.seed). Median clean divergence \(fmt(r.summary.medianCleanDivergence)) nats (Jensen–Shannon).</p>
+        <p>Base <code>\(e(r.fingerprint.base.path))</code> vs tuned \
+        <code>\(e(r.fingerprint.tuned.path))</code>\(r.fingerprint.adapter.map { " (adapter <code>\(e($0.path))</code>)" } ?? "").
+        \(r.summary.probes) probes, \(r.summary.variants) prompt variants, seed \(r.fingerprint.seed). \
+        Median clean divergence \(fmt(r.summary.medianCleanDivergence)) nats (Jensen–Shannon).</p>
         """
         h += "<h2>Findings</h2>"
         if r.findings.isEmpty {
@@ -178,14 +183,16 @@ public enum HTML {
                     + "<td>\(t.relativeChange.map { String(format: "%.2e", $0) } ?? "–")</td>"
                 h += "<td>\(t.maxAbsChange.map { String(format: "%.2e", $0) } ?? "–")</td><td>\(t.rank.map(String.init) ?? "–")</td>"
                     + "<td>\(t.effectiveRank.map { fmt($0, 2) } ?? "–")</td>"
-                h += "<td>\([t.energyTop1, t.energyTop4, t.energyTop16].map { $0.map { fmt($0, 3) } ?? "–" }.joined(separator: " / "))</td>"
+                let energies = [t.energyTop1, t.energyTop4, t.energyTop16].map { $0.map { fmt($0, 3) } ?? "–" }
+                h += "<td>\(energies.joined(separator: " / "))</td>"
                     + "</tr>"
             }
             h += "</table>"
         }
         if !w.rowShifts.isEmpty {
             h += "<p>Vocabulary rows that moved most (× the median row): "
-                + w.rowShifts.prefix(12).map { "<code>\(e($0.text ?? "#\($0.token)"))</code> \(fmt($0.shift, 1))×" }.joined(separator: ", ")
+                + w.rowShifts.prefix(12).map { "<code>\(e($0.text ?? "#\($0.token)"))</code> \(fmt($0.shift, 1))×" }
+                    .joined(separator: ", ")
                 + "</p>"
         }
         return h
@@ -205,7 +212,8 @@ public enum HTML {
             for f in findings {
                 h += "<tr><td class=\"mono sev-\(f.severity.rawValue)\">\(e(f.trigger ?? ""))</td>"
                     + "<td class=\"mono\">\(e((f.tokenIDs ?? []).map(String.init).joined(separator: " ")))</td>"
-                h += "<td>\(f.insertion?.rawValue ?? "–")</td><td>\(f.attackSuccess.map { "\(Int(($0 * 100).rounded()))%" } ?? "–")</td>"
+                let success = f.attackSuccess.map { "\(Int(($0 * 100).rounded()))%" } ?? "–"
+                h += "<td>\(f.insertion?.rawValue ?? "–")</td><td>\(success)</td>"
                     + "<td>\(fmt(f.value))</td><td>\(fmtP(f.qValue))</td><td>\(f.effectSize.map { fmt($0, 1) } ?? "–")</td></tr>"
             }
             h += "</table>"

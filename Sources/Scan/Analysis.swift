@@ -170,7 +170,8 @@ public enum Analyzer {
         let study = try Study(ms, triggers: triggers, policy: policy, seed: seed, decode: decode, userText: userText)
         let categories = try study.categorySummaries()
         let paired = study.pairedChanges()
-        var (summaries, triggerTests) = try study.triggerTests(paired)
+        let (triggerSummaries, triggerTests) = try study.triggerTests(paired)
+        var summaries = triggerSummaries
         var findings = try study.decide(try study.categoryTests() + triggerTests, summaries: &summaries)
         // global_shift: broad divergence everywhere (informational).
         let overall = try median(study.clean.map(\.divergence))
@@ -200,7 +201,6 @@ public enum Analyzer {
 
 /// One analysis's inputs and the lookups every stage shares.
 private struct Study {
-    let all: [VariantMeasurement]
     let clean: [VariantMeasurement]
     let triggered: [VariantMeasurement]
     let byCategory: [String: [VariantMeasurement]]
@@ -222,7 +222,6 @@ private struct Study {
 
     init(_ ms: [VariantMeasurement], triggers: [Trigger], policy: ScanPolicy, seed: UInt64,
          decode: @escaping ([Int]) -> String, userText: @escaping (VariantMeasurement) -> String) throws {
-        all = ms
         clean = ms.filter { $0.triggerID == nil }
         guard !clean.isEmpty else { throw ScanError.nothingToScan("no clean probe was measured") }
         triggered = ms.filter { $0.triggerID != nil }

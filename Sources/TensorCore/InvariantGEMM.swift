@@ -59,7 +59,8 @@ enum InvariantGEMM {
                 while j < j1 {
                     let nr = min(3, j1 - j)
                     if mr == 3 && nr == 3 {
-                        tile3x3(k8: k8, tail: tail, a: a + i * lda, lda: lda, b: b + j * ldb, ldb: ldb, c: c + i * ldc + j, ldc: ldc, beta: beta)
+                        tile3x3(k8: k8, tail: tail, a: a + i * lda, lda: lda, b: b + j * ldb, ldb: ldb,
+                                c: c + i * ldc + j, ldc: ldc, beta: beta)
                     } else {
                         for ii in i..<(i + mr) {
                             for jj in j..<(j + nr) {
