@@ -283,7 +283,7 @@ final class JEvaluator {
         case let .slice(b, lo, hi, st): return try slice(b, lo, hi, st, at)
         case let .unary(op, x):
             let v = try eval(x)
-            if op == "not" { return .bool(!v.truthy) }
+            if op == .not { return .bool(!v.truthy) }
             switch v {
             case let .int(i):
                 guard i != .min else { throw err("integer overflow in unary -", at) }
@@ -292,8 +292,8 @@ final class JEvaluator {
             default: throw err("bad operand for unary -: \(v.typeName)", at)
             }
         case let .binary(op, l, r):
-            if op == "and" { let a = try eval(l); return a.truthy ? try eval(r) : a }
-            if op == "or" { let a = try eval(l); return a.truthy ? a : try eval(r) }
+            if op == .and { let a = try eval(l); return a.truthy ? try eval(r) : a }
+            if op == .or { let a = try eval(l); return a.truthy ? a : try eval(r) }
             return try binary(op, try eval(l), try eval(r), at)
         case let .cond(c, a, b):
             if try eval(c).truthy { return try eval(a) }
@@ -386,7 +386,7 @@ final class JEvaluator {
             return (i % 2 == 0) == (name == "even")
         case "eq", "equalto", "==": return try equals(v, a[0], at)
         case "ne", "!=": return try !equals(v, a[0], at)
-        case "in": return try binary("in", v, a[0], at).truthy
+        case "in": return try binary(.contains, v, a[0], at).truthy
         default: throw err("unsupported test 'is \(name)'", at)
         }
     }

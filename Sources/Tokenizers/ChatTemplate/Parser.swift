@@ -15,8 +15,8 @@ struct JExpr: Sendable {
         case call(JExpr, [JExpr], [(String, JExpr)])
         case filter(JExpr, String, [JExpr], [(String, JExpr)])
         case test(JExpr, String, [JExpr], negated: Bool)
-        case unary(String, JExpr)
-        case binary(String, JExpr, JExpr)
+        case unary(JUnaryOperator, JExpr)
+        case binary(JBinaryOperator, JExpr, JExpr)
         case cond(JExpr, JExpr, JExpr?)
         case tuple([JExpr])
     }
@@ -209,7 +209,7 @@ struct JParser {
         try enter(); defer { nesting -= 1 }
         let start = pos
         var l = try parseAnd()
-        while case .name("or")? = cur { let at = pos; p += 1; l = try mk(.binary("or", l, try parseAnd()), at) }
+        while case .name("or")? = cur { let at = pos; p += 1; l = try mk(.binary(.or, l, try parseAnd()), at) }
         if allowCond, case .name("if")? = cur {
             p += 1
             let c = try parseOr(allowCond: false)
@@ -221,7 +221,7 @@ struct JParser {
     }
     mutating func parseAnd() throws(TemplateFault) -> JExpr {
         var l = try parseNot()
-        while case .name("and")? = cur { let at = pos; p += 1; l = try mk(.binary("and", l, try parseNot()), at) }
+        while case .name("and")? = cur { let at = pos; p += 1; l = try mk(.binary(.and, l, try parseNot()), at) }
         return l
     }
     mutating func parseNot() throws(TemplateFault) -> JExpr {
@@ -229,38 +229,40 @@ struct JParser {
             let at = pos
             try enter(); defer { nesting -= 1 }
             p += 1
-            return try mk(.unary("not", try parseNot()), at)
+            return try mk(.unary(.not, try parseNot()), at)
         }
         return try parseCompare()
     }
     mutating func parseCompare() throws(TemplateFault) -> JExpr {
-        var l = try parseMath1()
+        var l = try parseAdditive()
         while true {
             let at = pos
-            if case let .op(o)? = cur, ["==", "!=", "<", ">", "<=", ">="].contains(o) {
-                p += 1; l = try mk(.binary(o, l, try parseMath1()), at); continue
+            if case let .op(o)? = cur, let op = JBinaryOperator(rawValue: o), JBinaryOperator.comparisons.contains(op) {
+                p += 1; l = try mk(.binary(op, l, try parseAdditive()), at); continue
             }
-            if case .name("in")? = cur { p += 1; l = try mk(.binary("in", l, try parseMath1()), at); continue }
+            if case .name("in")? = cur { p += 1; l = try mk(.binary(.contains, l, try parseAdditive()), at); continue }
             if case .name("not")? = cur, p + 1 < toks.count, toks[p + 1].0 == .name("in") {
-                p += 2; l = try mk(.unary("not", try mk(.binary("in", l, try parseMath1()), at)), at); continue
+                p += 2; l = try mk(.unary(.not, try mk(.binary(.contains, l, try parseAdditive()), at)), at); continue
             }
             return l
         }
     }
-    mutating func parseMath1() throws(TemplateFault) -> JExpr {
+    mutating func parseAdditive() throws(TemplateFault) -> JExpr {
         var l = try parseConcat()
-        while case let .op(o)? = cur, o == "+" || o == "-" { let at = pos; p += 1; l = try mk(.binary(o, l, try parseConcat()), at) }
+        while case let .op(o)? = cur, let op = JBinaryOperator(rawValue: o), JBinaryOperator.additive.contains(op) {
+            let at = pos; p += 1; l = try mk(.binary(op, l, try parseConcat()), at)
+        }
         return l
     }
     mutating func parseConcat() throws(TemplateFault) -> JExpr {
-        var l = try parseMath2()
-        while case .op("~")? = cur { let at = pos; p += 1; l = try mk(.binary("~", l, try parseMath2()), at) }
+        var l = try parseMultiplicative()
+        while case .op("~")? = cur { let at = pos; p += 1; l = try mk(.binary(.concat, l, try parseMultiplicative()), at) }
         return l
     }
-    mutating func parseMath2() throws(TemplateFault) -> JExpr {
+    mutating func parseMultiplicative() throws(TemplateFault) -> JExpr {
         var l = try parseUnary()
-        while case let .op(o)? = cur, ["*", "/", "//", "%"].contains(o) {
-            let at = pos; p += 1; l = try mk(.binary(o, l, try parseUnary()), at)
+        while case let .op(o)? = cur, let op = JBinaryOperator(rawValue: o), JBinaryOperator.multiplicative.contains(op) {
+            let at = pos; p += 1; l = try mk(.binary(op, l, try parseUnary()), at)
         }
         return l
     }
@@ -269,7 +271,7 @@ struct JParser {
         if case .op("-")? = cur {
             try enter(); defer { nesting -= 1 }
             p += 1
-            return try postfixFilters(try mk(.unary("-", try parseUnary()), at))
+            return try postfixFilters(try mk(.unary(.negate, try parseUnary()), at))
         }
         if case .op("+")? = cur {
             try enter(); defer { nesting -= 1 }
