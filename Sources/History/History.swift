@@ -157,13 +157,13 @@ public final class HistoryStore: @unchecked Sendable {
     let backend: any HistoryBackend
 
     /// Opens the history at `location`: a `postgres://` URL or an SQLite file path.
-    public static func open(_ location: String, create: Bool = true, readOnly: Bool = false) throws(SweepError) -> HistoryStore {
+    public static func open(_ location: String, create: Bool = true, readOnly: Bool = false) throws(HistoryError) -> HistoryStore {
         if PostgresLocation.isPostgres(location) {
             let target = try PostgresLocation(url: location)
             let backend: PostgresBackend
             do { backend = try PostgresBackend(target) } catch {
                 let why = PostgresBackend.describeConnect(error, target)
-                throw .history(path: target.display, message: why)
+                throw .store(path: target.display, message: why)
             }
             return try HistoryStore(backend: backend, create: create, readOnly: readOnly)
         }
@@ -173,31 +173,31 @@ public final class HistoryStore: @unchecked Sendable {
     /// Opens (creating when absent) the SQLite history at `path`. A file that is not an SQLite
     /// database, or that holds a newer schema than this build knows, is refused untouched.
     /// `readOnly` opens an existing history without migrating it (a reader beside a running sweep).
-    public convenience init(path: String, create: Bool = true, readOnly: Bool = false) throws(SweepError) {
+    public convenience init(path: String, create: Bool = true, readOnly: Bool = false) throws(HistoryError) {
         let exists = FileManager.default.fileExists(atPath: path)
         if !exists {
-            guard create else { throw .history(path: path, message: "no such file") }
+            guard create else { throw .store(path: path, message: "no such file") }
             let dir = URL(fileURLWithPath: path).deletingLastPathComponent()
             do { try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true) } catch {
-                throw .history(path: path, message: "cannot create \(dir.path): \(error.localizedDescription)")
+                throw .store(path: path, message: "cannot create \(dir.path): \(error.localizedDescription)")
             }
         }
         let backend: SQLiteBackend
         do { backend = try SQLiteBackend(path: path, readOnly: readOnly) } catch {
-            throw .history(path: path, message: SQLiteBackend.describeOpen(error))
+            throw .store(path: path, message: SQLiteBackend.describeOpen(error))
         }
         try self.init(backend: backend, create: create, readOnly: readOnly)
     }
 
     /// Checks what the backend holds and brings its schema up to date. Refuses, untouched, a
     /// namespace holding another application's tables or a newer schema than this build's.
-    init(backend: any HistoryBackend, create: Bool, readOnly: Bool) throws(SweepError) {
+    init(backend: any HistoryBackend, create: Bool, readOnly: Bool) throws(HistoryError) {
         self.backend = backend
         self.path = backend.location
         // Reading the schema is the first touch: it fails on a file that is not a database.
         let version = try wrap { try backend.read { s in try Self.version(backend, s) } }
-        if version == nil && readOnly { throw .history(path: path, message: "not an Assay history yet") }
-        if version == nil && !create { throw .history(path: path, message: "no Assay history here") }
+        if version == nil && readOnly { throw .store(path: path, message: "not an Assay history yet") }
+        if version == nil && !create { throw .store(path: path, message: "no Assay history here") }
         if readOnly || version == Self.schemaVersion { return }
         try wrap {
             try backend.write { s in
@@ -293,9 +293,9 @@ public final class HistoryStore: @unchecked Sendable {
     ]
 
     @discardableResult
-    func wrap<T>(_ body: () throws -> T) throws(SweepError) -> T {
-        do { return try body() } catch let e as SweepError { throw e } catch {
-            throw .history(path: path, message: backend.describe(error) ?? "\(error)")
+    func wrap<T>(_ body: () throws -> T) throws(HistoryError) -> T {
+        do { return try body() } catch let e as HistoryError { throw e } catch {
+            throw .store(path: path, message: backend.describe(error) ?? "\(error)")
         }
     }
 
@@ -309,7 +309,7 @@ public final class HistoryStore: @unchecked Sendable {
 
     // MARK: runs
 
-    public func beginRun(_ r: RunInfo, inventorySHA256: String, toolVersion: String) throws(SweepError) {
+    public func beginRun(_ r: RunInfo, inventorySHA256: String, toolVersion: String) throws(HistoryError) {
         try wrap {
             try backend.write { s in
                 try s.execute("""
@@ -320,7 +320,7 @@ public final class HistoryStore: @unchecked Sendable {
         }
     }
 
-    public func finishRun(_ id: String, shard: Int, at: String) throws(SweepError) {
+    public func finishRun(_ id: String, shard: Int, at: String) throws(HistoryError) {
         try wrap { try backend.write { s in try s.execute("UPDATE runs SET finished_at = ? WHERE id = ? AND shard = ?", [at, id, shard]) } }
     }
 
@@ -332,7 +332,7 @@ public final class HistoryStore: @unchecked Sendable {
     }
 
     /// Every run's shards, oldest first.
-    public func runs(inventory: String? = nil) throws(SweepError) -> [RunInfo] {
+    public func runs(inventory: String? = nil) throws(HistoryError) -> [RunInfo] {
         try wrap {
             try backend.read { s in
                 let rows = if let inventory {
@@ -346,7 +346,7 @@ public final class HistoryStore: @unchecked Sendable {
     }
 
     /// Run ids in order of their first shard's start.
-    public func runIDs(inventory: String? = nil) throws(SweepError) -> [String] {
+    public func runIDs(inventory: String? = nil) throws(HistoryError) -> [String] {
         var seen = Set<String>(), out: [String] = []
         for r in try runs(inventory: inventory) where !seen.contains(r.id) { seen.insert(r.id); out.append(r.id) }
         return out
@@ -355,13 +355,13 @@ public final class HistoryStore: @unchecked Sendable {
     // MARK: results
 
     /// Records one entry's result, its findings, files and divergences in one transaction.
-    public func record(_ r: EntryResult, run: String) throws(SweepError) { try record([r], run: run) }
+    public func record(_ r: EntryResult, run: String) throws(HistoryError) { try record([r], run: run) }
 
     /// Records several entries' results in one transaction (one commit, one fsync), with a few
     /// statements per 200 results rather than five per result: what makes thousands of error
     /// entries cheap, in PostgreSQL (a round trip per statement) as in SQLite. An entry given
     /// twice is recorded as its last.
-    public func record(_ results: [EntryResult], run: String) throws(SweepError) {
+    public func record(_ results: [EntryResult], run: String) throws(HistoryError) {
         guard !results.isEmpty else { return }
         var last: [String: Int] = [:]
         for (i, r) in results.enumerated() { last[r.entryID] = i }
@@ -413,7 +413,7 @@ public final class HistoryStore: @unchecked Sendable {
     }
 
     /// Entry results of a run (every shard), ordered by entry id.
-    public func results(run: String) throws(SweepError) -> [EntryResult] {
+    public func results(run: String) throws(HistoryError) -> [EntryResult] {
         try wrap {
             try backend.read { s in
                 try s.rows("SELECT * FROM results WHERE run_id = ? ORDER BY entry_id", [run])
@@ -447,7 +447,7 @@ public final class HistoryStore: @unchecked Sendable {
     }
 
     /// The latest scanned (not error, not skipped) result of `entry` with this key, and its run.
-    public func lastGood(entry: String, key: String) throws(SweepError) -> (run: String, result: EntryResult)? {
+    public func lastGood(entry: String, key: String) throws(HistoryError) -> (run: String, result: EntryResult)? {
         try wrap {
             try backend.read { s in
                 guard let row = try s.rows("""
@@ -460,7 +460,7 @@ public final class HistoryStore: @unchecked Sendable {
     }
 
     /// Every recorded result of `entry`, oldest run first.
-    public func history(entry: String) throws(SweepError) -> [(run: String, result: EntryResult)] {
+    public func history(entry: String) throws(HistoryError) -> [(run: String, result: EntryResult)] {
         try wrap {
             try backend.read { s in
                 try s.rows("""
@@ -476,7 +476,7 @@ public final class HistoryStore: @unchecked Sendable {
 
     // MARK: baselines
 
-    public func approve(_ b: Baseline) throws(SweepError) {
+    public func approve(_ b: Baseline) throws(HistoryError) {
         try wrap {
             try backend.write { s in
                 try s.execute("INSERT INTO baselines (entry_id, approved_at, approved_by, files, fingerprint) VALUES (?, ?, ?, ?, ?)",
@@ -486,7 +486,7 @@ public final class HistoryStore: @unchecked Sendable {
     }
 
     /// The entry's most recent approval.
-    public func baseline(entry: String) throws(SweepError) -> Baseline? {
+    public func baseline(entry: String) throws(HistoryError) -> Baseline? {
         let found: Baseline? = try wrap {
             try backend.read { s in
                 guard let row = try s.rows("SELECT * FROM baselines WHERE entry_id = ? ORDER BY approved_at DESC LIMIT 1",
@@ -495,7 +495,7 @@ public final class HistoryStore: @unchecked Sendable {
                 }
                 guard let files = Self.decode([StoredFile].self, try row.string("files")),
                       let fp = Self.decode(BehaviouralFingerprint.self, try row.string("fingerprint")) else {
-                    throw SweepError.history(path: path, message: "baseline of `\(entry)` is unreadable")
+                    throw HistoryError.store(path: path, message: "baseline of `\(entry)` is unreadable")
                 }
                 return Baseline(id: 0, entryID: entry, approvedAt: try row.string("approved_at"), approvedBy: try row.string("approved_by"),
                                 files: files, fingerprint: fp)
@@ -506,7 +506,7 @@ public final class HistoryStore: @unchecked Sendable {
 
     // MARK: bench
 
-    public func recordBench(_ b: BenchRecord) throws(SweepError) {
+    public func recordBench(_ b: BenchRecord) throws(HistoryError) {
         try wrap {
             try backend.write { s in
                 try s.execute("INSERT INTO bench (recorded_at, machine, pair, figures) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -521,12 +521,12 @@ public final class HistoryStore: @unchecked Sendable {
     }
 
     /// Every recorded benchmark, oldest first.
-    public func benchRecords() throws(SweepError) -> [BenchRecord] {
+    public func benchRecords() throws(HistoryError) -> [BenchRecord] {
         try wrap { try backend.read { s in try s.rows("SELECT * FROM bench ORDER BY recorded_at").map(Self.bench) } }
     }
 
     /// The latest recorded figures for this machine and pair.
-    public func lastBench(machine: String, pair: String) throws(SweepError) -> BenchRecord? {
+    public func lastBench(machine: String, pair: String) throws(HistoryError) -> BenchRecord? {
         try wrap {
             try backend.read { s in
                 try s.rows("SELECT * FROM bench WHERE machine = ? AND pair = ? ORDER BY recorded_at DESC LIMIT 1", [machine, pair])
@@ -542,8 +542,8 @@ public final class HistoryStore: @unchecked Sendable {
     /// The source is read one run at a time, so memory stays bounded by one run's rows.
     /// Returns the number of entry results added.
     @discardableResult
-    public func merge(from other: HistoryStore) throws(SweepError) -> Int {
-        guard other.path != path else { throw .history(path: path, message: "cannot merge a history into itself") }
+    public func merge(from other: HistoryStore) throws(HistoryError) -> Int {
+        guard other.path != path else { throw .store(path: path, message: "cannot merge a history into itself") }
         let runRows = try other.wrap { try other.backend.read { o in try o.rows("SELECT * FROM runs") } }
         let perRun = Self.tables.filter { $0.columns.first == "run_id" }
         func copy(_ s: any SQLSession, _ table: (name: String, columns: [String]), _ rows: [SQLRow]) throws -> Int {

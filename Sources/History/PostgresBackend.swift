@@ -28,8 +28,8 @@ public struct PostgresLocation: Sendable, Equatable {
 
     public static func isPostgres(_ s: String) -> Bool { s.hasPrefix("postgres://") || s.hasPrefix("postgresql://") }
 
-    public init(url: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws(SweepError) {
-        func bad(_ why: String) -> SweepError { .invalid("--db \(Self.redact(url)): \(why)") }
+    public init(url: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws(HistoryError) {
+        func bad(_ why: String) -> HistoryError { .invalidLocation("--db \(Self.redact(url)): \(why)") }
         guard Self.isPostgres(url), let c = URLComponents(string: url) else {
             throw bad("not a postgres:// URL (postgres://user@host:port/database?schema=NAME; percent-encode `#`, `/`, `?` and `@` in a "
                           + "password, or give it in $PGPASSWORD)")

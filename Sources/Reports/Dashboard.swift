@@ -21,13 +21,13 @@ public enum Dashboard {
         }
     }
 
-    public static func render(_ store: HistoryStore) throws(SweepError) -> String {
+    public static func render(_ store: HistoryStore) throws(HistoryError) -> String {
         let runs = try store.runs()
         var runStart: [String: String] = [:]
         for r in runs where runStart[r.id] == nil || r.startedAt < runStart[r.id]! { runStart[r.id] = r.startedAt }
         let runIDs = try store.runIDs()
         let latest = runIDs.last
-        let latestResults = try latest.map { id throws(SweepError) in try store.results(run: id) } ?? []
+        let latestResults = try latest.map { id throws(HistoryError) in try store.results(run: id) } ?? []
         var entryIDs = latestResults.map(\.entryID)
         // Entries seen only in earlier runs come after, so nothing recorded is hidden.
         var all = Set(entryIDs)

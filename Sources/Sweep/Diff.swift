@@ -24,7 +24,7 @@ public enum SweepDiff {
     public static let minimumMove = 0.005
 
     /// Changes from run `from` to run `to` (every shard of each).
-    public static func changes(_ store: HistoryStore, from: String, to: String) throws(SweepError) -> [SweepChange] {
+    public static func changes(_ store: HistoryStore, from: String, to: String) throws(HistoryError) -> [SweepChange] {
         let a = Dictionary(try store.results(run: from).map { ($0.entryID, $0) }, uniquingKeysWith: { x, _ in x })
         let b = Dictionary(try store.results(run: to).map { ($0.entryID, $0) }, uniquingKeysWith: { x, _ in x })
         var out: [SweepChange] = []

@@ -82,7 +82,47 @@ public final class SweepRunner {
     public func run() throws(SweepError) -> SweepOutcome {
         let started = Date()
         let entries = inventory.shard(options.shard, of: options.shards)
-        // Resume this inventory's unfinished run of this shard, unless an id is given.
+        let (runID, resumed) = try SweepError.fromHistory { () throws(HistoryError) in try beginRun(entries) }
+        let done = Dictionary(try SweepError.fromHistory { () throws(HistoryError) in try store.results(run: runID) }
+                                  .map { ($0.entryID, $0) }, uniquingKeysWith: { a, _ in a })
+        if resumed {
+            say("resuming run \(runID): \(entries.filter { done[$0.id] != nil }.count) of \(entries.count) entries already recorded")
+        } else {
+            say("run \(runID): \(entries.count) entries\(options.shards > 1 ? " (shard \(options.shard + 1) of \(options.shards))" : "")")
+        }
+        let recorder = Recorder(store: store, runID: runID)
+        var results: [EntryResult] = []
+        func finished(_ r: EntryResult, durable: Bool) throws(SweepError) {
+            try recorder.record(r, durable: durable)
+            results.append(r)
+            line(Self.summaryLine(r, resumed: false))
+        }
+        // Whole groups of entries on one base go to one worker (entries arrive grouped by base).
+        for group in Self.groupsByBase(entries) {
+            var work: [Inventory.Entry] = []
+            for entry in group {
+                if let r = done[entry.id] {
+                    results.append(r)
+                    line(Self.summaryLine(r, resumed: true))
+                } else if let missing = EntryScanner.missingDirectory(entry) {
+                    // Found without reading anything: no worker, and committed with the next
+                    // write (a killed sweep retries these, as it retries every error).
+                    try finished(errorResult(entry, message: "\(missing)", files: []), durable: false)
+                } else {
+                    work.append(entry)
+                }
+            }
+            if !work.isEmpty { try runGroup(work, runID: runID, finished: finished) }
+        }
+        try recorder.flush()
+        try SweepError.fromHistory { () throws(HistoryError) in try store.finishRun(runID, shard: options.shard, at: Self.now()) }
+        return SweepOutcome(runID: runID, resumed: resumed, results: results, baseReuse: reuse,
+                            seconds: Date().timeIntervalSince(started))
+    }
+
+    /// The run this sweep records into, begun in the history: the given id, else this
+    /// inventory's unfinished run of this shard (resumed), else a new one.
+    func beginRun(_ entries: [Inventory.Entry]) throws(HistoryError) -> (id: String, resumed: Bool) {
         var resumed = false
         let runID: String
         if let id = options.runID {
@@ -96,50 +136,24 @@ public final class SweepRunner {
         } else {
             runID = Self.newRunID()
         }
-        let host = ProcessInfo.processInfo.hostName
         try store.beginRun(RunInfo(id: runID, shard: options.shard, shards: options.shards, inventory: inventory.file.path,
-                                   startedAt: Self.now(), finishedAt: nil, host: host, entries: entries.count),
+                                   startedAt: Self.now(), finishedAt: nil, host: ProcessInfo.processInfo.hostName, entries: entries.count),
                            inventorySHA256: inventory.sha256, toolVersion: ScanPipeline.toolVersion)
-        let done = Dictionary(try store.results(run: runID).map { ($0.entryID, $0) }, uniquingKeysWith: { a, _ in a })
-        if resumed {
-            say("resuming run \(runID): \(entries.filter { done[$0.id] != nil }.count) of \(entries.count) entries already recorded")
-        } else {
-            say("run \(runID): \(entries.count) entries\(options.shards > 1 ? " (shard \(options.shard + 1) of \(options.shards))" : "")")
-        }
+        return (runID, resumed)
+    }
 
-        let recorder = Recorder(store: store, runID: runID)
-        var results: [EntryResult] = []
-        func finished(_ r: EntryResult, durable: Bool) throws(SweepError) {
-            try recorder.record(r, durable: durable)
-            results.append(r)
-            line(Self.summaryLine(r, resumed: false))
-        }
-        // Whole groups of entries on one base go to one worker (entries arrive grouped by base).
+    /// Consecutive entries on one base (the inventory's shard order keeps them together).
+    static func groupsByBase(_ entries: [Inventory.Entry]) -> [ArraySlice<Inventory.Entry>] {
+        var groups: [ArraySlice<Inventory.Entry>] = []
         var start = entries.startIndex
         while start < entries.endIndex {
             let base = entries[start].base.standardizedFileURL.path
             var end = start
             while end < entries.endIndex && entries[end].base.standardizedFileURL.path == base { end += 1 }
-            var work: [Inventory.Entry] = []
-            for entry in entries[start..<end] {
-                if let r = done[entry.id] {
-                    results.append(r)
-                    line(Self.summaryLine(r, resumed: true))
-                } else if let missing = EntryScanner.missingDirectory(entry) {
-                    // Found without reading anything: no worker, and committed with the next
-                    // write (a killed sweep retries these, as it retries every error).
-                    try finished(errorResult(entry, message: "\(missing)", files: []), durable: false)
-                } else {
-                    work.append(entry)
-                }
-            }
-            if !work.isEmpty { try runGroup(work, runID: runID, finished: finished) }
+            groups.append(entries[start..<end])
             start = end
         }
-        try recorder.flush()
-        try store.finishRun(runID, shard: options.shard, at: Self.now())
-        return SweepOutcome(runID: runID, resumed: resumed, results: results, baseReuse: reuse,
-                            seconds: Date().timeIntervalSince(started))
+        return groups
     }
 
     /// Commits results: an entry a worker reported at once (with any cheap errors waiting), in one
@@ -163,7 +177,7 @@ public final class SweepRunner {
 
         func flush() throws(SweepError) {
             guard !waiting.isEmpty else { return }
-            try store.record(waiting, run: runID)
+            try SweepError.fromHistory { () throws(HistoryError) in try store.record(waiting, run: runID) }
             waiting.removeAll()
         }
     }
@@ -309,9 +323,11 @@ public final class SweepRunner {
     /// earlier good run is recorded as skipped (reusing that run's result) and not scanned.
     func decide(_ e: Inventory.Entry, fingerprint f: [StoredFile], _ session: inout WorkerSession, watchdog: WallClockWatchdog,
                 finished: (EntryResult, Bool) throws(SweepError) -> Void) throws(SweepError) -> Decision {
-        let baseline = try store.baseline(entry: e.id)
+        let baseline = try SweepError.fromHistory { () throws(HistoryError) in try store.baseline(entry: e.id) }
         session.entryKey = key(files: f, baseline: baseline)
-        guard !options.force, let (run, prev) = try store.lastGood(entry: e.id, key: session.entryKey) else {
+        let last = options.force ? nil
+            : try SweepError.fromHistory { () throws(HistoryError) in try store.lastGood(entry: e.id, key: session.entryKey) }
+        guard let (run, prev) = last else {
             return Decision(scan: true, baseline: baseline)
         }
         var r = prev

@@ -159,7 +159,7 @@ func inventory(_ yaml: String) throws -> (URL, Result<Inventory, SweepError>) {
         try junk.write(to: url)
         #expect {
             _ = try HistoryStore(path: url.path)
-        } throws: { ($0 as? SweepError)?.description.contains("not an SQLite database") == true }
+        } throws: { ($0 as? HistoryError)?.description.contains("not an SQLite database") == true }
         #expect(try Data(contentsOf: url) == junk)
     }
 
@@ -172,7 +172,7 @@ func inventory(_ yaml: String) throws -> (URL, Result<Inventory, SweepError>) {
         let before = try Data(contentsOf: url)
         #expect {
             _ = try HistoryStore(path: url.path)
-        } throws: { ($0 as? SweepError)?.description.contains("schema version 99 is newer") == true }
+        } throws: { ($0 as? HistoryError)?.description.contains("schema version 99 is newer") == true }
         #expect(try Data(contentsOf: url) == before)
     }
 
@@ -183,7 +183,7 @@ func inventory(_ yaml: String) throws -> (URL, Result<Inventory, SweepError>) {
         try q.close()
         #expect {
             _ = try HistoryStore(path: url.path)
-        } throws: { ($0 as? SweepError)?.description.contains("not an Assay history (tables: customers)") == true }
+        } throws: { ($0 as? HistoryError)?.description.contains("not an Assay history (tables: customers)") == true }
     }
 
     @Test func mergeAddsNewRowsAndIsIdempotent() throws {

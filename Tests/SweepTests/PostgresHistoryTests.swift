@@ -59,7 +59,7 @@ enum TestPostgres {
             #expect {
                 _ = try PostgresLocation(url: url, environment: [:])
             } throws: { error in
-                let d = (error as? SweepError)?.description ?? ""
+                let d = (error as? HistoryError)?.description ?? ""
                 return d.contains(says) && !d.contains("hunter2") && d.contains("***")
             }
         }
@@ -73,7 +73,7 @@ enum TestPostgres {
         #expect {
             _ = try HistoryStore.open("postgres://assay:pw@127.0.0.1:1/assay?connect_timeout=5")
         } throws: { error in
-            let d = (error as? SweepError)?.description ?? ""
+            let d = (error as? HistoryError)?.description ?? ""
             return d.contains("postgres://assay@127.0.0.1:1/assay") && d.contains("cannot connect") && !d.contains("pw@")
         }
     }
@@ -165,7 +165,7 @@ struct PostgresHistoryTests {
         }
         #expect {
             _ = try HistoryStore.open(url)
-        } throws: { ($0 as? SweepError)?.description.contains("a PostgreSQL schema, but not an Assay history (tables: customers)") == true }
+        } throws: { ($0 as? HistoryError)?.description.contains("a PostgreSQL schema, but not an Assay history (tables: customers)") == true }
         let tables = try pg.read { s in try pg.tableNames(s) }
         #expect(tables == ["customers"], "refused without creating anything in \(schema)")
 
@@ -177,13 +177,13 @@ struct PostgresHistoryTests {
         _ = try pg.write { s in try s.execute("UPDATE assay_meta SET value = '99' WHERE key = 'schema_version'") }
         #expect {
             _ = try HistoryStore.open(url)
-        } throws: { ($0 as? SweepError)?.description.contains("schema version 99 is newer") == true }
+        } throws: { ($0 as? HistoryError)?.description.contains("schema version 99 is newer") == true }
         let runs = try pg.read { s in try s.rows("SELECT id FROM runs").map { try $0.string("id") } }
         #expect(runs == ["r"])
         // Not there at all, when it must be.
         #expect {
             _ = try HistoryStore.open(TestPostgres.fresh("absent"), create: false)
-        } throws: { ($0 as? SweepError)?.description.contains("no Assay history here") == true }
+        } throws: { ($0 as? HistoryError)?.description.contains("no Assay history here") == true }
     }
 
     /// scripts/postgres.sh serves TLS with a self-signed certificate: `require` and `prefer`
@@ -199,7 +199,7 @@ struct PostgresHistoryTests {
         #expect {
             _ = try HistoryStore.open("\(TestPostgres.url!)?schema=\(schema)&sslmode=verify-full")
         } throws: { error in
-            let d = (error as? SweepError)?.description ?? ""
+            let d = (error as? HistoryError)?.description ?? ""
             return d.contains("cannot connect") && d.lowercased().contains("certificate")
         }
     }
