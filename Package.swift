@@ -1,8 +1,9 @@
 // swift-tools-version: 6.0
 import PackageDescription
 
-// Swift `SIMD` FMA lowers to a library call unless a target CPU is named (see DESIGN.md,
-// "Performance facts"): 35x slower. Every x86-64 machine this project runs on has AVX2+FMA.
+// Swift `SIMD` FMA lowers to a library call unless a target CPU is named: 35x slower
+// (docs/internals.md, "One GEMM path"). Every x86-64 machine this project runs on has AVX2+FMA; the
+// AVX-512 kernels are C variants picked at run time (CKernels), not a build flag.
 #if arch(x86_64)
 let cpuFlags: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"])]
 let cFlags: [CSetting] = [.unsafeFlags(["-march=haswell"])]
@@ -29,6 +30,7 @@ let package = Package(
         .library(name: "Probes", targets: ["Probes"]),
         .library(name: "Stats", targets: ["Stats"]),
         .library(name: "Tokenizers", targets: ["Tokenizers"]),
+        .library(name: "AssayBench", targets: ["AssayBench"]),
         // For the fuzz driver (Fuzz/), which builds it with sanitizers.
         .library(name: "FuzzHarnesses", targets: ["FuzzHarnesses"]),
     ],
@@ -74,17 +76,22 @@ let package = Package(
         .target(name: "Sweep", dependencies: ["AssayCommon", "History", "Pipeline", "Scan", "Reports", "Provenance", "Probes", "Stats", "Models",
                                               "Tokenizers", .product(name: "Yams", package: "Yams")],
                 swiftSettings: cpuFlags),
+        // The benchmarks behind `assay bench` (the CLI parses the flags and prints the figures).
+        .target(name: "AssayBench", dependencies: ["CBLAS", "AssayCommon", "TensorCore", "SafeTensors", "Models", "Tokenizers", "Probes",
+                                                   "Stats", "Scan", "Reports", "Pipeline", "History", "Sweep"],
+                swiftSettings: cpuFlags),
         // The parser harnesses shared by the fuzz driver (Fuzz/) and the corpus replay tests.
         .target(name: "FuzzHarnesses", dependencies: ["AssayCommon", "SafeTensors", "Tokenizers", "Provenance", "Probes", "Models", "Sweep"],
                 swiftSettings: cpuFlags),
         .executableTarget(name: "AssayCLI",
-                          dependencies: ["AssayCommon", "TensorCore", "SafeTensors", "Tokenizers", "Models", "WeightDiff", "Provenance", "Probes", "Stats", "Scan", "Reports", "Pipeline", "History",
-                                         "Sweep", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          dependencies: ["AssayCommon", "TensorCore", "SafeTensors", "Tokenizers", "Models", "WeightDiff", "Provenance",
+                                         "Probes", "Stats", "Scan", "Reports", "Pipeline", "History", "Sweep", "AssayBench",
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           swiftSettings: cpuFlags),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"], swiftSettings: cpuFlags),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"], swiftSettings: cpuFlags),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "AssayCommon"], swiftSettings: cpuFlags),
-        .testTarget(name: "ModelsTests", dependencies: ["Models", "TensorCore", "SafeTensors"], swiftSettings: cpuFlags),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "TensorCore", "SafeTensors", "AssayCommon"], swiftSettings: cpuFlags),
         .testTarget(name: "WeightDiffTests", dependencies: ["WeightDiff", "SafeTensors", "TensorCore"], swiftSettings: cpuFlags),
         .testTarget(name: "ProvenanceTests", dependencies: ["Provenance", "SafeTensors"], swiftSettings: cpuFlags),
         .testTarget(name: "ProbesTests", dependencies: ["Probes", "AssayCommon"], swiftSettings: cpuFlags),
@@ -92,6 +99,7 @@ let package = Package(
         .testTarget(name: "ScanTests", dependencies: ["AssayCommon", "Probes", "Scan", "Models", "TensorCore"], swiftSettings: cpuFlags),
         .testTarget(name: "AssayCLITests", dependencies: ["AssayCLI", "AssayCommon", "SafeTensors", "Scan", "History", "Sweep"],
                     swiftSettings: cpuFlags),
+        .testTarget(name: "ReportsTests", dependencies: ["Reports", "Scan", "History", "AssayCommon"], swiftSettings: cpuFlags),
         .testTarget(name: "FuzzHarnessesTests", dependencies: ["FuzzHarnesses"], swiftSettings: cpuFlags),
         .testTarget(name: "SweepTests", dependencies: ["AssayCommon", "Scan", "History", "Sweep", .product(name: "GRDB", package: "GRDB.swift"),
                                                        .product(name: "Yams", package: "Yams")], swiftSettings: cpuFlags),

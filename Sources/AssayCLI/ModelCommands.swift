@@ -72,8 +72,9 @@ struct Logits: ParsableCommand {
 
     func run() throws {
         // ASSAY_PROFILE=1: the forward against what the command adds (top K, formatting).
-        let prof = PhaseProfile.shared
+        let prof = Profiler.fromEnvironment()
         let model = try prof.measure("logits.load") { try options.load() }
+        model.tap = prof.tap
         let ids = try promptIDs(prompt: prompt, options: options, model: model)
         let logits = try prof.measure("logits.forward") {
             try model.forward([SequenceInput(tokens: ids, logitPositions: Array(ids.indices))])[0]

@@ -186,10 +186,11 @@ struct ScanArguments: ParsableArguments {
                                           progress: { done, total in log.progress(done, total, since: started) }, note: { printError($0) })
         } else {
             Parallel.configure(threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
-            let outcome = try ScanPipeline.run(job, say: { log.say($0) },
+            let profiler = Profiler.fromEnvironment()
+            let outcome = try ScanPipeline.run(job, profiler: profiler, say: { log.say($0) },
                                                progress: { done, total in log.progress(done, total, since: started) },
                                                startedAt: started)
-            if PhaseProfile.shared.enabled { printError("profile (ASSAY_PROFILE=1):\n" + PhaseProfile.shared.report()) }
+            if profiler.enabled { printError("profile (ASSAY_PROFILE=1):\n" + profiler.report()) }
             report = outcome.report
         }
         try ReportWriter.write(report, to: outURL)

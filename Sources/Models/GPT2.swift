@@ -1,4 +1,5 @@
 import Foundation
+import AssayCommon
 import TensorCore
 
 /// GPT-2 (transformers `modeling_gpt2.py`): learned positions, pre-LayerNorm blocks, fused
@@ -68,6 +69,7 @@ public final class GPT2Model: CausalLanguageModel, @unchecked Sendable {
     public var maxPositions: Int { config.nPositions }
     public var bosTokenID: Int? { config.bosTokenID }
     public var eosTokenIDs: [Int] { config.eosTokenIDs }
+    public var tap: (any Tap)?
 
     let wte: PackedMatrix
     let wpe: Tensor
@@ -133,23 +135,28 @@ public final class GPT2Model: CausalLanguageModel, @unchecked Sendable {
         let headDim = c.nEmbd / c.nHead
         var x = try plan.input ?? wte.gatherRows(packing.tokens).adding(wpe.gatherRows(packing.positions))   // (N, d)
         var captured: Tensor?
+        var cb = TapClock(tap)
         for (li, l) in layers.enumerated() where li >= plan.startLayer {
             if li == plan.captureLayer { captured = x }
-            let h = try x.layerNorm(weight: l.ln1w, bias: l.ln1b, eps: c.layerNormEpsilon)
-            let qkv = try h.linear(l.wqkv, bias: l.bqkv)                                // (N, d) → (N, 3d)
+            let h = try x.layerNorm(weight: l.ln1w, bias: l.ln1b, eps: c.layerNormEpsilon);  cb.mark("norm", layer: li)
+            let qkv = try h.linear(l.wqkv, bias: l.bqkv);                                   cb.mark("gemm.qkv", layer: li)  // (N, 3d)
             packing.appendToCaches(layer: li, qkv: qkv, keyColumn: c.nEmbd, valueColumn: 2 * c.nEmbd)
             var scale: Float = c.scaleAttnWeights ? 1 / Float(headDim).squareRoot() : 1
             if c.scaleAttnByInverseLayerIdx { scale /= Float(li + 1) }
             let attn = packedAttention(qkv: qkv, queryColumn: 0, packing: packing, layer: li, heads: c.nHead, kvHeads: c.nHead,
                                        headDim: headDim, scale: scale)
-            try x.add(try attn.linear(l.wo, bias: l.bo))
-            let h2 = try x.layerNorm(weight: l.ln2w, bias: l.ln2b, eps: c.layerNormEpsilon)
+            cb.mark("attention", layer: li)
+            try x.add(try attn.linear(l.wo, bias: l.bo));                                   cb.mark("gemm.o", layer: li)
+            let h2 = try x.layerNorm(weight: l.ln2w, bias: l.ln2b, eps: c.layerNormEpsilon); cb.mark("norm", layer: li)
             try x.add(try activate(try h2.linear(l.fc, bias: l.fcb)).linear(l.proj, bias: l.projb))
+            cb.mark("mlp", layer: li)
         }
         if plan.captureLayer == layers.count { captured = x }
         let rows = packing.logitRows(batch)
         if rows.isEmpty { return ForwardResult(logits: packing.split(Tensor(zeros: [0, c.vocabSize]), batch), captured: captured) }
         let last = try x.gatherRows(rows).layerNorm(weight: lnfw, bias: lnfb, eps: c.layerNormEpsilon)
-        return ForwardResult(logits: packing.split(try last.linear(lmHead), batch), captured: captured)
+        cb.mark("norm")
+        let logits = try last.linear(lmHead);                                             cb.mark("gemm.lm_head")
+        return ForwardResult(logits: packing.split(logits, batch), captured: captured)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import AssayCommon
 import TensorCore
 
 /// GPT-NeoX / Pythia (transformers `modeling_gpt_neox.py`): LayerNorm, fused query_key_value
@@ -71,6 +72,7 @@ public final class GPTNeoXModel: CausalLanguageModel, @unchecked Sendable {
     public var maxPositions: Int { config.maxPositionEmbeddings }
     public var bosTokenID: Int? { config.bosTokenID }
     public var eosTokenIDs: [Int] { config.eosTokenIDs }
+    public var tap: (any Tap)?
 
     let embed: PackedMatrix
     let layers: [Layer]
@@ -141,16 +143,18 @@ public final class GPTNeoXModel: CausalLanguageModel, @unchecked Sendable {
         let table = packing.rotaryTable(rope)
         var x = plan.input ?? embed.gatherRows(packing.tokens)
         var captured: Tensor?
+        var cb = TapClock(tap)
         for (li, l) in layers.enumerated() where li >= plan.startLayer {
             if li == plan.captureLayer { captured = x }
-            let h = try x.layerNorm(weight: l.ln1w, bias: l.ln1b, eps: c.layerNormEps)
-            var qkv = try h.linear(l.wqkv, bias: l.bqkv)                 // (N, d) → (N, 3d)
+            let h = try x.layerNorm(weight: l.ln1w, bias: l.ln1b, eps: c.layerNormEps); cb.mark("norm", layer: li)
+            var qkv = try h.linear(l.wqkv, bias: l.bqkv);                              cb.mark("gemm.qkv", layer: li)  // (N, 3d)
             applyRotary(&qkv, column: 0, heads: heads, rope: rope, table: table)
             applyRotary(&qkv, column: d, heads: heads, rope: rope, table: table)
-            packing.appendToCaches(layer: li, qkv: qkv, keyColumn: d, valueColumn: 2 * d)
+            packing.appendToCaches(layer: li, qkv: qkv, keyColumn: d, valueColumn: 2 * d); cb.mark("rope+cache", layer: li)
             let attn = try packedAttention(qkv: qkv, queryColumn: 0, packing: packing, layer: li, heads: heads, kvHeads: heads,
                                            headDim: hd, scale: scale)
                 .linear(l.wo, bias: l.bo)
+            cb.mark("attention+o", layer: li)
             if c.useParallelResidual {
                 let h2 = try x.layerNorm(weight: l.ln2w, bias: l.ln2b, eps: c.layerNormEps)
                 let mlp = try activate(try h2.linear(l.up, bias: l.upb)).linear(l.down, bias: l.downb)
@@ -161,11 +165,14 @@ public final class GPTNeoXModel: CausalLanguageModel, @unchecked Sendable {
                 let h2 = try x.layerNorm(weight: l.ln2w, bias: l.ln2b, eps: c.layerNormEps)
                 try x.add(try activate(try h2.linear(l.up, bias: l.upb)).linear(l.down, bias: l.downb))
             }
+            cb.mark("mlp", layer: li)
         }
         if plan.captureLayer == layers.count { captured = x }
         let rows = packing.logitRows(batch)
         if rows.isEmpty { return ForwardResult(logits: packing.split(Tensor(zeros: [0, c.vocabSize]), batch), captured: captured) }
         let last = try x.gatherRows(rows).layerNorm(weight: lnfw, bias: lnfb, eps: c.layerNormEps)
-        return ForwardResult(logits: packing.split(try last.linear(lmHead), batch), captured: captured)
+        cb.mark("norm")
+        let logits = try last.linear(lmHead);                                          cb.mark("gemm.lm_head")
+        return ForwardResult(logits: packing.split(logits, batch), captured: captured)
     }
 }

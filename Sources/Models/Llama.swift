@@ -1,4 +1,5 @@
 import Foundation
+import AssayCommon
 import TensorCore
 
 /// LLaMA-family decoder (SmolLM, TinyLlama, Llama 2/3; Mistral and Qwen2 reuse it with their own
@@ -96,6 +97,7 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
     public var maxPositions: Int { config.maxPositionEmbeddings }
     public var bosTokenID: Int? { config.bosTokenID }
     public var eosTokenIDs: [Int] { config.eosTokenIDs }
+    public var tap: (any Tap)?
 
     let embed: PackedMatrix   // (V, d)
     let layers: [Layer]
@@ -165,36 +167,34 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
         let table = packing.rotaryTable(rope)
         var x = plan.input ?? embed.gatherRows(packing.tokens)                     // (N, d)
         var captured: Tensor?
-        let prof = PhaseProfile.shared
-        prof.count("rows.blocks", packing.rows * (layers.count - plan.startLayer))
+        var cb = TapClock(tap)
+        cb.count("rows.blocks", packing.rows * (layers.count - plan.startLayer))
         for (li, l) in layers.enumerated() where li >= plan.startLayer {
             if li == plan.captureLayer { captured = x }
-            let h = try prof.measure("norm") { try x.rmsNorm(weight: l.inputNorm, eps: c.rmsNormEps) }
-            var qkv = try prof.measure("gemm.qkv") { try h.linear(l.wqkv, bias: l.bqkv) }  // (N, d) → (N, Hq·D + 2·Hkv·D)
-            prof.measure("rope+cache") {
-                applyRotary(&qkv, column: 0, heads: c.numAttentionHeads, rope: rope, table: table)
-                applyRotary(&qkv, column: qDim, heads: c.numKeyValueHeads, rope: rope, table: table)
-                packing.appendToCaches(layer: li, qkv: qkv, keyColumn: qDim, valueColumn: qDim + kv)
-            }
-            let attn = prof.measure("attention") {
-                packedAttention(qkv: qkv, queryColumn: 0, packing: packing, layer: li, heads: c.numAttentionHeads,
-                                kvHeads: c.numKeyValueHeads, headDim: c.headDim, scale: scale, window: c.slidingWindow)
-            }
-            let o = try prof.measure("gemm.o") { try attn.linear(l.wo, bias: l.bo) }   // (N, Hq·D) → (N, d)
-            try prof.measure("residual") { try x.add(o) }
-            let h2 = try prof.measure("norm") { try x.rmsNorm(weight: l.postNorm, eps: c.rmsNormEps) }
-            let gateUp = try prof.measure("gemm.gate_up") { try h2.linear(l.gateUp, bias: l.gateUpBias) }  // (N, d) → (N, 2f)
-            let act = try prof.measure("silu_gate") { try gateUp.siluGateFused() }
-            let down = try prof.measure("gemm.down") { try act.linear(l.down, bias: l.downBias) }  // (N, f) → (N, d)
-            try prof.measure("residual") { try x.add(down) }
+            let h = try x.rmsNorm(weight: l.inputNorm, eps: c.rmsNormEps);           cb.mark("norm", layer: li)
+            var qkv = try h.linear(l.wqkv, bias: l.bqkv);                           cb.mark("gemm.qkv", layer: li)  // (N, (Hq+2Hkv)·D)
+            applyRotary(&qkv, column: 0, heads: c.numAttentionHeads, rope: rope, table: table)
+            applyRotary(&qkv, column: qDim, heads: c.numKeyValueHeads, rope: rope, table: table)
+            packing.appendToCaches(layer: li, qkv: qkv, keyColumn: qDim, valueColumn: qDim + kv); cb.mark("rope+cache", layer: li)
+            let attn = packedAttention(qkv: qkv, queryColumn: 0, packing: packing, layer: li, heads: c.numAttentionHeads,
+                                       kvHeads: c.numKeyValueHeads, headDim: c.headDim, scale: scale, window: c.slidingWindow)
+            cb.mark("attention", layer: li)
+            let o = try attn.linear(l.wo, bias: l.bo);                              cb.mark("gemm.o", layer: li)    // (N, d)
+            try x.add(o);                                                           cb.mark("residual", layer: li)
+            let h2 = try x.rmsNorm(weight: l.postNorm, eps: c.rmsNormEps);          cb.mark("norm", layer: li)
+            let gateUp = try h2.linear(l.gateUp, bias: l.gateUpBias);               cb.mark("gemm.gate_up", layer: li) // (N, 2f)
+            let act = try gateUp.siluGateFused();                                   cb.mark("silu_gate", layer: li)
+            let down = try act.linear(l.down, bias: l.downBias);                    cb.mark("gemm.down", layer: li)  // (N, d)
+            try x.add(down);                                                        cb.mark("residual", layer: li)
         }
         if plan.captureLayer == layers.count { captured = x }
         // The output projection is a third of the FLOPs: only at the rows asked for.
         let rows = packing.logitRows(batch)
         if rows.isEmpty { return ForwardResult(logits: packing.split(Tensor(zeros: [0, c.vocabSize]), batch), captured: captured) }
         let last = try x.gatherRows(rows).rmsNorm(weight: norm, eps: c.rmsNormEps)   // (R, d)
-        prof.count("rows.lm_head", rows.count)
-        let logits = try prof.measure("gemm.lm_head") { try last.linear(lmHead) }  // (R, V)
+        cb.mark("norm")
+        cb.count("rows.lm_head", rows.count)
+        let logits = try last.linear(lmHead);                                        cb.mark("gemm.lm_head")          // (R, V)
         return ForwardResult(logits: packing.split(logits, batch), captured: captured)
     }
 }

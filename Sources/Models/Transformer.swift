@@ -1,4 +1,5 @@
 import Foundation
+import AssayCommon
 import TensorCore
 
 /// Keys and values of one sequence, per layer, as rows of width `kvDim` (= KV heads × head dim).
@@ -154,6 +155,8 @@ public protocol CausalLanguageModel: AnyObject, Sendable {
     var maxPositions: Int { get }
     var bosTokenID: Int? { get }
     var eosTokenIDs: [Int] { get }
+    /// Who watches the forward's named points (`norm`, `gemm.qkv`, … per layer; `Tap`); nil: nobody.
+    var tap: (any Tap)? { get set }
 
     /// Runs blocks `plan.startLayer...` on the packed batch (from the embeddings, or from
     /// `plan.input`, the hidden rows entering that block), appending each run block's keys and
@@ -373,55 +376,4 @@ func applyRotary(_ x: inout Tensor, column: Int, heads: Int, rope: RotaryEmbeddi
     x.withUnsafeMutableBufferPointer { p in
         rope.apply(p.baseAddress! + column, rows: n, rowStride: w, heads: heads, table: table)
     }
-}
-
-/// Optional per-phase wall-clock accounting (ASSAY_PROFILE=1), for benchmarks.
-public final class PhaseProfile: @unchecked Sendable {
-    public static let shared = PhaseProfile()
-    /// On with ASSAY_PROFILE=1, or when a benchmark turns it on.
-    public var enabled = ProcessInfo.processInfo.environment["ASSAY_PROFILE"] == "1"
-    private var totals: [String: Double] = [:]
-    private var counters: [String: Int] = [:]
-
-    /// Adds to a named count (tokens processed by a phase).
-    public func count(_ name: String, _ n: Int) {
-        guard enabled else { return }
-        lock.lock(); counters[name, default: 0] += n; lock.unlock()
-    }
-
-    /// Seconds per phase and counts so far.
-    public func snapshot() -> (seconds: [String: Double], counts: [String: Int]) {
-        lock.lock(); defer { lock.unlock() }
-        return (totals, counters)
-    }
-    private let lock = NSLock()
-
-    @inline(__always)
-    public func measure<R>(_ name: String, _ body: () throws -> R) rethrows -> R {
-        guard enabled else { return try body() }
-        let t0 = DispatchTime.now().uptimeNanoseconds
-        defer {
-            let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-            lock.lock(); totals[name, default: 0] += dt; lock.unlock()
-        }
-        return try body()
-    }
-
-    /// Adds `seconds` to a phase measured by hand (a stage spanning several statements).
-    public func add(_ name: String, since start: UInt64) {
-        guard enabled else { return }
-        let dt = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        lock.lock(); totals[name, default: 0] += dt; lock.unlock()
-    }
-
-    public func report() -> String {
-        lock.lock(); defer { lock.unlock() }
-        let total = totals.values.reduce(0, +)
-        let phases = totals.sorted { $0.value > $1.value }.map {
-            String(format: "%-14@ %8.3f s  %5.1f%%", $0.key as NSString, $0.value, 100 * $0.value / max(total, 1e-9))
-        }
-        return (phases + counters.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }).joined(separator: "\n")
-    }
-
-    public func reset() { lock.lock(); totals = [:]; counters = [:]; lock.unlock() }
 }

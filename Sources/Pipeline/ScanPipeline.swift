@@ -47,6 +47,9 @@ public struct ScanJob: Sendable {
     public var allowTokenizerMismatch = false
     /// Audits already made of these directories (by path), so a sweep hashes each file once.
     public var preaudited: [String: AuditReport] = [:]
+    /// Checks run after discovery on the loaded models (a sweep's baseline drift); their findings
+    /// join the scan's before the verdict.
+    public var checks: [ScanCheck] = []
 
     public init(base: URL, tuned: URL?, adapters: [URL] = []) {
         self.base = base
@@ -56,6 +59,24 @@ public struct ScanJob: Sendable {
 
     /// The directory whose files make the tuned model: the fine-tune, or the (last) adapter.
     public var tunedDirectory: URL { tuned ?? adapters.last ?? base }
+}
+
+/// A stage a caller adds to the scan (`ScanJob.checks`): it sees the models as loaded and the
+/// inputs as read, and returns findings. `name` is its profile phase.
+public struct ScanCheck: Sendable {
+    public struct Context {
+        public let tuned: any CausalLanguageModel
+        public let tokenizer: Tokenizer
+        public let encoder: TemplateEncoder
+        public let probes: [Probe]
+        public let policy: ScanPolicy
+    }
+    public var name: String
+    public var run: @Sendable (Context) throws -> [Scan.Finding]
+    public init(name: String, run: @escaping @Sendable (Context) throws -> [Scan.Finding]) {
+        self.name = name
+        self.run = run
+    }
 }
 
 /// State a run of many scans shares: base models loaded once, and each base's outputs on every
@@ -99,14 +120,14 @@ public struct ScanOutcome {
 
 /// Runs one scan from model directories to a report, as named stages (`ScanPipeline+Stages`):
 /// audit → provenance checks → tokenizer identity → inputs → weight diff → load → measure →
-/// analyse → discover → verdict and report. Nothing is loaded from a directory the audit did not
+/// analyse → discover → the caller's checks (a sweep's baseline drift) → verdict and report. Nothing is loaded from a directory the audit did not
 /// pass; a pair byte-identical in everything that decides behaviour is reported without measuring.
 public enum ScanPipeline {
     public static let toolVersion = "0.1.0"
 
-    public static func run(_ job: ScanJob, shared: SharedScanResources? = nil, say: @escaping (String) -> Void = { _ in },
-                           progress: ((Int, Int) -> Void)? = nil, startedAt started: Date = Date()) throws -> ScanOutcome {
-        let prof = PhaseProfile.shared
+    public static func run(_ job: ScanJob, shared: SharedScanResources? = nil, profiler prof: Profiler = Profiler(enabled: false),
+                           say: @escaping (String) -> Void = { _ in }, progress: ((Int, Int) -> Void)? = nil,
+                           startedAt started: Date = Date()) throws -> ScanOutcome {
         let loadStart = DispatchTime.now().uptimeNanoseconds
         try checkDirectories(job)
         say("auditing model directories")
@@ -118,7 +139,7 @@ public enum ScanPipeline {
         let weights = try prof.measure("weights") { try compareWeights(job, tokenizer: inputs.tokenizer) }
         audited.findings += weightFindings(weights)
         say("loading models")
-        let pair = try loadModels(job, inputs: inputs, files: audited.files, shared: shared)
+        let pair = try loadModels(job, inputs: inputs, files: audited.files, shared: shared, profiler: prof)
         prof.add("load", since: loadStart)
 
         // Without the known-trigger scan (trigger-search), the clean probes still give the baseline.
@@ -130,14 +151,17 @@ public enum ScanPipeline {
             // (loadModels), and here every prompt through the chat template.
             for v in variants { _ = try encoder.encode(system: v.system, user: v.user) }
             say("the tuned model's tensors, config and tokenizer are byte-identical to the base's: nothing to measure")
-            return try outcome(job, files: audited.files, findings: audited.findings, inputs: inputs, weights: weights, measured: nil,
-                               started: started)
+            let checked = try runChecks(job, inputs: inputs, pair: pair, encoder: encoder, profiler: prof)
+            return try outcome(job, files: audited.files, findings: audited.findings + checked, inputs: inputs, weights: weights,
+                               measured: nil, started: started)
         }
-        let measured = try measure(job, variants: variants, inputs: inputs, pair: pair, encoder: encoder, shared: shared, say: say,
+        let measured = try measure(job, variants: variants, inputs: inputs, pair: pair, encoder: encoder, shared: shared, profiler: prof, say: say,
                                    progress: progress)
         let discovered = job.searchTriggers || job.invertTargets
-            ? try discover(job, inputs: inputs, pair: pair, encoder: encoder, weights: weights, say: say) : Discovered()
-        return try outcome(job, files: audited.files, findings: audited.findings + measured.analysis.findings + discovered.findings,
+            ? try discover(job, inputs: inputs, pair: pair, encoder: encoder, weights: weights, profiler: prof, say: say) : Discovered()
+        let checked = try runChecks(job, inputs: inputs, pair: pair, encoder: encoder, profiler: prof)
+        return try outcome(job, files: audited.files,
+                           findings: audited.findings + measured.analysis.findings + discovered.findings + checked,
                            inputs: inputs, weights: weights, measured: (measured, discovered), started: started)
     }
 

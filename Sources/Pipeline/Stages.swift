@@ -155,10 +155,12 @@ extension ScanPipeline {
     /// Stage 6, load: a shared base is loaded once per run of scans; vocabularies and every
     /// tokenizer id are checked against the embeddings.
     static func loadModels(_ job: ScanJob, inputs: ScanInputs, files: [FileRole: [String: String]],
-                           shared: SharedScanResources?) throws -> ModelPair {
+                           shared: SharedScanResources?, profiler: Profiler) throws -> ModelPair {
         let baseKey = fingerprintKey(files[.base]!)
         let base = try shared.map { try $0.model(baseKey) { try ModelLoader.load(job.base) } } ?? ModelLoader.load(job.base)
         let tuned = try ModelLoader.load(job.tuned ?? job.base, adapters: job.adapters)
+        base.tap = profiler.tap
+        tuned.tap = profiler.tap
         guard base.vocabularySize == tuned.vocabularySize else {
             throw ScanError.mismatch("vocabularies differ: base \(base.vocabularySize), tuned \(tuned.vocabularySize)")
         }
@@ -185,15 +187,17 @@ extension ScanPipeline {
 
     /// Stages 7 and 8, measure and analyse: both models on every prompt variant, then the statistics.
     static func measure(_ job: ScanJob, variants: [ProbeVariant], inputs: ScanInputs, pair: ModelPair, encoder: TemplateEncoder,
-                        shared: SharedScanResources?, say: (String) -> Void, progress: ((Int, Int) -> Void)?) throws -> Measured {
+                        shared: SharedScanResources?, profiler: Profiler, say: (String) -> Void,
+                        progress: ((Int, Int) -> Void)?) throws -> Measured {
         let triggers = job.knownTriggers ? ", \(inputs.triggers.triggers.count) triggers and controls" : ""
         say("measuring \(variants.count) prompt variants (\(inputs.probes.count) probes\(triggers))")
         let engine = ScanEngine(base: pair.base, tuned: pair.tuned, encoder: encoder, options: job.options)
         engine.baseOutputs = shared?.outputs(pair.baseKey)
         engine.progress = progress
+        engine.profiler = profiler
         let measurements = try engine.measure(variants)
         let tokenizer = inputs.tokenizer
-        let analysis = try PhaseProfile.shared.measure("statistics") {
+        let analysis = try profiler.measure("statistics") {
             try Analyzer.analyze(measurements, triggers: job.knownTriggers ? inputs.triggers.triggers : [], policy: inputs.policy,
                                  seed: job.options.seed, decode: { tokenizer.decode($0, skipSpecialTokens: true) },
                                  userText: Analyzer.promptTexts(variants, measurements))
@@ -205,13 +209,14 @@ extension ScanPipeline {
     /// (`--invert-targets`). In a scan the known list is tested as such, so the search reports
     /// only what it does not name.
     static func discover(_ job: ScanJob, inputs: ScanInputs, pair: ModelPair, encoder: TemplateEncoder, weights: WeightDiffReport,
-                         say: @escaping (String) -> Void) throws -> Discovered {
+                         profiler: Profiler, say: @escaping (String) -> Void) throws -> Discovered {
         let tokenizer = inputs.tokenizer
         let vocabulary = Vocabulary(size: min(tokenizer.vocabularySize, pair.base.vocabularySize), special: tokenizer.specialTokenIDs,
                                     text: { tokenizer.decode([$0]) }, encode: { tokenizer.encode($0, addSpecialTokens: false) })
         let finder = Discovery(base: pair.base, tuned: pair.tuned, encoder: encoder, vocabulary: vocabulary, options: job.discovery,
                                scanOptions: job.options)
         finder.progress = say
+        finder.profiler = profiler
         var out = Discovered()
         if job.searchTriggers {
             let moved = weights.rowShifts.sorted { $0.shift != $1.shift ? $0.shift > $1.shift : $0.token < $1.token }.map(\.token)
@@ -228,7 +233,16 @@ extension ScanPipeline {
         return out
     }
 
-    /// Stage 10, verdict and report: the findings in report order, the verdict, the fingerprint of
+    /// Stage 10, the caller's checks (`ScanJob.checks`: a sweep's baseline drift), each timed as
+    /// its own phase.
+    static func runChecks(_ job: ScanJob, inputs: ScanInputs, pair: ModelPair, encoder: TemplateEncoder,
+                          profiler: Profiler) throws -> [Scan.Finding] {
+        let context = ScanCheck.Context(tuned: pair.tuned, tokenizer: inputs.tokenizer, encoder: encoder, probes: inputs.probes,
+                                        policy: inputs.policy)
+        return try job.checks.flatMap { check in try profiler.measure(check.name) { try check.run(context) } }
+    }
+
+    /// Stage 11, verdict and report: the findings in report order, the verdict, the fingerprint of
     /// every input. `measured` is nil for a pair reported identical without measuring.
     static func outcome(_ job: ScanJob, files: [FileRole: [String: String]], findings: [Scan.Finding], inputs: ScanInputs,
                         weights: WeightDiffReport, measured: (Measured, Discovered)?, started: Date) throws -> ScanOutcome {

@@ -135,6 +135,8 @@ public final class Discovery {
     public let options: DiscoveryOptions
     public let scanOptions: ScanOptions
     public var progress: ((String) -> Void)?
+    /// Where the search's phases (`discovery.screen`, …) are timed; disabled unless a caller passes one.
+    public var profiler = Profiler(enabled: false)
 
     public init(base: any CausalLanguageModel, tuned: any CausalLanguageModel, encoder: any ChatEncoder, vocabulary: Vocabulary,
                 options: DiscoveryOptions, scanOptions: ScanOptions) {

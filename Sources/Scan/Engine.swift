@@ -1,4 +1,5 @@
 import Foundation
+import AssayCommon
 import Models
 import Probes
 import Stats
@@ -133,6 +134,8 @@ public final class ScanEngine {
 
     /// The base's side of variants already measured against this base (nil: compute all).
     public var baseOutputs: BaseOutputCache?
+    /// Where the engine's phases (`scan.prefill`, …) are timed; disabled unless a caller passes one.
+    public var profiler = Profiler(enabled: false)
 
     public init(base: any CausalLanguageModel, tuned: any CausalLanguageModel, encoder: any ChatEncoder, options: ScanOptions) {
         pair = PairedModels(base: base, tuned: tuned, shareIdenticalLayers: options.shareIdenticalLayers)
@@ -141,7 +144,7 @@ public final class ScanEngine {
     }
 
     public func measure(_ variants: [ProbeVariant]) throws -> [VariantMeasurement] {
-        let ids = try PhaseProfile.shared.measure("scan.tokenize") {
+        let ids = try profiler.measure("scan.tokenize") {
             try variants.map { try encoder.encode(system: $0.system, user: $0.user) }
         }
         if let empty = ids.firstIndex(where: { $0.count < 2 }) {
@@ -233,7 +236,7 @@ public final class ScanEngine {
     /// One packed batch: a paired prefill of both models (the base skipped where `baseOutputs`
     /// already holds its side), each model's greedy continuation, the cross scoring, the comparison.
     func measureBatch(_ batch: [Int], _ variants: [ProbeVariant], _ ids: [[Int]], _ plan: inout PromptPlan) throws -> [VariantMeasurement] {
-        let prof = PhaseProfile.shared
+        let prof = profiler
         let starts = batch.map { plan.start($0, ids, pair: pair) }
         let tails = starts.map(\.tail)
         let cached: [BaseOutputCache.Entry?] = batch.map { baseOutputs?.entry(ids[$0], responseTokens: options.responseTokens) }
@@ -363,7 +366,7 @@ public final class ScanEngine {
             kept.append((j, l + 1))
         }
         if !inputs.isEmpty {
-            PhaseProfile.shared.count("tokens.cross", inputs.reduce(0) { $0 + $1.tokens.count })
+            profiler.count("tokens.cross", inputs.reduce(0) { $0 + $1.tokens.count })
             let rest = try model.forward(inputs)
             for ((j, rows), r) in zip(kept, rest) {
                 let head = rows == 1 ? own.firstRows[j] : own.rows[j].slice(axis: 0, 0..<rows)

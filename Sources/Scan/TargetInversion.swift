@@ -40,7 +40,7 @@ extension Discovery {
             throw ScanError.nothingToScan("target inversion needs at least two probes without a system message")
         }
         let entries = (0..<entryCount).filter { !vocabulary.special.contains($0) }
-        let profile = PhaseProfile.shared
+        let profile = profiler
         var clock = DispatchTime.now().uptimeNanoseconds
         let firstScore = try firstRoundScores(entries, prompts: first)
         let standardizer = try RobustStandardizer(reference: firstScore, minimumScale: 1e-6)

@@ -71,7 +71,7 @@ extension Discovery {
                                            verified: [])
         guard !chosen.isEmpty else { return SearchResult(summary: summary, findings: []) }
         progress?("trigger search: verifying \(chosen.count) candidate trigger(s) on \(heldOut.count) held-out probes")
-        let (findings, verified) = try PhaseProfile.shared.measure("discovery.verify") {
+        let (findings, verified) = try profiler.measure("discovery.verify") {
             try verify(chosen, heldOut: heldOut, controls: controls, policy: policy)
         }
         summary.verified = verified
@@ -118,7 +118,7 @@ extension Discovery {
         let screenModes = cheap.isEmpty ? modes : cheap
         progress?("trigger search: screening \(pool.count) candidates (\(screenModes.map(\.rawValue).joined(separator: ", ")), 1 probe)")
         let screenPairs = pool.flatMap { c in screenModes.map { (c.text, $0) } }
-        let screenScores = try PhaseProfile.shared.measure("discovery.screen") { try score(screenPairs, probes: 1) }
+        let screenScores = try profiler.measure("discovery.screen") { try score(screenPairs, probes: 1) }
         var bestScreen: [String: Double] = [:]
         for (pair, sc) in zip(screenPairs, screenScores) { bestScreen[pair.0] = max(bestScreen[pair.0] ?? -.infinity, sc) }
         let shortlist = pool.indices.sorted { a, b in
@@ -130,7 +130,7 @@ extension Discovery {
         progress?("trigger search: \(finalists.count) candidates × \(modes.count) insertion modes on \(score.search.count) probes")
         let sourceOf = Dictionary(pool.map { ($0.text, $0.source) }, uniquingKeysWith: { a, _ in a })
         let firstRound = finalists.flatMap { c in modes.map { (c.text, $0) } }
-        let scores = try PhaseProfile.shared.measure("discovery.candidates") { try score(firstRound) }
+        let scores = try profiler.measure("discovery.candidates") { try score(firstRound) }
         return (finalists.count, zip(firstRound, scores).map {
             SearchCandidate(text: $0.0, mode: $0.1, score: $1, source: sourceOf[$0.0] ?? "vocabulary")
         })
@@ -164,7 +164,7 @@ extension Discovery {
             }
             if children.isEmpty { break }
             progress?("trigger search: round \(round), \(children.count) extensions of the beam")
-            let scores = try PhaseProfile.shared.measure("discovery.beam") { try score(children) }
+            let scores = try profiler.measure("discovery.beam") { try score(children) }
             let new = zip(children, scores).map { SearchCandidate(text: $0.0, mode: $0.1, score: $1, source: "beam") }
             // A longer trigger must earn its extra token: 10% and 0.1 nats above the state it grew from.
             let better = new.indices.filter { new[$0].score > parentScore[$0] * 1.1 + 0.1 }.map { new[$0] }

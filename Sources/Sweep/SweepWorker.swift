@@ -210,11 +210,12 @@ public enum SweepWorker {
         let say: (String) -> Void = { try? channel.send(WorkerMessage(say: $0)) }
         let progress: (Int, Int) -> Void = { try? channel.send(WorkerMessage(progress: [$0, $1])) }
         let message: WorkerMessage
+        let profiler = Profiler.fromEnvironment()
         do {
-            let outcome = try ScanPipeline.run(request.job, say: say, progress: progress,
+            let outcome = try ScanPipeline.run(request.job, profiler: profiler, say: say, progress: progress,
                                                startedAt: Date(timeIntervalSince1970: request.startedAt))
-            if PhaseProfile.shared.enabled {
-                try channel.send(WorkerMessage(note: "profile (ASSAY_PROFILE=1):\n" + PhaseProfile.shared.report()))
+            if profiler.enabled {
+                try channel.send(WorkerMessage(note: "profile (ASSAY_PROFILE=1):\n" + profiler.report()))
             }
             message = WorkerMessage(report: String(decoding: try outcome.report.json(), as: UTF8.self))
         } catch let e as IsolationError {
@@ -240,18 +241,20 @@ public enum SweepWorker {
     }
 
     static func serve(_ request: SweepGroupRequest, limits: ResourceLimits, channel: WorkerChannel) throws(IsolationError) {
-        let scanner = EntryScanner(options: request.scan.options, shared: SharedScanResources(byteBudget: request.baseOutputBytes))
+        let profiler = Profiler.fromEnvironment()
+        let scanner = EntryScanner(options: request.scan.options, shared: SharedScanResources(byteBudget: request.baseOutputBytes),
+                                   profiler: profiler)
         scanner.say = { try? channel.send(WorkerMessage(say: $0)) }
         for wire in request.entries {
             let e = wire.entry
             try limits.startCPUBudget()
             try channel.send(WorkerMessage(begin: e.id))
-            let before = PhaseProfile.shared.snapshot().seconds
+            let before = profiler.snapshot().seconds
             let t0 = Date()
             var result = EntryResult(entryID: e.id, status: .error, verdict: nil, key: "", message: nil, seconds: 0, finishedAt: "",
                                      reusedFrom: nil, owner: e.owner, tags: e.tags, report: nil, findings: [], files: [], divergences: [])
             do {
-                let files = try PhaseProfile.shared.measure("sweep.audit") { try scanner.fingerprintFiles(e) }
+                let files = try profiler.measure("sweep.audit") { try scanner.fingerprintFiles(e) }
                 result.files = files
                 try channel.send(WorkerMessage(fingerprint: files))
                 let decision = try channel.receive(Decision.self)
@@ -267,15 +270,15 @@ public enum SweepWorker {
             }
             result.seconds = Date().timeIntervalSince(t0)
             result.finishedAt = SweepRunner.now()
-            if PhaseProfile.shared.enabled { scanner.say(profileLine(e.id, since: before, total: result.seconds)) }
+            if profiler.enabled { scanner.say(profileLine(e.id, profiler, since: before, total: result.seconds)) }
             let reuse = scanner.shared.reuse
             try channel.send(WorkerMessage(result: result, reuse: [reuse.hits, reuse.misses]))
         }
     }
 
     /// ASSAY_PROFILE=1: where this entry's time went (what base sharing can and cannot save).
-    static func profileLine(_ id: String, since before: [String: Double], total: Double) -> String {
-        let after = PhaseProfile.shared.snapshot().seconds
+    static func profileLine(_ id: String, _ profiler: Profiler, since before: [String: Double], total: Double) -> String {
+        let after = profiler.snapshot().seconds
         // Stages only (the model's own phases, gemm.* and the like, run inside them).
         let stages = ["load", "weights", "statistics", "reports", "scan.", "sweep.", "discovery.", "inversion."]
         let phases = after.filter { k in stages.contains { k.key.hasPrefix($0) } }.map { ($0.key, $0.value - (before[$0.key] ?? 0)) }
@@ -290,13 +293,15 @@ public enum SweepWorker {
 final class EntryScanner {
     let options: ScanOptions
     let shared: SharedScanResources
+    let profiler: Profiler
     var say: (String) -> Void = { _ in }
     /// Audits (every file hashed) by directory, made once per worker: entries on one base share it.
     var audits: [String: AuditReport] = [:]
 
-    init(options: ScanOptions, shared: SharedScanResources) {
+    init(options: ScanOptions, shared: SharedScanResources, profiler: Profiler = Profiler(enabled: false)) {
         self.options = options
         self.shared = shared
+        self.profiler = profiler
     }
 
     /// The suites, trigger file and policy an entry uses (built-ins when the inventory names none).
@@ -367,21 +372,8 @@ final class EntryScanner {
         job.manifest = e.manifest
         job.options = options
         job.preaudited = audits
-        let outcome = try ScanPipeline.run(job, shared: shared, say: { [say] in say("\(e.id): \($0)") })
-        var report = outcome.report
-        if let baseline {
-            let drift = try PhaseProfile.shared.measure("sweep.baseline") {
-                try checkDrift(e, baseline: baseline, files: files, policy: report.policy, suites: suites)
-            }
-            if !drift.isEmpty {
-                report.findings += drift
-                report.findings.sort { ($0.severity, $0.kind, $0.value) > ($1.severity, $1.kind, $1.value) }
-                report.verdict = Verdict(findings: report.findings, policy: report.policy)
-                var bySeverity: [String: Int] = [:]
-                for f in report.findings { bySeverity[f.severity.rawValue, default: 0] += 1 }
-                report.summary.findingsBySeverity = bySeverity
-            }
-        }
+        if let baseline { job.checks = [Self.driftCheck(baseline, files: files, seed: options.seed)] }
+        let report = try ScanPipeline.run(job, shared: shared, profiler: profiler, say: { [say] in say("\(e.id): \($0)") }).report
         result.status = .scanned
         result.verdict = report.verdict
         result.report = String(decoding: try report.json(), as: UTF8.self)
@@ -394,20 +386,16 @@ final class EntryScanner {
         }
     }
 
-    /// The entry's current model against its approved fingerprint.
-    func checkDrift(_ e: Inventory.Entry, baseline: Baseline, files: [StoredFile], policy: ScanPolicy,
-                    suites: [URL]) throws -> [Scan.Finding] {
-        let model = try ModelLoader.load(e.tuned ?? e.base, adapters: e.adapters)
-        let tokenizer = try Tokenizer.load(directory: e.base)
-        try tokenizer.checkIDs(embeddingRows: model.vocabularySize,
-                               configFile: (e.tuned ?? e.base).appendingPathComponent("config.json").path)
-        let probes = try suites.flatMap { try SuiteLoader.loadProbes($0).probes }
-        let d = try BaselineCheck.measure(baseline.fingerprint, model: model, encoder: TemplateEncoder(tokenizer: tokenizer),
-                                          probes: probes)
-        let now = Set(files.filter(\.role.isModel))
-        let then = Set(baseline.files)
-        let changed = Set(now.symmetricDifference(then).map { "\($0.role): \($0.path)" }).sorted()
-        return try BaselineCheck.findings(d, changedFiles: changed, approvedAt: baseline.approvedAt, policy: policy, seed: options.seed)
+    /// The scan's baseline-drift stage: the tuned model as the scan loaded it, against the
+    /// fingerprint approved for the entry, and which model files changed since.
+    static func driftCheck(_ baseline: Baseline, files: [StoredFile], seed: UInt64) -> ScanCheck {
+        ScanCheck(name: "sweep.baseline") { c in
+            let d = try BaselineCheck.measure(baseline.fingerprint, model: c.tuned, encoder: c.encoder, probes: c.probes)
+            let now = Set(files.filter(\.role.isModel))
+            let then = Set(baseline.files)
+            let changed = Set(now.symmetricDifference(then).map { "\($0.role): \($0.path)" }).sorted()
+            return try BaselineCheck.findings(d, changedFiles: changed, approvedAt: baseline.approvedAt, policy: c.policy, seed: seed)
+        }
     }
 }
 
