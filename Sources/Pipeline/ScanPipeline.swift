@@ -120,8 +120,9 @@ public struct ScanOutcome {
 
 /// Runs one scan from model directories to a report, as named stages (`ScanPipeline+Stages`):
 /// audit → provenance checks → tokenizer identity → inputs → weight diff → load → measure →
-/// analyse → discover → the caller's checks (a sweep's baseline drift) → verdict and report. Nothing is loaded from a directory the audit did not
-/// pass; a pair byte-identical in everything that decides behaviour is reported without measuring.
+/// analyse → discover → the caller's checks (a sweep's baseline drift) → verdict and report.
+/// Nothing is loaded from a directory the audit did not pass; a pair byte-identical in everything
+/// that decides behaviour is reported without measuring.
 public enum ScanPipeline {
     public static let toolVersion = "0.1.0"
 
@@ -155,8 +156,8 @@ public enum ScanPipeline {
             return try outcome(job, files: audited.files, findings: audited.findings + checked, inputs: inputs, weights: weights,
                                measured: nil, started: started)
         }
-        let measured = try measure(job, variants: variants, inputs: inputs, pair: pair, encoder: encoder, shared: shared, profiler: prof, say: say,
-                                   progress: progress)
+        let measured = try measure(job, variants: variants, inputs: inputs, pair: pair, encoder: encoder, shared: shared,
+                                   profiler: prof, say: say, progress: progress)
         let discovered = job.searchTriggers || job.invertTargets
             ? try discover(job, inputs: inputs, pair: pair, encoder: encoder, weights: weights, profiler: prof, say: say) : Discovered()
         let checked = try runChecks(job, inputs: inputs, pair: pair, encoder: encoder, profiler: prof)
