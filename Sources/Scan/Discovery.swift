@@ -185,11 +185,9 @@ public final class Discovery {
     func firstResponseKL(_ prompts: [(ids: [Int], anchor: Anchor)]) throws -> [Double] {
         var out: [Double] = []
         out.reserveCapacity(prompts.count)
-        let bs = max(scanOptions.batchSize, 1)
-        var start = 0
-        while start < prompts.count {
+        try forEachBatch(prompts.count, size: scanOptions.batchSize) { r in
             var bIn: [SequenceInput] = [], tIn: [SequenceInput] = []
-            for (ids, a) in prompts[start..<min(start + bs, prompts.count)] {
+            for (ids, a) in prompts[r] {
                 let l = commonPrefixLength(ids, a.ids, limit: ids.count - 1)
                 let tail = Array(ids[l...])
                 bIn.append(SequenceInput(tokens: tail, cache: a.base.fork(keeping: l), logitPositions: [tail.count - 1]))
@@ -197,7 +195,6 @@ public final class Discovery {
             }
             let (b, t) = try pair.forward(bIn, tIn)
             for j in b.indices { out.append(try Self.klTunedBase(base: b[j].logSoftmax(), tuned: t[j].logSoftmax())) }
-            start += bs
         }
         return out
     }

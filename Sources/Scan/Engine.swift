@@ -152,12 +152,10 @@ public final class ScanEngine {
         }
         var plan = try PromptPlan(variants, ids, pair: pair, sharePromptPrefixes: options.sharePromptPrefixes)
         var results = [VariantMeasurement?](repeating: nil, count: variants.count)
-        var start = 0
-        while start < plan.order.count {
-            let batch = Array(plan.order[start..<min(start + options.batchSize, plan.order.count)])
+        try forEachBatch(plan.order.count, size: options.batchSize) { r in
+            let batch = Array(plan.order[r])
             for (vi, m) in zip(batch, try measureBatch(batch, variants, ids, &plan)) { results[vi] = m }
-            start += batch.count
-            progress?(start, variants.count)
+            progress?(r.upperBound, variants.count)
         }
         return results.map { $0! }
     }
@@ -427,6 +425,18 @@ public struct PairedModels: Sendable {
     public func forward(_ b: [SequenceInput], _ t: [SequenceInput]) throws -> (base: [Tensor], tuned: [Tensor]) {
         let r = try pairedForward(base, b, tuned, t, shared: sharedLayers)
         return (r.a, r.b)
+    }
+}
+
+/// Runs `body` on `0 ..< count` in consecutive ranges of at most `size` (at least 1), in order:
+/// the one batch loop of the scan, the trigger search and target inversion.
+func forEachBatch(_ count: Int, size: Int, _ body: (Range<Int>) throws -> Void) rethrows {
+    let size = max(size, 1)
+    var start = 0
+    while start < count {
+        let end = min(start + size, count)
+        try body(start..<end)
+        start = end
     }
 }
 

@@ -75,19 +75,16 @@ extension Discovery {
         var scores = [Double](repeating: 0, count: entries.count)
         let bs = max(options.inversionBatchSize, 1)
         for (pi, a) in try anchors(prompts).enumerated() {
-            var start = 0
-            while start < entries.count {
-                let chunk = entries[start..<min(start + bs, entries.count)]
+            try forEachBatch(entries.count, size: bs) { r in
+                let chunk = entries[r]
                 let (b, t) = try pair.forward(chunk.map { SequenceInput(tokens: [$0], cache: a.base.fork(), logitPositions: [0]) },
                                               chunk.map { SequenceInput(tokens: [$0], cache: a.tuned.fork(), logitPositions: [0]) })
                 for j in b.indices {
-                    scores[start + j] += try Self.klTunedBase(base: b[j].logSoftmax(), tuned: t[j].logSoftmax()) / Double(prompts.count)
+                    scores[r.lowerBound + j] += try Self.klTunedBase(base: b[j].logSoftmax(), tuned: t[j].logSoftmax())
+                        / Double(prompts.count)
                 }
-                let before = start * 10 / entries.count
-                start += bs
-                if min(start, entries.count) * 10 / entries.count != before {
-                    progress?("target inversion: prompt \(pi + 1)/\(prompts.count), "
-                              + "\(min(start, entries.count))/\(entries.count) first tokens")
+                if r.upperBound * 10 / entries.count != r.lowerBound * 10 / entries.count {
+                    progress?("target inversion: prompt \(pi + 1)/\(prompts.count), \(r.upperBound)/\(entries.count) first tokens")
                 }
             }
         }
@@ -101,9 +98,8 @@ extension Discovery {
         let eos = Set(tuned.eosTokenIDs)
         var rounds = [SecondRound](repeating: SecondRound(), count: survivors.count)
         for a in evalAnchors {
-            var start = 0
-            while start < survivors.count {
-                let chunk = Array(survivors[start..<min(start + scanOptions.batchSize, survivors.count)])
+            try forEachBatch(survivors.count, size: scanOptions.batchSize) { r in
+                let chunk = Array(survivors[r])
                 let (chosen, rows) = try tuned.greedyLogProbabilities(caches: chunk.map { _ in a.tuned.fork() }, next: chunk, steps: l)
                 let conts = chunk.indices.map { [chunk[$0]] + chosen[$0] }
                 // The base along the same tokens, teacher-forced in one pass.
@@ -123,11 +119,10 @@ extension Discovery {
                             c += exp(lt)
                         }
                     }
-                    rounds[start + j].gains.append(n == 0 ? 0 : g / Double(n))
-                    rounds[start + j].confidence.append(n == 0 ? 0 : c / Double(n))
-                    rounds[start + j].continuations.append(Array(conts[j][...n]))
+                    rounds[r.lowerBound + j].gains.append(n == 0 ? 0 : g / Double(n))
+                    rounds[r.lowerBound + j].confidence.append(n == 0 ? 0 : c / Double(n))
+                    rounds[r.lowerBound + j].continuations.append(Array(conts[j][...n]))
                 }
-                start += chunk.count
             }
         }
         return rounds
@@ -203,9 +198,8 @@ extension Discovery {
     /// `token` (p ≥ 0.5) with a log-probability gain over the base of at least `minGain`, and that gain.
     func precedingToken(of token: Int, among candidates: [Int], anchor a: Anchor, minGain: Double) throws -> (Int, Double)? {
         var best: (Int, Double, Double)?
-        var start = 0
-        while start < candidates.count {
-            let chunk = Array(candidates[start..<min(start + options.inversionBatchSize, candidates.count)])
+        try forEachBatch(candidates.count, size: options.inversionBatchSize) { r in
+            let chunk = Array(candidates[r])
             let (b, t) = try pair.forward(chunk.map { SequenceInput(tokens: [$0], cache: a.base.fork(), logitPositions: [0]) },
                                   chunk.map { SequenceInput(tokens: [$0], cache: a.tuned.fork(), logitPositions: [0]) })
             for j in chunk.indices {
@@ -213,7 +207,6 @@ extension Discovery {
                 let lb = b[j].logSoftmax().withUnsafeBufferPointer { Double($0[token]) }
                 if lt >= log(0.5) && lt - lb >= minGain && lt > (best?.1 ?? -.infinity) { best = (chunk[j], lt, lt - lb) }
             }
-            start += chunk.count
         }
         return best.map { ($0.0, $0.2) }
     }
