@@ -65,7 +65,7 @@ let package = Package(
         .target(name: "Stats", swiftSettings: hotFlags),
         .target(name: "Scan", dependencies: ["AssayCommon", "TensorCore", "Models", "Probes", "Stats"], swiftSettings: hotFlags),
         .target(name: "Reports", dependencies: ["AssayCommon", "Probes", "Scan", "WeightDiff", "History"], swiftSettings: cpuFlags),
-        .target(name: "Probes", dependencies: ["AssayCommon"], swiftSettings: cpuFlags),
+        .target(name: "Probes", dependencies: ["AssayCommon", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: cpuFlags),
         .target(name: "Pipeline", dependencies: ["AssayCommon", "TensorCore", "Models", "Tokenizers", "Provenance", "Probes", "Stats", "Scan", "Reports", "WeightDiff"],
                 swiftSettings: cpuFlags),
         .target(name: "History", dependencies: ["AssayCommon", .product(name: "GRDB", package: "GRDB.swift"),
