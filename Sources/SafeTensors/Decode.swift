@@ -5,7 +5,7 @@ import Foundation
 // (F16C with -target-cpu haswell).
 
 /// Decodes little-endian F32/F16/BF16 bytes into Float32.
-func decodeToFloat32(_ raw: UnsafeRawBufferPointer, dtype: DType, into dst: UnsafeMutableBufferPointer<Float>) {
+public func decodeToFloat32(_ raw: UnsafeRawBufferPointer, dtype: DType, into dst: UnsafeMutableBufferPointer<Float>) {
     let n = dst.count
     guard n > 0, let src = raw.baseAddress else { return }
     let d = dst.baseAddress!
