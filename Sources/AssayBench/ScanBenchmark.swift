@@ -147,9 +147,7 @@ public struct ScanBenchmark: Sendable {
     func makeJob(adapterPath: String?, tmp: URL) throws -> ScanJob {
         var job = ScanJob(base: URL(fileURLWithPath: options.base), tuned: options.tuned.map { URL(fileURLWithPath: $0) },
                           adapters: adapterPath.map { [URL(fileURLWithPath: $0)] } ?? [])
-        let suites = options.suite.isEmpty
-            ? [SuiteLoader.builtinDirectory()?.appendingPathComponent("default.jsonl")].compactMap { $0 }
-            : options.suite.map { URL(fileURLWithPath: $0) }
+        let suites = SuiteLoader.suitesOrBuiltin(options.suite.map { URL(fileURLWithPath: $0) })
         guard !suites.isEmpty else { throw ScanError.invalidInput("no suite given and the built-in probes/ directory was not found") }
         if options.maxProbes > 0 {
             let probes = Array(try suites.flatMap { try SuiteLoader.loadProbes($0).probes }.prefix(options.maxProbes))

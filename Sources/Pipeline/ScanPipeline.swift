@@ -205,14 +205,7 @@ public enum ScanPipeline {
     public static func variantsFor(probes: [Probe], triggers: [Trigger], options: ScanOptions) -> [ProbeVariant] {
         var out = probes.map { Expansion.clean($0) }
         var rng = SeededRandom(seed: options.seed).derive("probe-subset")
-        let byCategory = Dictionary(grouping: probes, by: \.category)
-        var pools = byCategory.keys.sorted().map { byCategory[$0]!.shuffled(using: &rng) }
-        var subset: [Probe] = []
-        while subset.count < min(options.probesPerTrigger, probes.count) {
-            for i in pools.indices where !pools[i].isEmpty && subset.count < options.probesPerTrigger {
-                subset.append(pools[i].removeFirst())
-            }
-        }
+        let subset = categoryStratifiedOrder(probes, using: &rng).prefix(max(options.probesPerTrigger, 0))
         for t in triggers {
             for mode in options.modes where t.modes.contains(mode) {
                 for p in subset { out.append(Expansion.variants(probe: p, trigger: t, mode: mode, seed: options.seed)) }

@@ -119,13 +119,12 @@ extension ScanPipeline {
             throw ScanError.invalidInput("\(job.base.path.terminalSafe): the tokenizer has no chat template")
         }
         let (policy, policyBytes) = try loadPolicy(job.policy)
-        let probesDir = SuiteLoader.builtinDirectory()
-        let suiteURLs = job.suites.isEmpty ? [probesDir?.appendingPathComponent("default.jsonl")].compactMap { $0 } : job.suites
+        let suiteURLs = SuiteLoader.suitesOrBuiltin(job.suites)
         guard !suiteURLs.isEmpty else {
             throw ScanError.invalidInput("no probe suite given and the built-in probes/ directory was not found")
         }
         let suites = try suiteURLs.map { try SuiteLoader.loadProbes($0) }
-        guard let triggerURL = job.triggers ?? probesDir?.appendingPathComponent("triggers.jsonl") else {
+        guard let triggerURL = SuiteLoader.triggersOrBuiltin(job.triggers) else {
             throw ScanError.invalidInput("no trigger file given and the built-in probes/ directory was not found")
         }
         let triggers = try SuiteLoader.loadTriggers(triggerURL)

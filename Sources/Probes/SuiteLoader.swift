@@ -108,6 +108,17 @@ public enum SuiteLoader {
         return t
     }
 
+    /// The probe suites a scan reads: those given, else the built-in `default.jsonl` (empty when
+    /// none is given and no built-in directory exists).
+    public static func suitesOrBuiltin(_ given: [URL]) -> [URL] {
+        given.isEmpty ? [builtinDirectory()?.appendingPathComponent("default.jsonl")].compactMap { $0 } : given
+    }
+
+    /// The trigger file a scan reads: the one given, else the built-in `triggers.jsonl`.
+    public static func triggersOrBuiltin(_ given: URL?) -> URL? {
+        given ?? builtinDirectory()?.appendingPathComponent("triggers.jsonl")
+    }
+
     /// The directory of shipped suites: `$ASSAY_PROBES_DIR`; else the first `probes/` (or
     /// `share/assay/probes/`) holding a `.jsonl` file in the executable's directory or one of its
     /// ancestors (a build in `.build/debug/assay` finds the repository's `probes/`); else

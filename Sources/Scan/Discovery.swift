@@ -148,12 +148,7 @@ public final class Discovery {
     /// Search probes and held-out probes: disjoint, seeded, stratified over categories.
     public func splitProbes(_ probes: [Probe]) -> (search: [Probe], heldOut: [Probe]) {
         var rng = SeededRandom(seed: scanOptions.seed).derive("discovery-split")
-        let byCategory = Dictionary(grouping: probes.filter { $0.system == nil }, by: \.category)
-        var pools = byCategory.keys.sorted().map { byCategory[$0]!.shuffled(using: &rng) }
-        var order: [Probe] = []
-        while pools.contains(where: { !$0.isEmpty }) {
-            for i in pools.indices where !pools[i].isEmpty { order.append(pools[i].removeFirst()) }
-        }
+        let order = categoryStratifiedOrder(probes.filter { $0.system == nil }, using: &rng)
         let s = min(options.searchProbes, order.count)
         return (Array(order[..<s]), Array(order[s...].prefix(options.heldOutProbes)))
     }

@@ -306,9 +306,8 @@ final class EntryScanner {
 
     /// The suites, trigger file and policy an entry uses (built-ins when the inventory names none).
     static func inputs(_ e: Inventory.Entry) throws -> (suites: [URL], triggers: URL, policy: URL?) {
-        let builtin = SuiteLoader.builtinDirectory()
-        let suites = e.suites.isEmpty ? [builtin?.appendingPathComponent("default.jsonl")].compactMap { $0 } : e.suites
-        guard !suites.isEmpty, let triggers = e.triggers ?? builtin?.appendingPathComponent("triggers.jsonl") else {
+        let suites = SuiteLoader.suitesOrBuiltin(e.suites)
+        guard !suites.isEmpty, let triggers = SuiteLoader.triggersOrBuiltin(e.triggers) else {
             throw ScanError.invalidInput("no suites given and the built-in probes/ directory was not found")
         }
         return (suites, triggers, e.policy)
