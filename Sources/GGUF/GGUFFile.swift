@@ -11,6 +11,10 @@ public struct GGUFLimits: Sendable {
     public var maxStringBytes = 16 << 20
     /// Elements of one array (a vocabulary, its merges).
     public var maxArrayElements = 8 << 20
+    /// Array elements of all the metadata together: each becomes a value in memory, many times
+    /// its byte in the file, so a file of many arrays is bounded as a whole (a 256k vocabulary
+    /// with its merges and scores is under 1M).
+    public var maxMetadataElements = 16 << 20
     /// Arrays inside arrays.
     public var maxNesting = 3
     public init() {}
@@ -189,6 +193,8 @@ struct GGUFCursor {
     let file: String
     let limits: GGUFLimits
     var pos = 0
+    /// Array elements read so far (`GGUFLimits.maxMetadataElements`).
+    var elements = 0
 
     struct Entry { var name: String; var dims: [Int]; var type: GGMLType; var offset: UInt64; var byteCount: Int; var at: Int }
 
@@ -263,6 +269,11 @@ struct GGUFCursor {
             let n = try count("length of \(field)", limit: limits.maxArrayElements)
             // Every element takes at least one byte: a count the file cannot hold fails here.
             try need(UInt64(n), field)
+            guard n <= limits.maxMetadataElements - elements else {
+                throw .limit(file: file, field: "array elements of the metadata, at \(field)", offset: at,
+                             value: UInt64(elements + n), limit: limits.maxMetadataElements)
+            }
+            elements += n
             var xs: [GGUFValue] = []
             xs.reserveCapacity(n)
             for i in 0..<n { xs.append(try value(of: elementType, field: "\(field)[\(i)]", depth: depth + 1)) }

@@ -66,7 +66,6 @@ public struct ScanJob: Sendable {
 public struct ScanCheck: Sendable {
     public struct Context {
         public let tuned: any CausalLanguageModel
-        public let tokenizer: Tokenizer
         public let encoder: TemplateEncoder
         public let probes: [Probe]
         public let policy: ScanPolicy

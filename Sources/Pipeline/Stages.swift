@@ -236,8 +236,7 @@ extension ScanPipeline {
     /// its own phase.
     static func runChecks(_ job: ScanJob, inputs: ScanInputs, pair: ModelPair, encoder: TemplateEncoder,
                           profiler: Profiler) throws -> [Scan.Finding] {
-        let context = ScanCheck.Context(tuned: pair.tuned, tokenizer: inputs.tokenizer, encoder: encoder, probes: inputs.probes,
-                                        policy: inputs.policy)
+        let context = ScanCheck.Context(tuned: pair.tuned, encoder: encoder, probes: inputs.probes, policy: inputs.policy)
         return try job.checks.flatMap { check in try profiler.measure(check.name) { try check.run(context) } }
     }
 

@@ -14,8 +14,9 @@ extension Inspector {
         for t in f.tensors.sorted(by: { $0.name < $1.name }) {
             var nan: Int?, inf: Int?
             if GGUFFile.dequantizable.contains(t.type), let xs = try? f.floats(t) {
-                nan = xs.reduce(0) { $0 + ($1.isNaN ? 1 : 0) }
-                inf = xs.reduce(0) { $0 + ($1.isInfinite ? 1 : 0) }
+                var n = 0, i = 0
+                for x in xs where !x.isFinite { if x.isNaN { n += 1 } else { i += 1 } }
+                (nan, inf) = (n, i)
             }
             tensors.append(.init(file: name, name: t.name, dtype: t.type.description, shape: t.shape, bytes: t.byteCount,
                                  parameters: t.elementCount, nan: nan, inf: inf))

@@ -121,4 +121,23 @@ import Testing
     }
 
     @Test func theCorpusIsLarge() { #expect(Self.cases.count >= 25) }
+
+    /// Many arrays each within the per-array bound still meet the bound on all of them together.
+    @Test func metadataArraysAreBoundedTogether() throws {
+        var b = Builder()
+        for i in 0..<3 {
+            b.kvs.append((Array("x.a\(i)".utf8), Self.u32(9) + Self.u32(0) + Self.u64(1000) + [UInt8](repeating: 7, count: 1000)))
+        }
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("assay-gguf-\(UUID().uuidString).gguf")
+        try Data(b.bytes()).write(to: url)
+        defer { try? FileManager.default.removeItem(at: url) }
+        var limits = GGUFLimits()
+        limits.maxMetadataElements = 2500
+        #expect(throws: GGUFError.self) { _ = try GGUFFile(url: url, limits: limits) }
+        do { _ = try GGUFFile(url: url, limits: limits) } catch {
+            #expect(error.description.contains("array elements of the metadata, at x.a2 at byte") && error.description.contains("3000"))
+        }
+        limits.maxMetadataElements = 3000
+        #expect(try GGUFFile(url: url, limits: limits).metadata["x.a2"] != nil)
+    }
 }
