@@ -57,7 +57,7 @@ public struct TokenizerBenchmark: Sendable {
         if let writeCorpus = options.writeCorpus { try Data(text.utf8).write(to: URL(fileURLWithPath: writeCorpus)) }
         let lines = text.split(separator: "\n", omittingEmptySubsequences: true).map(String.init)
         let t0 = Date()
-        let tok = try Tokenizer.load(directory: URL(fileURLWithPath: options.modelDir))
+        let tok = try Tokenizer.load(model: URL(fileURLWithPath: options.modelDir))
         let loadSeconds = Date().timeIntervalSince(t0)
         var perLine: [Double] = [], whole: [Double] = []
         var tokens = 0

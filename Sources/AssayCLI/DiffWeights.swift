@@ -28,7 +28,7 @@ struct DiffWeights: ParsableCommand {
         // Moved vocabulary rows are labelled with their text when the base directory has a tokenizer.
         let baseURL = URL(fileURLWithPath: base)
         let tokenizer = FileManager.default.fileExists(atPath: baseURL.appendingPathComponent("tokenizer.json").path)
-            ? try? Tokenizer.load(directory: baseURL) : nil
+            ? try? Tokenizer.load(model: baseURL) : nil
         let r = try WeightDiff.compare(base: baseURL, tuned: tuned.map { URL(fileURLWithPath: $0) },
                                        adapter: adapter.map { URL(fileURLWithPath: $0) }, options: options,
                                        tokenText: tokenizer.map { t in { t.decode([$0]) } })

@@ -143,7 +143,7 @@ struct Generate: ParsableCommand {
 /// The model directory's tokenizer, every id it names checked against the model's embedding rows.
 func loadCheckedTokenizer(_ options: ModelOptions, _ model: any CausalLanguageModel) throws -> Tokenizer {
     let dir = URL(fileURLWithPath: options.model)
-    let tokenizer = try Tokenizer.load(directory: dir)
+    let tokenizer = try Tokenizer.load(model: dir)
     try tokenizer.checkIDs(embeddingRows: model.vocabularySize, configFile: dir.appendingPathComponent("config.json").path)
     return tokenizer
 }

@@ -47,7 +47,7 @@ struct Tokenize: ParsableCommand {
     struct Output: Encodable { let ids: [Int]; let tokens: [String]; let count: Int }
 
     func run() throws {
-        let tok = try Tokenizer.load(directory: URL(fileURLWithPath: modelDir))
+        let tok = try Tokenizer.load(model: URL(fileURLWithPath: modelDir))
         let ids: [Int]
         if let file {
             // SafeFile: a FIFO or device passed as --file is refused instead of blocking.
@@ -86,7 +86,7 @@ struct Detokenize: ParsableCommand {
             parsed.append(v)
         }
         guard !parsed.isEmpty else { throw ValidationError("give at least one token id") }
-        let tok = try Tokenizer.load(directory: URL(fileURLWithPath: modelDir))
+        let tok = try Tokenizer.load(model: URL(fileURLWithPath: modelDir))
         for id in parsed where tok.tokenString(id) == nil {
             throw InputError(description: "token id \(id) is not in the vocabulary of \(modelDir.terminalSafe) "
                                  + "(\(tok.vocabularySize) tokens)")
@@ -116,7 +116,7 @@ struct ChatTemplateCommand: ParsableCommand {
     var ids = false
 
     func run() throws {
-        let tok = try Tokenizer.load(directory: URL(fileURLWithPath: modelDir))
+        let tok = try Tokenizer.load(model: URL(fileURLWithPath: modelDir))
         var messages: [ChatMessage] = []
         if let system { messages.append(ChatMessage(role: "system", content: system)) }
         messages.append(ChatMessage(role: "user", content: user))

@@ -218,6 +218,24 @@ public enum SafeFile {
         return out
     }
 
+    /// The first `count` bytes of a regular file (fewer if it is shorter), however large it is.
+    public static func readPrefix(_ url: URL, count: Int) throws(SafeFileError) -> [UInt8] {
+        let (fd, size) = try open(url.path, maxBytes: Int.max)
+        defer { close(fd) }
+        var out = [UInt8](repeating: 0, count: min(count, size))
+        var done = 0
+        while done < out.count {
+            let n = out.withUnsafeMutableBytes { Foundation.read(fd, $0.baseAddress! + done, $0.count - done) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .unreadable(path: url.path, reason: String(cString: strerror(errno)))
+            }
+            if n == 0 { break }
+            done += n
+        }
+        return Array(out.prefix(done))
+    }
+
     /// Reads a file as UTF-8 text; invalid UTF-8 is an error naming the byte offset.
     public static func readText(_ url: URL, maxBytes: Int = defaultMaxBytes) throws(SafeFileError) -> String {
         let bytes = try read(url, maxBytes: maxBytes)

@@ -179,6 +179,12 @@ public final class GGUFFile: @unchecked Sendable {
         return out
     }
 
+    /// A regular file (not a directory, FIFO or device) that starts with the GGUF magic.
+    public static func isGGUF(_ url: URL) -> Bool {
+        guard SafeFile.isRegularFile(url), let head = try? SafeFile.readPrefix(url, count: 4) else { return false }
+        return head == Array("GGUF".utf8)
+    }
+
     public func tensor(_ name: String) -> GGUFTensorInfo? { tensors.first { $0.name == name } }
 
     /// The tensor's raw bytes (inside the map: valid while this file is).

@@ -1,4 +1,6 @@
 import Foundation
+import AssayCommon
+import GGUF
 import SafeTensors
 import TensorCore
 
@@ -12,10 +14,15 @@ public enum ModelLoader {
     }
 
     /// The model with `adapters` merged in the order given (each on the result of the last).
-    public static func load(_ dir: URL, adapters: [URL]) throws(ModelError) -> any CausalLanguageModel {
-        let cfgURL = dir.appendingPathComponent("config.json")
-        guard FileManager.default.fileExists(atPath: cfgURL.path) else { throw .configMissing(directory: dir.path) }
-        let c = try ConfigReader.load(cfgURL)
+    /// `location` is a model directory or a `.gguf` file (`GGUFCheckpoint`).
+    public static func load(_ location: URL, adapters: [URL]) throws(ModelError) -> any CausalLanguageModel {
+        let gguf = try isGGUF(location) ? GGUFCheckpoint.open(location) : nil
+        let c: ConfigReader
+        if let gguf { c = gguf.config } else {
+            let cfgURL = location.appendingPathComponent("config.json")
+            guard FileManager.default.fileExists(atPath: cfgURL.path) else { throw .configMissing(directory: location.path) }
+            c = try ConfigReader.load(cfgURL)
+        }
         let type = try c.string("model_type")
         // Validate the config fully before touching any weight.
         enum Parsed { case llama(LlamaConfig), gpt2(GPT2Config), neox(GPTNeoXConfig) }
@@ -26,18 +33,23 @@ public enum ModelLoader {
         case "qwen2": parsed = .llama(try Qwen2.config(c))
         case "gpt2": parsed = .gpt2(try GPT2Config(c))
         case "gpt_neox": parsed = .neox(try GPTNeoXConfig(c))
-        default: throw .unsupportedArchitecture(file: cfgURL.path, modelType: type)
+        default: throw .unsupportedArchitecture(file: c.file, modelType: type)
         }
-        let ckpt: Checkpoint
-        do { ckpt = try Checkpoint.open(dir) } catch { throw .safetensors(error) }
-        let source = ckpt.indexURL?.path ?? ckpt.files.first?.path ?? dir.path
         let buffers: (String) -> Bool
         switch parsed {
         case .gpt2: buffers = GPT2Model.isBuffer
         case .neox: buffers = GPTNeoXModel.isBuffer
         case .llama: buffers = { $0.hasSuffix(".rotary_emb.inv_freq") }
         }
-        let weights = WeightStore(checkpoint: ckpt, source: source, ignorable: buffers)
+        let weights: WeightStore
+        if let gguf {
+            weights = WeightStore(.gguf(gguf), source: gguf.path)
+        } else {
+            let ckpt: Checkpoint
+            do { ckpt = try Checkpoint.open(location) } catch { throw .safetensors(error) }
+            let source = ckpt.indexURL?.path ?? ckpt.files.first?.path ?? location.path
+            weights = WeightStore(checkpoint: ckpt, source: source, ignorable: buffers)
+        }
         let tied: Bool
         switch parsed {
         case let .llama(cfg): tied = cfg.tieWordEmbeddings
@@ -51,4 +63,6 @@ public enum ModelLoader {
         case let .neox(cfg): return try GPTNeoXModel(config: cfg, weights: weights)
         }
     }
+
+    public static func isGGUF(_ url: URL) -> Bool { GGUFFile.isGGUF(url) }
 }

@@ -1,4 +1,5 @@
 import AssayCommon
+import GGUF
 import SafeTensors
 import TensorCore
 
@@ -13,6 +14,7 @@ public enum ModelError: Error, Equatable, Sendable, CustomStringConvertible {
     case tensorShape(file: String, tensor: String, expected: [Int], got: [Int], field: String)
     case nonFiniteWeights(file: String, tensor: String, nan: Int, inf: Int)
     case safetensors(SafeTensorsError)
+    case gguf(GGUFError)
     case tensor(String)
     case invalidInput(String)
     case adapter(file: String, reason: String)
@@ -34,6 +36,7 @@ public enum ModelError: Error, Equatable, Sendable, CustomStringConvertible {
         case let .nonFiniteWeights(f, t, n, i):
             return "\(f.terminalSafe): tensor '\(t.terminalSafe)' holds \(n) NaN and \(i) Inf values"
         case let .safetensors(e): return e.description
+        case let .gguf(e): return e.description
         case let .tensor(m): return m
         case let .invalidInput(m): return m
         case let .adapter(f, r): return "\(f.terminalSafe): \(r)"

@@ -1,7 +1,36 @@
 import Foundation
 import AssayCommon
+import GGUF
 import SafeTensors
 import TensorCore
+
+/// Where a store's tensors come from: a safetensors checkpoint (weights kept as stored) or a GGUF
+/// file (dequantised to Float32 on demand, in Hugging Face names and layout).
+public enum WeightSource {
+    case safetensors(Checkpoint)
+    case gguf(GGUFCheckpoint)
+
+    var tensorNames: [String] {
+        switch self {
+        case let .safetensors(c): c.tensorNames
+        case let .gguf(g): g.tensorNames
+        }
+    }
+
+    func shape(_ name: String) -> [Int]? {
+        switch self {
+        case let .safetensors(c): c.info(name)?.shape
+        case let .gguf(g): g.shape(name)
+        }
+    }
+
+    func tensor(_ name: String) throws(ModelError) -> Tensor {
+        switch self {
+        case let .safetensors(c): do { return try c.tensor(name) } catch { throw .safetensors(error) }
+        case let .gguf(g): return try g.tensor(name)
+        }
+    }
+}
 
 /// Strict weight binding: the architecture asks for each tensor by name and
 /// expected shape; a missing or mis-shaped tensor is an error naming it, and after binding any
@@ -9,7 +38,7 @@ import TensorCore
 /// before a single byte is decoded.
 public final class WeightStore {
     public let source: String
-    let checkpoint: Checkpoint?
+    let backing: WeightSource?
     /// Tensors already decoded (adapter merges, tests), by name.
     var overrides: [String: Tensor]
     var consumed = Set<String>()
@@ -20,27 +49,31 @@ public final class WeightStore {
     /// Buffers transformers saves in some checkpoints that carry no learned weights.
     let ignorable: (String) -> Bool
 
-    public init(checkpoint: Checkpoint, source: String, ignorable: @escaping (String) -> Bool = { _ in false }) {
-        self.checkpoint = checkpoint
+    public convenience init(checkpoint: Checkpoint, source: String, ignorable: @escaping (String) -> Bool = { _ in false }) {
+        self.init(.safetensors(checkpoint), source: source, ignorable: ignorable)
+    }
+
+    public init(_ backing: WeightSource, source: String, ignorable: @escaping (String) -> Bool = { _ in false }) {
+        self.backing = backing
         self.source = source
         self.overrides = [:]
         self.ignorable = ignorable
     }
 
     public init(tensors: [String: Tensor], source: String) {
-        checkpoint = nil
+        backing = nil
         self.source = source
         overrides = tensors
         ignorable = { _ in false }
     }
 
     public var names: [String] {
-        Set((checkpoint?.tensorNames ?? []) + Array(overrides.keys)).sorted()
+        Set((backing?.tensorNames ?? []) + Array(overrides.keys)).sorted()
     }
 
-    public func contains(_ name: String) -> Bool { overrides[name] != nil || checkpoint?.info(name) != nil }
+    public func contains(_ name: String) -> Bool { overrides[name] != nil || backing?.shape(name) != nil }
 
-    public func shape(_ name: String) -> [Int]? { overrides[name]?.shape ?? checkpoint?.info(name)?.shape }
+    public func shape(_ name: String) -> [Int]? { overrides[name]?.shape ?? backing?.shape(name) }
 
     /// Replaces a tensor's value (LoRA merge).
     public func set(_ name: String, _ t: Tensor) {
@@ -65,7 +98,7 @@ public final class WeightStore {
                 handedOver.insert(name)
             }
         } else {
-            do { t = try checkpoint!.tensor(name) } catch { throw .safetensors(error) }
+            t = try backing!.tensor(name)
         }
         var nan = 0, inf = 0
         t.withUnsafeBufferPointer { p in
@@ -82,9 +115,11 @@ public final class WeightStore {
         guard got == shape, shape.count == 2 else {
             throw .tensorShape(file: source, tensor: name, expected: shape, got: got, field: field)
         }
-        if overrides[name] != nil || handedOver.contains(name) { return PackedMatrix.Rows(try take(name, shape, field: field)) }
+        guard case let .safetensors(checkpoint)? = backing, overrides[name] == nil, !handedOver.contains(name) else {
+            return PackedMatrix.Rows(try take(name, shape, field: field))
+        }
         consumed.insert(name)
-        guard let file = checkpoint?.file(containing: name), let info = file.info(name) else {
+        guard let file = checkpoint.file(containing: name), let info = file.info(name) else {
             throw .missingTensor(file: source, tensor: name)
         }
         if let (nan, inf) = file.nonFiniteCounts(info), nan + inf > 0 {

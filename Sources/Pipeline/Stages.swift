@@ -114,7 +114,7 @@ extension ScanPipeline {
 
     /// Stage 4, inputs: the base's tokenizer and chat template, the policy, the suites and triggers.
     static func loadInputs(_ job: ScanJob) throws -> ScanInputs {
-        let tokenizer = try Tokenizer.load(directory: job.base)
+        let tokenizer = try Tokenizer.load(model: job.base)
         guard tokenizer.hasChatTemplate else {
             throw ScanError.invalidInput("\(job.base.path.terminalSafe): the tokenizer has no chat template")
         }

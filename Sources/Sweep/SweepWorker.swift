@@ -411,7 +411,7 @@ extension EntryScanner {
         let (suites, _, _) = try inputs(e)
         let loaded = try suites.map { try SuiteLoader.loadProbes($0) }
         let model = try ModelLoader.load(e.tuned ?? e.base, adapters: e.adapters)
-        let tokenizer = try Tokenizer.load(directory: e.base)
+        let tokenizer = try Tokenizer.load(model: e.base)
         let config = (e.tuned ?? e.base).appendingPathComponent("config.json").path
         try tokenizer.checkIDs(embeddingRows: model.vocabularySize, configFile: config)
         let fp = try BaselineCheck.capture(model: model, encoder: TemplateEncoder(tokenizer: tokenizer), probes: loaded.flatMap(\.probes),

@@ -92,6 +92,8 @@ public enum TokenizerLimits {
     public static let maxTokenizerJSONBytes = 128 << 20
     /// tokenizer_config.json size; real ones, chat templates included, are under 1 MB.
     public static let maxConfigBytes = 16 << 20
+    /// Tokens in a vocabulary built from GGUF metadata (the model loader allows the same).
+    public static let maxVocabulary = 1 << 22
 }
 
 func checkSequenceDepth(_ n: Node, _ depth: Int, _ kind: String) throws(TokenizerError) {

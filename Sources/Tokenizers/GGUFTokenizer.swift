@@ -1,0 +1,193 @@
+import Foundation
+import AssayCommon
+import GGUF
+
+/// The tokenizer a GGUF file describes in its `tokenizer.*` metadata, built as transformers builds
+/// it (`integrations/gguf/gguf_tokenizer_mapping.py`): the byte-level BPE vocabulary (`gpt2`)
+/// becomes GPT-2's tokenizer.json pipeline, control tokens become special added tokens,
+/// user-defined ones plain added tokens, and a known `tokenizer.ggml.pre` its split regex.
+///
+/// A file that transformers and llama.cpp could tokenize differently, or that this reader cannot
+/// build exactly, is refused, naming the key: SentencePiece (`llama`) vocabularies, pre-tokenizers
+/// transformers splits with a regex not listed here, BOS/EOS insertion, a prefix space.
+enum GGUFTokenizer {
+    /// `tokenizer.ggml.pre` values transformers splits with the Llama 3 or the Qwen2 regex.
+    static let llama3Split = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"#
+        + #"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
+    static let qwen2Split = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
+    static let splits: [String: String] = {
+        var d: [String: String] = [:]
+        for p in ["llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2", "jina-v5-nano", "dbrx",
+                  "smaug-bpe"] { d[p] = llama3Split }
+        for p in ["qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez"] { d[p] = qwen2Split }
+        return d
+    }()
+    /// Pre-tokenizers transformers knows with regexes Assay has not taken over: refused.
+    static let unsupportedSplits: Set<String> = ["tekken", "qwen35", "gpt-4o", "llama4", "kanana2", "talkie", "minimax-m2"]
+
+    /// Keys of `tokenizer.` this reader understands; any other would be ignored by one reader and
+    /// not the other.
+    static let knownKeys: Set<String> = [
+        "ggml.model", "ggml.pre", "ggml.tokens", "ggml.token_type", "ggml.merges", "ggml.scores", "ggml.bos_token_id",
+        "ggml.eos_token_id", "ggml.unknown_token_id", "ggml.padding_token_id", "ggml.add_bos_token", "ggml.add_eos_token",
+        "ggml.add_space_prefix", "chat_template",
+    ]
+
+    static func load(_ f: GGUFFile) throws(TokenizerError) -> Tokenizer {
+        let file = f.url.path
+        func fail(_ key: String, _ message: String) -> TokenizerError { .invalidField(file: file, path: key, message: message) }
+        for key in f.keys where key.hasPrefix("tokenizer.") && !knownKeys.contains(String(key.dropFirst("tokenizer.".count))) {
+            throw fail(key, "a tokenizer key Assay does not read (llama.cpp or transformers might)")
+        }
+        guard case let .string(model)? = f.metadata["tokenizer.ggml.model"] else { throw fail("tokenizer.ggml.model", "missing or not a string") }
+        guard model == "gpt2" else {
+            throw fail("tokenizer.ggml.model", "'\(model)': Assay builds byte-level BPE (gpt2) tokenizers from GGUF metadata only")
+        }
+        let tokens = try strings(f, "tokenizer.ggml.tokens", fail)
+        guard !tokens.isEmpty, tokens.count <= TokenizerLimits.maxVocabulary else {
+            throw fail("tokenizer.ggml.tokens", "\(tokens.count) tokens (1…\(TokenizerLimits.maxVocabulary) allowed)")
+        }
+        let merges = try strings(f, "tokenizer.ggml.merges", fail)
+        let types = try integers(f, "tokenizer.ggml.token_type", count: tokens.count, fail)
+        for key in ["tokenizer.ggml.add_bos_token", "tokenizer.ggml.add_eos_token", "tokenizer.ggml.add_space_prefix"] {
+            guard let v = f.metadata[key] else { continue }
+            guard case let .bool(on) = v else { throw fail(key, "must be a BOOL, found \(v.typeName)") }
+            if on { throw fail(key, "true: Assay does not build tokenizers that insert BOS/EOS or a prefix space from GGUF") }
+        }
+        var pre: JSONValue = byteLevel(regex: true)
+        if let v = f.metadata["tokenizer.ggml.pre"] {
+            guard case let .string(p) = v else { throw fail("tokenizer.ggml.pre", "must be a STRING, found \(v.typeName)") }
+            if unsupportedSplits.contains(p) { throw fail("tokenizer.ggml.pre", "'\(p)': a split Assay does not implement") }
+            if let regex = splits[p] {
+                pre = obj(["type": .string("Sequence"), "pretokenizers": .array([
+                    obj(["type": .string("Split"), "pattern": obj(["Regex": .string(regex)]), "behavior": .string("Isolated"),
+                         "invert": .bool(false)]),
+                    byteLevel(regex: false),
+                ])])
+            }
+        }
+        let vocab = try respelledVocabulary(tokens, fail)
+        var mergePairs: [JSONValue] = []
+        mergePairs.reserveCapacity(merges.count)
+        for (i, m) in merges.enumerated() {
+            let parts = m.split(separator: " ", omittingEmptySubsequences: false)
+            guard parts.count == 2 else { throw fail("tokenizer.ggml.merges[\(i)]", "'\(m)' is not two tokens separated by one space") }
+            mergePairs.append(.array([.string(String(parts[0])), .string(String(parts[1]))]))
+        }
+        let root = obj([
+            "version": .string("1.0"), "normalizer": .null, "pre_tokenizer": pre,
+            "added_tokens": .array(addedTokens(tokens, types: types, vocab: vocab)),
+            "post_processor": obj(["type": .string("TemplateProcessing"),
+                                   "single": .array([obj(["Sequence": obj(["id": .string("A"), "type_id": .number("0")])])]),
+                                   "pair": .array([obj(["Sequence": obj(["id": .string("A"), "type_id": .number("0")])]),
+                                                   obj(["Sequence": obj(["id": .string("B"), "type_id": .number("1")])])]),
+                                   "special_tokens": .object([])]),
+            "decoder": obj(["type": .string("ByteLevel"), "add_prefix_space": .bool(true), "trim_offsets": .bool(true),
+                            "use_regex": .bool(true)]),
+            "model": obj(["type": .string("BPE"), "dropout": .null, "unk_token": .null, "continuing_subword_prefix": .string(""),
+                          "end_of_word_suffix": .string(""), "fuse_unk": .bool(false), "byte_fallback": .bool(false),
+                          "ignore_merges": .bool(false), "vocab": .object(vocab.map { JSONMember(key: $0.0, value: .number("\($0.1)")) }),
+                          "merges": .array(mergePairs)]),
+        ])
+        var config: [JSONMember] = []
+        for (name, key) in [("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"), ("unk_token", "unknown_token_id"),
+                            ("pad_token", "padding_token_id")] {
+            guard let v = f.metadata["tokenizer.ggml." + key] else { continue }
+            guard let id = v.integer, id >= 0, id < tokens.count else {
+                throw fail("tokenizer.ggml." + key, "\(v.integer.map(String.init) ?? v.typeName) is not a token id below \(tokens.count)")
+            }
+            config.append(JSONMember(key: name, value: .string(vocab[id].0)))
+        }
+        var template: (String, String)? = nil
+        if let v = f.metadata["tokenizer.chat_template"] {
+            guard case let .string(t) = v else { throw fail("tokenizer.chat_template", "must be a STRING, found \(v.typeName)") }
+            guard t.utf8.count <= ChatTemplate.Limits.maxSourceBytes else {
+                throw fail("tokenizer.chat_template", "\(t.utf8.count) bytes (at most \(ChatTemplate.Limits.maxSourceBytes))")
+            }
+            template = (t, file + ": tokenizer.chat_template")
+        }
+        return try Tokenizer(root: Node(value: root, path: "", file: file + " (tokenizer.ggml.*)"),
+                             config: Node(value: .object(config), path: "", file: file + " (tokenizer.ggml.*)"), chatTemplate: template)
+    }
+
+    static func obj(_ d: KeyValuePairs<String, JSONValue>) -> JSONValue { .object(d.map { JSONMember(key: $0.key, value: $0.value) }) }
+
+    static func byteLevel(regex: Bool) -> JSONValue {
+        obj(["type": .string("ByteLevel"), "add_prefix_space": .bool(false), "trim_offsets": .bool(true), "use_regex": .bool(regex)])
+    }
+
+    /// transformers spells a token that uses characters outside GPT-2's byte alphabet by the
+    /// alphabet's stand-ins for its UTF-8 bytes. Two tokens that end up with one spelling would
+    /// leave transformers with one id where llama.cpp has two: refused.
+    static func respelledVocabulary(_ tokens: [String], _ fail: (String, String) -> TokenizerError) throws(TokenizerError) -> [(String, Int)] {
+        var seen: [String: Int] = [:]
+        var out: [(String, Int)] = []
+        out.reserveCapacity(tokens.count)
+        for (i, t) in tokens.enumerated() {
+            let spelled = t.unicodeScalars.allSatisfy { ByteLevelMap.scalarToByte[$0.value] != nil } ? t : ByteLevelMap.map(Array(t.utf8))
+            if let j = seen.updateValue(i, forKey: spelled) {
+                throw fail("tokenizer.ggml.tokens[\(i)]", "spells the same token as [\(j)] ('\(spelled)')")
+            }
+            out.append((spelled, i))
+        }
+        return out
+    }
+
+    /// Control tokens (type 3) spelled in the byte alphabet as special added tokens, user-defined
+    /// ones (type 4) as plain added tokens, in id order, each under its vocabulary id.
+    static func addedTokens(_ tokens: [String], types: [Int], vocab: [(String, Int)]) -> [JSONValue] {
+        func token(_ i: Int, special: Bool) -> JSONValue {
+            obj(["id": .number("\(i)"), "content": .string(vocab[i].0), "single_word": .bool(false), "lstrip": .bool(false),
+                 "rstrip": .bool(false), "normalized": .bool(false), "special": .bool(special)])
+        }
+        var out: [JSONValue] = []
+        for (i, t) in tokens.enumerated() where types[i] == 3 && t.unicodeScalars.allSatisfy({ ByteLevelMap.scalarToByte[$0.value] != nil }) {
+            out.append(token(i, special: true))
+        }
+        // A user-defined token is added only under its own spelling, if the vocabulary has it.
+        let ids = Dictionary(vocab.map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
+        for (i, t) in tokens.enumerated() where types[i] == 4 {
+            if let id = ids[t] { out.append(token(id, special: false)) }
+        }
+        return out
+    }
+
+    static func strings(_ f: GGUFFile, _ key: String, _ fail: (String, String) -> TokenizerError) throws(TokenizerError) -> [String] {
+        guard let v = f.metadata[key] else { throw fail(key, "missing") }
+        guard case let .array(_, items) = v else { throw fail(key, "must be an ARRAY of STRING, found \(v.typeName)") }
+        var out: [String] = []
+        out.reserveCapacity(items.count)
+        for (i, item) in items.enumerated() {
+            guard case let .string(s) = item else { throw fail("\(key)[\(i)]", "must be a STRING, found \(item.typeName)") }
+            out.append(s)
+        }
+        return out
+    }
+
+    static func integers(_ f: GGUFFile, _ key: String, count: Int,
+                         _ fail: (String, String) -> TokenizerError) throws(TokenizerError) -> [Int] {
+        guard let v = f.metadata[key] else { return [Int](repeating: 1, count: count) }
+        guard case let .array(_, items) = v, items.count == count else {
+            throw fail(key, "must be an ARRAY of \(count) integers (one per token)")
+        }
+        var out: [Int] = []
+        out.reserveCapacity(count)
+        for (i, item) in items.enumerated() {
+            guard let x = item.integer else { throw fail("\(key)[\(i)]", "must be an integer, found \(item.typeName)") }
+            out.append(x)
+        }
+        return out
+    }
+}
+
+extension Tokenizer {
+    /// The tokenizer of a model location: a model directory (`load(directory:)`) or a GGUF file
+    /// (its `tokenizer.*` metadata).
+    public static func load(model location: URL) throws -> Tokenizer {
+        guard GGUFFile.isGGUF(location) else { return try load(directory: location) }
+        let f: GGUFFile
+        do { f = try GGUFFile(url: location) } catch { throw TokenizerError.invalidField(file: location.path, path: "(file)",
+                                                                                          message: error.description) }
+        return try GGUFTokenizer.load(f)
+    }
+}
