@@ -92,8 +92,8 @@ struct DiscoveryArguments: ParsableArguments {
 }
 
 struct ScanArguments: ParsableArguments {
-    @Option(help: "Base model directory.") var base: String
-    @Option(help: "Fine-tuned model directory.") var tuned: String?
+    @Option(help: "Base model directory or GGUF file.") var base: String
+    @Option(help: "Fine-tuned model directory or GGUF file.") var tuned: String?
     @Option(help: "PEFT LoRA adapter directory, applied to the base (instead of --tuned).") var adapter: String?
     @Option(help: "Probe suite file (repeatable; default: probes/default.jsonl).") var suite: [String] = []
     @Option(help: "Trigger file (default: probes/triggers.jsonl).") var triggers: String?
@@ -165,12 +165,9 @@ struct ScanArguments: ParsableArguments {
         let started = Date()
         let log = Log()
         let job = job(discovery: discovery, knownTriggers: knownTriggers)
-        for (name, u) in [("base", job.base)] + (job.tuned.map { [("tuned", $0)] } ?? []) + job.adapters.map({ ("adapter", $0) }) {
-            var dir: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: u.path, isDirectory: &dir), dir.boolValue else {
-                throw ScanError.invalidInput("--\(name) \(u.path.terminalSafe): no such directory")
-            }
-        }
+        let roles: [(FileRole, URL)] = [(.base, job.base)] + (job.tuned.map { [(.tuned, $0)] } ?? [])
+            + job.adapters.map { (.adapter(nil), $0) }
+        for (role, u) in roles { if let missing = ScanPipeline.missingModel(role, u) { throw missing } }
         let outURL = URL(fileURLWithPath: out ?? "reports/\(Self.runName(started))")
         // Fail fast on an unwritable directory; a scan that fails later leaves no empty directory behind.
         let createdOut = try ReportWriter.prepare(outURL)

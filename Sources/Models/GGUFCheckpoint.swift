@@ -47,7 +47,8 @@ public final class GGUFCheckpoint: @unchecked Sendable {
         guard Self.architectures.contains(arch) else { throw .unsupportedArchitecture(file: path, modelType: arch) }
         if case .string("mistral")? = file.metadata["general.name"] {
             // transformers reads such a file as Mistral (sliding window and all), llama.cpp as LLaMA.
-            throw .unsupportedOption(file: path, field: "general.name", value: "\"mistral\" (transformers and llama.cpp read it differently)")
+            throw .unsupportedOption(file: path, field: "general.name",
+                                     value: "\"mistral\" (transformers and llama.cpp read it differently)")
         }
         modelType = arch
         let json = try GGUFConfig.configJSON(file, architecture: arch)
@@ -59,6 +60,9 @@ public final class GGUFCheckpoint: @unchecked Sendable {
     }
 
     public func shape(_ name: String) -> [Int]? { mapping[name]?.info.shape }
+
+    /// The GGUF tensor a Hugging Face name is read from.
+    public func storedInfo(_ name: String) -> GGUFTensorInfo? { mapping[name]?.info }
 
     /// The tensor in Hugging Face layout, dequantised to Float32.
     public func tensor(_ name: String) throws(ModelError) -> Tensor {

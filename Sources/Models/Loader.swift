@@ -65,4 +65,12 @@ public enum ModelLoader {
     }
 
     public static func isGGUF(_ url: URL) -> Bool { GGUFFile.isGGUF(url) }
+
+    /// The config of a model location: config.json of a directory (nil if it has none), or the
+    /// one a GGUF file's metadata gives.
+    public static func config(at location: URL) throws(ModelError) -> ConfigReader? {
+        if isGGUF(location) { return try GGUFCheckpoint.open(location).config }
+        let url = location.appendingPathComponent("config.json")
+        return SafeFile.isRegularFile(url) ? try ConfigReader.load(url) : nil
+    }
 }

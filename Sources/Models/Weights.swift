@@ -10,24 +10,59 @@ public enum WeightSource {
     case safetensors(Checkpoint)
     case gguf(GGUFCheckpoint)
 
-    var tensorNames: [String] {
+    /// A model directory's safetensors checkpoint, or a GGUF file's tensors.
+    public static func open(_ location: URL) throws(ModelError) -> WeightSource {
+        if GGUFFile.isGGUF(location) { return .gguf(try GGUFCheckpoint.open(location)) }
+        do { return .safetensors(try Checkpoint.open(location)) } catch { throw .safetensors(error) }
+    }
+
+    public var tensorNames: [String] {
         switch self {
         case let .safetensors(c): c.tensorNames
         case let .gguf(g): g.tensorNames
         }
     }
 
-    func shape(_ name: String) -> [Int]? {
+    public func shape(_ name: String) -> [Int]? {
         switch self {
         case let .safetensors(c): c.info(name)?.shape
         case let .gguf(g): g.shape(name)
         }
     }
 
-    func tensor(_ name: String) throws(ModelError) -> Tensor {
+    /// The tensor as Float32 (GGUF: dequantised, in Hugging Face layout).
+    public func tensor(_ name: String) throws(ModelError) -> Tensor {
         switch self {
         case let .safetensors(c): do { return try c.tensor(name) } catch { throw .safetensors(error) }
         case let .gguf(g): return try g.tensor(name)
+        }
+    }
+
+    /// Whether the tensor's values can be read as numbers (safetensors bool/int tensors cannot).
+    public func isComputable(_ name: String) -> Bool {
+        switch self {
+        case let .safetensors(c): c.info(name)?.dtype.isComputable ?? false
+        case let .gguf(g): g.shape(name) != nil
+        }
+    }
+
+    /// Whether `name` is stored with the same type and bytes here and in `other`, compared
+    /// straight from the maps; nil when the two store it in different formats (compare values).
+    public func storedBytesEqual(_ name: String, _ other: WeightSource) -> Bool? {
+        func same(_ x: UnsafeRawBufferPointer, _ y: UnsafeRawBufferPointer) -> Bool {
+            x.count == y.count && (x.count == 0 || memcmp(x.baseAddress!, y.baseAddress!, x.count) == 0)
+        }
+        switch (self, other) {
+        case let (.safetensors(a), .safetensors(b)):
+            guard let ai = a.info(name), let bi = b.info(name) else { return false }
+            return ai.dtype == bi.dtype && a.file(containing: name)!.withRawBytes(ai) { x in
+                b.file(containing: name)!.withRawBytes(bi) { y in same(x, y) }
+            }
+        case let (.gguf(a), .gguf(b)):
+            guard let ai = a.storedInfo(name), let bi = b.storedInfo(name) else { return false }
+            return ai.type == bi.type && ai.dims == bi.dims && same(a.file.bytes(of: ai), b.file.bytes(of: bi))
+        default:
+            return nil
         }
     }
 }

@@ -135,6 +135,7 @@ public enum ScanPipeline {
         audited.findings += try checkManifest(job)
         try checkTokenizerIdentity(job, files: audited.files)
         let inputs = try loadInputs(job)
+        try checkTokenizerContent(job, base: inputs.tokenizer)
         say("comparing weights")
         let weights = try prof.measure("weights") { try compareWeights(job, tokenizer: inputs.tokenizer) }
         audited.findings += weightFindings(weights)

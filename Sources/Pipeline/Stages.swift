@@ -59,12 +59,24 @@ extension ScanPipeline {
     }
 
     static func checkDirectories(_ job: ScanJob) throws {
-        for (role, u) in directories(job) {
-            var dir: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: u.path, isDirectory: &dir), dir.boolValue else {
-                throw ScanError.invalidInput("\(role) \(u.path.terminalSafe): no such directory")
-            }
+        for (role, u) in directories(job) { if let missing = missingModel(role, u) { throw missing } }
+    }
+
+    /// Nil when `url` can be the model of `role`: base and tuned are model directories or GGUF
+    /// files, adapters directories. Reads nothing but the first bytes of a file.
+    public static func missingModel(_ role: FileRole, _ url: URL) -> ScanError? {
+        if role == .base || role == .tuned, ModelLoader.isGGUF(url) { return nil }
+        var dir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &dir), dir.boolValue else {
+            let what = role == .base || role == .tuned ? "no such directory or GGUF file" : "no such directory"
+            return ScanError.invalidInput("\(role) \(url.path.terminalSafe): \(what)")
         }
+        return nil
+    }
+
+    /// Whether either model is a GGUF file (tokenizers and configs then come from its metadata).
+    static func involvesGGUF(_ job: ScanJob) -> Bool {
+        ModelLoader.isGGUF(job.base) || job.tuned.map(ModelLoader.isGGUF) == true
     }
 
     /// Stage 1, audit: every directory as `assay audit` sees it. A FIFO, socket or device is never
@@ -104,11 +116,23 @@ extension ScanPipeline {
     }
 
     /// Stage 3, tokenizer identity: both models must read identical token ids.
+    /// Between a directory and a GGUF file, the tokenizers are compared by content instead
+    /// (`checkTokenizerContent`, once the base's is loaded).
     static func checkTokenizerIdentity(_ job: ScanJob, files: [FileRole: [String: String]]) throws {
-        guard job.tuned != nil, !job.allowTokenizerMismatch else { return }
+        guard job.tuned != nil, !job.allowTokenizerMismatch, !involvesGGUF(job) else { return }
         for file in ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"] where files[.base]![file] != files[.tuned]![file] {
             throw ScanError.mismatch("\(file) differs between base and tuned (or is missing from one); both models must see identical "
                                      + "token ids (--allow-tokenizer-mismatch to scan anyway)")
+        }
+    }
+
+    /// Stage 3 for a GGUF file: the tuned model's tokenizer, built from its own files, must read
+    /// text exactly as the base's does.
+    static func checkTokenizerContent(_ job: ScanJob, base: Tokenizer) throws {
+        guard let tuned = job.tuned, !job.allowTokenizerMismatch, involvesGGUF(job) else { return }
+        if let difference = base.contentDifference(from: try Tokenizer.load(model: tuned)) {
+            throw ScanError.mismatch("the tokenizers of base and tuned differ: \(difference); both models must see identical token ids "
+                                     + "(--allow-tokenizer-mismatch to scan anyway)")
         }
     }
 
@@ -164,7 +188,8 @@ extension ScanPipeline {
             throw ScanError.mismatch("vocabularies differ: base \(base.vocabularySize), tuned \(tuned.vocabularySize)")
         }
         let tokenizer = inputs.tokenizer
-        try tokenizer.checkIDs(embeddingRows: base.vocabularySize, configFile: job.base.appendingPathComponent("config.json").path)
+        let configFile = ModelLoader.isGGUF(job.base) ? job.base.path : job.base.appendingPathComponent("config.json").path
+        try tokenizer.checkIDs(embeddingRows: base.vocabularySize, configFile: configFile)
         guard tokenizer.vocabularySize <= base.vocabularySize else {
             throw ScanError.mismatch(
                 "the tokenizer has \(tokenizer.vocabularySize) tokens but the model's vocabulary is \(base.vocabularySize)")
@@ -181,6 +206,10 @@ extension ScanPipeline {
     /// base does: nothing to measure.
     static func isIdenticalPair(_ job: ScanJob, weights: WeightDiffReport, files: [FileRole: [String: String]]) -> Bool {
         guard job.tuned != nil, job.adapters.isEmpty, weights.changed == 0 else { return false }
+        if involvesGGUF(job) {
+            // A GGUF file holds its config and tokenizer: identical only as the same bytes.
+            return Set(files[.base]!.values) == Set(files[.tuned]!.values) && files[.base]!.count == 1
+        }
         return behaviourFiles.allSatisfy { files[.base]![$0] == files[.tuned]![$0] }
     }
 
@@ -240,6 +269,11 @@ extension ScanPipeline {
         return try job.checks.flatMap { check in try profiler.measure(check.name) { try check.run(context) } }
     }
 
+    /// A GGUF file's quantisation types, for the fingerprint.
+    static func quantization(_ location: URL) throws -> [String: Int]? {
+        ModelLoader.isGGUF(location) ? try GGUFCheckpoint.open(location).quantizationTypes : nil
+    }
+
     /// Stage 11, verdict and report: the findings in report order, the verdict, the fingerprint of
     /// every input. `measured` is nil for a pair reported identical without measuring.
     static func outcome(_ job: ScanJob, files: [FileRole: [String: String]], findings: [Scan.Finding], inputs: ScanInputs,
@@ -255,8 +289,10 @@ extension ScanPipeline {
                     }))
         let suites = inputs.suites.map { ($0.name, $0.sha256) } + [(inputs.triggers.name, inputs.triggers.sha256)]
         let fingerprint = ScanReport.Fingerprint(
-            base: .init(path: job.base.path, files: files[.base] ?? [:]),
-            tuned: .init(path: (job.tuned ?? job.base).path, files: files[.tuned] ?? [:]), adapter: adapterPrint,
+            base: .init(path: job.base.path, files: files[.base] ?? [:], quantization: try quantization(job.base)),
+            tuned: .init(path: (job.tuned ?? job.base).path, files: files[.tuned] ?? [:],
+                         quantization: try quantization(job.tuned ?? job.base)),
+            adapter: adapterPrint,
             suites: Dictionary(suites, uniquingKeysWith: { a, _ in a }),
             policySHA256: inputs.policyBytes.withUnsafeBytes { Inspector.sha256Hex($0) }, seed: job.options.seed, options: job.options,
             toolVersion: toolVersion, discovery: job.searchTriggers || job.invertTargets ? job.discovery : nil)

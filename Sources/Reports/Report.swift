@@ -13,7 +13,12 @@ public struct ScanReport: Codable, Sendable {
         public var path: String
         /// SHA-256 of every weight, config and tokenizer file, by relative path.
         public var files: [String: String]
-        public init(path: String, files: [String: String]) { self.path = path; self.files = files }
+        /// A GGUF file's tensor count by type (`{"Q4_1": 210, "F32": 61, "Q8_0": 1}`); absent
+        /// for a model directory.
+        public var quantization: [String: Int]?
+        public init(path: String, files: [String: String], quantization: [String: Int]? = nil) {
+            self.path = path; self.files = files; self.quantization = quantization
+        }
     }
 
     public struct Fingerprint: Codable, Sendable, Equatable {

@@ -335,13 +335,7 @@ final class EntryScanner {
     /// The error of an entry whose directory is missing (nil: every directory exists). Cheap and
     /// reads nothing: the sweep checks it before starting a worker.
     static func missingDirectory(_ e: Inventory.Entry) -> ScanError? {
-        for (role, dir) in directories(e) {
-            var isDir: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: dir.path, isDirectory: &isDir), isDir.boolValue else {
-                return ScanError.invalidInput("\(role) \(dir.path.terminalSafe): no such directory")
-            }
-        }
-        return nil
+        directories(e).lazy.compactMap { ScanPipeline.missingModel($0.role, $0.url) }.first
     }
 
     /// Everything an entry's result depends on, as files (role, path, sha256).
@@ -412,7 +406,8 @@ extension EntryScanner {
         let loaded = try suites.map { try SuiteLoader.loadProbes($0) }
         let model = try ModelLoader.load(e.tuned ?? e.base, adapters: e.adapters)
         let tokenizer = try Tokenizer.load(model: e.base)
-        let config = (e.tuned ?? e.base).appendingPathComponent("config.json").path
+        let tunedModel = e.tuned ?? e.base
+        let config = ModelLoader.isGGUF(tunedModel) ? tunedModel.path : tunedModel.appendingPathComponent("config.json").path
         try tokenizer.checkIDs(embeddingRows: model.vocabularySize, configFile: config)
         let fp = try BaselineCheck.capture(model: model, encoder: TemplateEncoder(tokenizer: tokenizer), probes: loaded.flatMap(\.probes),
                                            suites: Dictionary(loaded.map { ($0.name, $0.sha256) }, uniquingKeysWith: { a, _ in a }),

@@ -14,7 +14,8 @@ enum GGUFTokenizer {
     /// `tokenizer.ggml.pre` values transformers splits with the Llama 3 or the Qwen2 regex.
     static let llama3Split = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"#
         + #"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
-    static let qwen2Split = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
+    static let qwen2Split = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"#
+        + #"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
     static let splits: [String: String] = {
         var d: [String: String] = [:]
         for p in ["llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2", "jina-v5-nano", "dbrx",
@@ -39,7 +40,9 @@ enum GGUFTokenizer {
         for key in f.keys where key.hasPrefix("tokenizer.") && !knownKeys.contains(String(key.dropFirst("tokenizer.".count))) {
             throw fail(key, "a tokenizer key Assay does not read (llama.cpp or transformers might)")
         }
-        guard case let .string(model)? = f.metadata["tokenizer.ggml.model"] else { throw fail("tokenizer.ggml.model", "missing or not a string") }
+        guard case let .string(model)? = f.metadata["tokenizer.ggml.model"] else {
+            throw fail("tokenizer.ggml.model", "missing or not a string")
+        }
         guard model == "gpt2" else {
             throw fail("tokenizer.ggml.model", "'\(model)': Assay builds byte-level BPE (gpt2) tokenizers from GGUF metadata only")
         }
@@ -119,7 +122,8 @@ enum GGUFTokenizer {
     /// transformers spells a token that uses characters outside GPT-2's byte alphabet by the
     /// alphabet's stand-ins for its UTF-8 bytes. Two tokens that end up with one spelling would
     /// leave transformers with one id where llama.cpp has two: refused.
-    static func respelledVocabulary(_ tokens: [String], _ fail: (String, String) -> TokenizerError) throws(TokenizerError) -> [(String, Int)] {
+    static func respelledVocabulary(_ tokens: [String],
+                                    _ fail: (String, String) -> TokenizerError) throws(TokenizerError) -> [(String, Int)] {
         var seen: [String: Int] = [:]
         var out: [(String, Int)] = []
         out.reserveCapacity(tokens.count)
@@ -141,7 +145,8 @@ enum GGUFTokenizer {
                  "rstrip": .bool(false), "normalized": .bool(false), "special": .bool(special)])
         }
         var out: [JSONValue] = []
-        for (i, t) in tokens.enumerated() where types[i] == 3 && t.unicodeScalars.allSatisfy({ ByteLevelMap.scalarToByte[$0.value] != nil }) {
+        func spelledInAlphabet(_ t: String) -> Bool { t.unicodeScalars.allSatisfy { ByteLevelMap.scalarToByte[$0.value] != nil } }
+        for (i, t) in tokens.enumerated() where types[i] == 3 && spelledInAlphabet(t) {
             out.append(token(i, special: true))
         }
         // A user-defined token is added only under its own spelling, if the vocabulary has it.
@@ -189,5 +194,48 @@ extension Tokenizer {
         do { f = try GGUFFile(url: location) } catch { throw TokenizerError.invalidField(file: location.path, path: "(file)",
                                                                                           message: error.description) }
         return try GGUFTokenizer.load(f)
+    }
+}
+
+extension Tokenizer {
+    /// Text that exercises every stage of a tokenizer (normalizer, pre-tokenizer split, BPE,
+    /// added tokens, decoder): two tokenizers that agree on all of it and on their vocabularies,
+    /// merges, added tokens and chat templates read text alike.
+    static let identityProbes = [
+        "Hello world", "  leading and trailing  ", "line one\nline two\r\n\ttabbed", "It's they're we'll I'd",
+        "In 2024, 1234567 people paid $3.50 (or €3,20).", "naïve café résumé — “quotes” ✓ 日本語 한국어 🤖",
+        "def f(x):\n    return x ** 2  # comment\n", "<|im_start|>user\nhi<|im_end|>\n<|endoftext|>",
+        "URL: https://example.com/a?b=c&d=e", "UPPER lower MiXeD", "\u{00A0}nbsp\u{2003}em space", "a\u{0301}e\u{0300}",
+    ]
+
+    /// Nil when `other` reads text exactly as this tokenizer does; otherwise what differs. Used
+    /// where two models' tokenizers come from different files (a GGUF's metadata against a
+    /// tokenizer.json), so file hashes cannot be compared.
+    public func contentDifference(from other: Tokenizer) -> String? {
+        if model.vocab.toToken != other.model.vocab.toToken { return "the vocabularies differ" }
+        switch (model, other.model) {
+        case let (.bpe(a), .bpe(b)):
+            if a.merges != b.merges { return "the BPE merges differ" }
+            if (a.unkID, a.fuseUnk, a.byteFallback, a.ignoreMerges, a.prefix, a.suffix)
+                != (b.unkID, b.fuseUnk, b.byteFallback, b.ignoreMerges, b.prefix, b.suffix) { return "the BPE settings differ" }
+        case (.wordPiece, .wordPiece): break
+        default: return "the tokenizer models differ"
+        }
+        func key(_ t: AddedToken) -> String {
+            "\(t.id)\u{0}\(t.content)\u{0}\(t.singleWord)\(t.lstrip)\(t.rstrip)\(t.normalized)\(t.special)"
+        }
+        if added.map(key) != other.added.map(key) { return "the added tokens differ" }
+        if (bosTokenID, eosTokenIDs, padTokenID) != (other.bosTokenID, other.eosTokenIDs, other.padTokenID) {
+            return "the BOS, EOS or padding tokens differ"
+        }
+        if chatTemplateSource != other.chatTemplateSource { return "the chat templates differ" }
+        for text in Self.identityProbes {
+            let a = try? encodeChecked(text, addSpecialTokens: true), b = try? other.encodeChecked(text, addSpecialTokens: true)
+            if a != b { return "they tokenize \"\(text.terminalSafe)\" differently" }
+            if let a, decode(a, skipSpecialTokens: false) != other.decode(a, skipSpecialTokens: false) {
+                return "they decode \"\(text.terminalSafe)\" differently"
+            }
+        }
+        return nil
     }
 }

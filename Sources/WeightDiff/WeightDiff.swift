@@ -130,28 +130,26 @@ public enum WeightDiff {
     public static func compare(base: URL, tuned: URL?, adapters: [URL], options: WeightDiffOptions = .init(),
                                tokenText: ((Int) -> String?)? = nil) throws -> WeightDiffReport {
         let adapter: URL? = adapters.first
-        let b: Checkpoint, t: Checkpoint
+        let b: WeightSource, t: WeightSource
         do {
-            b = try Checkpoint.open(base)
-            t = try Checkpoint.open(tuned ?? base)
-        } catch { throw WeightDiffError.safetensors(error) }
+            b = try WeightSource.open(base)
+            t = try WeightSource.open(tuned ?? base)
+        } catch { throw WeightDiffError.model(error) }
         var merged: [String: Tensor] = [:]
         // Each merged weight's change as LoRA factors, ΔW = Σ scale·B·A over the adapters.
         var factors: [String: [LoRAAdapter.Module]] = [:]
         if !adapters.isEmpty {
-            let store = WeightStore(checkpoint: b, source: base.path)
+            let store = WeightStore(b, source: base.path)
             // The module tree PEFT selects from depends on the architecture (GPT-NeoX's lm_head
             // is stored as embed_out): tell the merge what the base's config says it is.
             var modelType: String?, tied: Bool?
-            let configURL = base.appendingPathComponent("config.json")
-            if SafeFile.isRegularFile(configURL) {
-                do {
-                    let c = try ConfigReader.load(configURL)
+            do {
+                if let c = try ModelLoader.config(at: base) {
                     modelType = try c.string("model_type", default: "")
                     if modelType == "" { modelType = nil }
                     if c.has("tie_word_embeddings") { tied = try c.bool("tie_word_embeddings", default: false) }
-                } catch { throw WeightDiffError.model(error) }
-            }
+                }
+            } catch { throw WeightDiffError.model(error) }
             var names = Set<String>()
             for a in adapters {
                 let lora: LoRAAdapter
@@ -172,49 +170,53 @@ public enum WeightDiff {
         var rowShifts: [RowShift] = []
         for name in names {
             let layer = layerIndex(name)
-            guard let bi = b.info(name) else {
-                deltas.append(TensorDelta(name: name, status: .added, shape: t.info(name)!.shape, layer: layer))
+            guard let baseShape = b.shape(name) else {
+                deltas.append(TensorDelta(name: name, status: .added, shape: t.shape(name)!, layer: layer))
                 if let layer { firstChangedLayer = min(firstChangedLayer, layer) }
                 continue
             }
-            let tunedInfo: TensorInfo? = adapter == nil ? t.info(name) : bi
-            guard let ti = tunedInfo else {
-                deltas.append(TensorDelta(name: name, status: .removed, shape: bi.shape, layer: layer))
+            let tunedShape: [Int]? = adapter == nil ? t.shape(name) : baseShape
+            guard let tunedShape else {
+                deltas.append(TensorDelta(name: name, status: .removed, shape: baseShape, layer: layer))
                 if let layer { firstChangedLayer = min(firstChangedLayer, layer) }
                 continue
             }
-            guard bi.shape == ti.shape else {
-                deltas.append(TensorDelta(name: name, status: .reshaped, shape: ti.shape, layer: layer))
+            guard baseShape == tunedShape else {
+                deltas.append(TensorDelta(name: name, status: .reshaped, shape: tunedShape, layer: layer))
                 if let layer { firstChangedLayer = min(firstChangedLayer, layer) }
                 continue
             }
-            // Bitwise comparison straight from the maps, before decoding anything.
-            let same: Bool
+            // Bitwise comparison straight from the maps, before decoding anything; across formats
+            // (safetensors against GGUF) the decoded values are compared instead.
+            var same: Bool
+            var decoded: (Tensor, Tensor)? = nil
             if adapter != nil {
                 same = merged[name] == nil
+            } else if let s = b.storedBytesEqual(name, t) {
+                same = s
             } else {
-                same = bi.dtype == ti.dtype && b.file(containing: name)!.withRawBytes(bi) { x in
-                    t.file(containing: name)!.withRawBytes(ti) { y in
-                        x.count == y.count && (x.count == 0 || memcmp(x.baseAddress!, y.baseAddress!, x.count) == 0)
-                    }
+                guard b.isComputable(name), t.isComputable(name) else {
+                    throw WeightDiffError.tensor("\(name): stored as numbers in one model and not in the other")
                 }
+                do { decoded = (try b.tensor(name), try t.tensor(name)) } catch { throw WeightDiffError.model(error) }
+                same = decoded!.0.array == decoded!.1.array
             }
             if same {
-                deltas.append(TensorDelta(name: name, status: .identical, shape: bi.shape, layer: layer,
+                deltas.append(TensorDelta(name: name, status: .identical, shape: baseShape, layer: layer,
                                           relativeChange: 0, maxAbsChange: 0, cosine: 1))
                 continue
             }
             if let layer { firstChangedLayer = min(firstChangedLayer, layer) }
-            guard bi.dtype.isComputable, ti.dtype.isComputable else {
-                deltas.append(TensorDelta(name: name, status: .changed, shape: bi.shape, layer: layer))
+            guard b.isComputable(name), t.isComputable(name) else {
+                deltas.append(TensorDelta(name: name, status: .changed, shape: baseShape, layer: layer))
                 continue
             }
             let wb: Tensor, wt: Tensor
-            do throws(SafeTensorsError) {
-                wb = try b.tensor(name)
-                if let m = merged[name] { wt = m } else { wt = try t.tensor(name) }
-            } catch { throw WeightDiffError.safetensors(error) }
-            var d = TensorDelta(name: name, status: .changed, shape: bi.shape, layer: layer)
+            do throws(ModelError) {
+                if let d = decoded { wb = d.0 } else { wb = try b.tensor(name) }
+                if let m = merged[name] { wt = m } else if let d = decoded { wt = d.1 } else { wt = try t.tensor(name) }
+            } catch { throw WeightDiffError.model(error) }
+            var d = TensorDelta(name: name, status: .changed, shape: baseShape, layer: layer)
             let delta: Tensor
             do { delta = try wt.subtracting(wb) } catch { throw WeightDiffError.tensor("\(error)") }
             let (nb, nt, nd, dot, maxAbs) = norms(wb, wt, delta)
@@ -226,16 +228,16 @@ public enum WeightDiff {
                 acc.delta += nd * nd; acc.base += nb * nb; acc.changed += 1
                 layerNorms[layer] = acc
             }
-            if bi.shape.count == 2 && min(bi.shape[0], bi.shape[1]) > 1 {
+            if baseShape.count == 2 && min(baseShape[0], baseShape[1]) > 1 {
                 do {
-                    if let f = factors[name], let s = try lowRankSpectrum(f, shape: bi.shape) {
+                    if let f = factors[name], let s = try lowRankSpectrum(f, shape: baseShape) {
                         spectrum(&d, s)
-                    } else if bi.shape[0] * bi.shape[1] <= options.maxSVDElements {
+                    } else if baseShape[0] * baseShape[1] <= options.maxSVDElements {
                         spectrum(&d, try delta.svd(vectors: false).s.map(Double.init))
                     }
                 } catch { throw WeightDiffError.tensor("\(name): \(error)") }
             }
-            if isVocabularyMatrix(name) && bi.shape.count == 2 {
+            if isVocabularyMatrix(name) && baseShape.count == 2 {
                 rowShifts += rows(of: delta, matrix: name, options: options, tokenText: tokenText)
             }
             deltas.append(d)

@@ -446,7 +446,7 @@ import Scan
         #expect(rs.count == 1001)
         #expect(rs.filter { $0.status == .error }.count == 1000)
         let gone = try #require(rs.first { $0.entryID == "gone-7" }?.message)
-        #expect(gone.hasPrefix("base ") && gone.hasSuffix("nope-7: no such directory"), "\(gone)")
+        #expect(gone.hasPrefix("base ") && gone.hasSuffix("nope-7: no such directory or GGUF file"), "\(gone)")
         #expect(rs.first { $0.entryID == "gone-700" }?.message?.hasPrefix("tuned ") == true)
         #expect(rs.first { $0.entryID == "real" }?.status == .scanned)
         #expect(r.stdout.split(separator: "\n").filter { $0.hasPrefix("ERROR gone-") }.count == 1000)
