@@ -17,7 +17,7 @@ build=1
 merge=0
 fuzz=1
 time_limit=1800
-all=(safetensors json tokenizer regex template pickle zip suite inventory adapter)
+all=(safetensors gguf json tokenizer regex template pickle zip suite inventory adapter)
 picked=()
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -51,10 +51,22 @@ public enum Harness: String, CaseIterable, Sendable {
     }
 
     static func gguf(_ bytes: [UInt8], _ scratch: URL) {
-        guard let f = try? GGUFFile(url: file("model.gguf", bytes, scratch)) else { return }
+        let url = file("model.gguf", bytes, scratch)
+        guard let f = try? GGUFFile(url: url) else { return }
         // Dequantise what it accepted: entries were placed inside the file, so this must not trap.
         for t in f.tensors.prefix(16) where GGUFFile.dequantizable.contains(t.type) && t.elementCount <= 1 << 22 {
             _ = try? f.floats(t)
+        }
+        // As a model: the config from the metadata, the tensors mapped and un-permuted.
+        if let g = try? GGUFCheckpoint(f) {
+            _ = try? LlamaConfig(g.config)
+            for name in g.tensorNames.prefix(16) where (g.shape(name)?.reduce(1, *) ?? 0) <= 1 << 22 { _ = try? g.tensor(name) }
+        }
+        // As a tokenizer and chat template: built, then run.
+        if let tok = try? Tokenizer.load(model: url) {
+            let ids = (try? tok.encodeChecked("Hello <|im_start|>user 2024 café")) ?? []
+            _ = tok.decode(ids)
+            _ = try? tok.applyChatTemplate([ChatMessage(role: "user", content: "hi")], addGenerationPrompt: true)
         }
     }
 

@@ -313,6 +313,8 @@ public enum Auditor {
                                              message: "tar archive: torch.load reads PyTorch's oldest (tar) format and unpickles its "
                                                  + "members; tar archives are not analysed",
                                              analysisFailure: true))
+        case .gguf:
+            analysis.findings += GGUFAudit.findings(map, url: url, file: rel)
         case .gzip:
             analysis.findings.append(Finding(code: "compressed_file", severity: .medium, file: rel,
                                              message: "gzip-compressed file: its contents were not analysed (no model "
