@@ -8,7 +8,7 @@ struct FallbackGolden: Decodable { let text: String; let ids: [Int]; let decoded
 struct FallbackChatGolden: Decodable { struct M: Decodable { let role: String; let content: String }; let messages: [M]; let gen: Bool; let text: String }
 
 @Suite struct ByteLevelParity {
-    @Test(arguments: [("smollm2", "../.models/SmolLM2-135M-Instruct"), ("scan-fixture", "scan/base")])
+    @Test(arguments: [("smollm2", "../../.models/SmolLM2-135M-Instruct"), ("scan-fixture", "scan/base")])
     func encodeDecodeAndChat(_ name: String, _ dir: String) throws {
         let url = tokFixtures.appendingPathComponent(dir)
         guard FileManager.default.fileExists(atPath: url.appendingPathComponent("tokenizer.json").path) else { return }

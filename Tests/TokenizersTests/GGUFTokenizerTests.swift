@@ -3,7 +3,7 @@ import Testing
 import GGUF
 @testable import Tokenizers
 
-let smolGGUFFile = tokFixtures.appendingPathComponent("../.models/SmolLM2-135M-Instruct.Q4_1.gguf")
+let smolGGUFFile = tokFixtures.appendingPathComponent("../../.models/SmolLM2-135M-Instruct.Q4_1.gguf")
 
 /// The tokenizer and chat template the real SmolLM2 GGUF carries in its `tokenizer.*` metadata,
 /// against what Hugging Face tokenizers/transformers read from the same file (the goldens of
