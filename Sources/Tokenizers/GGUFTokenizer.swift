@@ -2,29 +2,74 @@ import Foundation
 import AssayCommon
 import GGUF
 
-/// The tokenizer a GGUF file describes in its `tokenizer.*` metadata, built as transformers builds
-/// it (`integrations/gguf/gguf_tokenizer_mapping.py`): the byte-level BPE vocabulary (`gpt2`)
-/// becomes GPT-2's tokenizer.json pipeline, control tokens become special added tokens,
-/// user-defined ones plain added tokens, and a known `tokenizer.ggml.pre` its split regex.
+/// The tokenizer a GGUF file describes in its `tokenizer.*` metadata: the byte-level BPE
+/// vocabulary (`gpt2`) becomes a tokenizer.json pipeline as transformers builds it
+/// (`integrations/gguf/gguf_tokenizer_mapping.py`: control tokens special added tokens,
+/// user-defined ones plain added tokens), split before BPE as llama.cpp, which serves the file,
+/// splits for its `tokenizer.ggml.pre`.
 ///
-/// A file that transformers and llama.cpp could tokenize differently, or that this reader cannot
-/// build exactly, is refused, naming the key: SentencePiece (`llama`) vocabularies, pre-tokenizers
-/// transformers splits with a regex not listed here, BOS/EOS insertion, a prefix space.
+/// A file that this reader cannot build exactly as llama.cpp tokenizes it is refused, naming the
+/// key: SentencePiece (`llama`) vocabularies, pre-tokenizers not listed in `splits`, BOS/EOS
+/// insertion, a prefix space.
 enum GGUFTokenizer {
-    /// `tokenizer.ggml.pre` values transformers splits with the Llama 3 or the Qwen2 regex.
+    /// How a `tokenizer.ggml.pre` value splits text before BPE. The GGUF is served by llama.cpp
+    /// (and Ollama, LM Studio), so each value is read as llama.cpp reads it (`llm_tokenizer_bpe`);
+    /// only values whose llama.cpp split Assay reproduces exactly are accepted, anything else
+    /// (a missing value and `default` included: llama.cpp's default split is not GPT-2's) is refused.
+    enum Split: Sendable {
+        /// GPT-2's regex (llama.cpp's GPT2, MPT, OLMO, JAIS, TRILLION and GRANITE_DOCLING types).
+        case gpt2
+        /// Every digit on its own, then GPT-2's regex (llama.cpp's STARCODER, REFACT, COMMAND_R,
+        /// SMOLLM, CODESHELL, EXAONE, MINERVA types; SmolLM2's own tokenizer.json says the same:
+        /// Digits(individual) then ByteLevel). transformers' GGUF reader leaves these at plain
+        /// ByteLevel, so it would read "2024" as other tokens than the served model does.
+        case digitsThenGPT2
+        /// One regex, then byte-level mapping (Llama 3, Qwen2); transformers splits these the same way.
+        case regex(String)
+    }
+
     static let llama3Split = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"#
         + #"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
     static let qwen2Split = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"#
         + #"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
-    static let splits: [String: String] = {
-        var d: [String: String] = [:]
-        for p in ["llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2", "jina-v5-nano", "dbrx",
-                  "smaug-bpe"] { d[p] = llama3Split }
-        for p in ["qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez"] { d[p] = qwen2Split }
+    /// llama.cpp adds BOS for these unless `tokenizer.ggml.add_bos_token` says otherwise.
+    static let bosByDefault: Set<String> = ["llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2",
+                                            "jina-v5-nano"]
+    static let splits: [String: Split] = {
+        var d: [String: Split] = [:]
+        for p in bosByDefault.union(["dbrx", "smaug-bpe"]) { d[p] = .regex(llama3Split) }
+        for p in ["qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez", "stablelm2", "hunyuan"] { d[p] = .regex(qwen2Split) }
+        for p in ["gpt-2", "phi-2", "jina-es", "jina-de", "gigachat", "jina-v2-es", "jina-v2-de", "a.x-4.0", "mellum", "modern-bert",
+                  "mpt", "olmo", "jais", "exaone4", "trillion", "granite-docling"] { d[p] = .gpt2 }
+        for p in ["starcoder", "refact", "command-r", "smollm", "codeshell", "exaone", "minerva-7b"] { d[p] = .digitsThenGPT2 }
         return d
     }()
-    /// Pre-tokenizers transformers knows with regexes Assay has not taken over: refused.
-    static let unsupportedSplits: Set<String> = ["tekken", "qwen35", "gpt-4o", "llama4", "kanana2", "talkie", "minimax-m2"]
+
+    static func preTokenizer(_ f: GGUFFile, _ fail: (String, String) -> TokenizerError) throws(TokenizerError) -> JSONValue {
+        guard let v = f.metadata["tokenizer.ggml.pre"] else {
+            throw fail("tokenizer.ggml.pre", "missing: llama.cpp would split with its 'default' regexes, which Assay does not reproduce")
+        }
+        guard case let .string(p) = v else { throw fail("tokenizer.ggml.pre", "must be a STRING, found \(v.typeName)") }
+        guard let split = splits[p] else {
+            throw fail("tokenizer.ggml.pre", "'\(p)': a split Assay does not reproduce exactly as llama.cpp does")
+        }
+        if bosByDefault.contains(p), f.metadata["tokenizer.ggml.add_bos_token"] == nil {
+            throw fail("tokenizer.ggml.add_bos_token", "missing: llama.cpp adds BOS by default for the '\(p)' pre-tokenizer")
+        }
+        switch split {
+        case .gpt2: return byteLevel(regex: true)
+        case .digitsThenGPT2:
+            return obj(["type": .string("Sequence"), "pretokenizers": .array([
+                obj(["type": .string("Digits"), "individual_digits": .bool(true)]), byteLevel(regex: true),
+            ])])
+        case .regex(let regex):
+            return obj(["type": .string("Sequence"), "pretokenizers": .array([
+                obj(["type": .string("Split"), "pattern": obj(["Regex": .string(regex)]), "behavior": .string("Isolated"),
+                     "invert": .bool(false)]),
+                byteLevel(regex: false),
+            ])])
+        }
+    }
 
     /// Keys of `tokenizer.` this reader understands; any other would be ignored by one reader and
     /// not the other.
@@ -57,18 +102,7 @@ enum GGUFTokenizer {
             guard case let .bool(on) = v else { throw fail(key, "must be a BOOL, found \(v.typeName)") }
             if on { throw fail(key, "true: Assay does not build tokenizers that insert BOS/EOS or a prefix space from GGUF") }
         }
-        var pre: JSONValue = byteLevel(regex: true)
-        if let v = f.metadata["tokenizer.ggml.pre"] {
-            guard case let .string(p) = v else { throw fail("tokenizer.ggml.pre", "must be a STRING, found \(v.typeName)") }
-            if unsupportedSplits.contains(p) { throw fail("tokenizer.ggml.pre", "'\(p)': a split Assay does not implement") }
-            if let regex = splits[p] {
-                pre = obj(["type": .string("Sequence"), "pretokenizers": .array([
-                    obj(["type": .string("Split"), "pattern": obj(["Regex": .string(regex)]), "behavior": .string("Isolated"),
-                         "invert": .bool(false)]),
-                    byteLevel(regex: false),
-                ])])
-            }
-        }
+        let pre = try preTokenizer(f, fail)
         let vocab = try respelledVocabulary(tokens, fail)
         var mergePairs: [JSONValue] = []
         mergePairs.reserveCapacity(merges.count)

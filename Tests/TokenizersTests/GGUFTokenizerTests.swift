@@ -77,8 +77,9 @@ struct SmolLM2GGUFTokenizerTests {
 
     static let valid: [(String, V)] = [
         ("general.architecture", .s("llama")), ("tokenizer.ggml.model", .s("gpt2")), ("tokenizer.ggml.pre", .s("smollm")),
-        ("tokenizer.ggml.tokens", .strings(["<|endoftext|>", "a", "b", "ab", "Ġ"])), ("tokenizer.ggml.token_type", .ints([3, 1, 1, 1, 1])),
-        ("tokenizer.ggml.merges", .strings(["a b"])), ("tokenizer.ggml.eos_token_id", .u(0)),
+        ("tokenizer.ggml.tokens", .strings(["<|endoftext|>", "a", "b", "ab", "Ġ", "1", "2", "12"])),
+        ("tokenizer.ggml.token_type", .ints([3, 1, 1, 1, 1, 1, 1, 1])),
+        ("tokenizer.ggml.merges", .strings(["a b", "1 2"])), ("tokenizer.ggml.eos_token_id", .u(0)),
     ]
 
     static func edited(_ key: String, _ v: V?) -> [(String, V)] {
@@ -95,16 +96,31 @@ struct SmolLM2GGUFTokenizerTests {
         #expect(tok.eosTokenIDs == [0] && tok.specialTokenIDs == [0])
     }
 
+    /// `tokenizer.ggml.pre` is read as llama.cpp reads it: `smollm` splits every digit before BPE
+    /// (transformers' GGUF reader would merge "12"), `gpt-2` does not.
+    @Test(arguments: [("smollm", [5, 6]), ("starcoder", [5, 6]), ("gpt-2", [7]), ("qwen2", [5, 6]), ("llama-bpe", [7])])
+    func preTokenizerSplitsAsLlamaCpp(_ pre: String, _ ids: [Int]) throws {
+        var kv = Self.edited("tokenizer.ggml.pre", .s(pre))
+        kv.append(("tokenizer.ggml.add_bos_token", .b(false)))
+        let url = try Self.file(kv)
+        defer { try? FileManager.default.removeItem(at: url) }
+        #expect(try Tokenizer.load(model: url).encode("12") == ids, "\(pre)")
+    }
+
     static let cases: [(String, [(String, V)], String)] = [
         ("sentencepiece", edited("tokenizer.ggml.model", .s("llama")), "tokenizer.ggml.model"),
         ("no tokens", edited("tokenizer.ggml.tokens", nil), "tokenizer.ggml.tokens"),
         ("tokens not strings", edited("tokenizer.ggml.tokens", .ints([1, 2, 3, 4, 5])), "tokenizer.ggml.tokens[0]"),
         ("types short", edited("tokenizer.ggml.token_type", .ints([1, 1])), "tokenizer.ggml.token_type"),
         ("merge of three", edited("tokenizer.ggml.merges", .strings(["a b c"])), "tokenizer.ggml.merges[0]"),
-        ("respelled twice", edited("tokenizer.ggml.tokens", .strings(["<|endoftext|>", "a", "b", "Ġ", " "])), "tokenizer.ggml.tokens[4]"),
+        ("respelled twice", edited("tokenizer.ggml.tokens", .strings(["<|endoftext|>", "a", "b", "Ġ", " ", "1", "2", "12"])),
+         "tokenizer.ggml.tokens[4]"),
         ("adds bos", edited("tokenizer.ggml.add_bos_token", .b(true)), "tokenizer.ggml.add_bos_token"),
         ("prefix space", edited("tokenizer.ggml.add_space_prefix", .b(true)), "tokenizer.ggml.add_space_prefix"),
         ("unknown split", edited("tokenizer.ggml.pre", .s("tekken")), "tokenizer.ggml.pre"),
+        ("no split", edited("tokenizer.ggml.pre", nil), "tokenizer.ggml.pre"),
+        ("default split", edited("tokenizer.ggml.pre", .s("default")), "tokenizer.ggml.pre"),
+        ("llama3 adds bos by default", edited("tokenizer.ggml.pre", .s("llama-bpe")), "tokenizer.ggml.add_bos_token"),
         ("unknown key", edited("tokenizer.ggml.precompiled_charsmap", .s("x")), "tokenizer.ggml.precompiled_charsmap"),
         ("eos outside", edited("tokenizer.ggml.eos_token_id", .u(99)), "tokenizer.ggml.eos_token_id"),
         ("template not text", edited("tokenizer.chat_template", .u(1)), "tokenizer.chat_template"),
@@ -148,5 +164,16 @@ struct SmolLM2GGUFTokenizerTests {
         }
         let directory = try Tokenizer.load(directory: tokFixtures.appendingPathComponent("scan/base"))
         #expect(tok.contentDifference(from: directory) == nil)
+    }
+
+    /// A GPT-2 GGUF (no chat template): its prompts are plain text.
+    @Test func gpt2IDsAsTransformers() throws {
+        let goldens = try JSONDecoder().decode([String: Golden].self, from: Data(contentsOf: Self.dir.appendingPathComponent("goldens.json")))
+        let g = try #require(goldens["gpt2.Q8_0.gguf"])
+        let tok = try Tokenizer.load(model: Self.dir.appendingPathComponent("gpt2.Q8_0.gguf"))
+        for t in g.texts + g.prompts.map({ Golden.Text(text: $0.user, ids: $0.ids) }) {
+            #expect(tok.encode(t.text) == t.ids, "\(t.text.debugDescription)")
+        }
+        #expect(!tok.hasChatTemplate)
     }
 }
