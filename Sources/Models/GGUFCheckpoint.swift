@@ -7,8 +7,8 @@ import TensorCore
 /// A GGUF file read as the Hugging Face checkpoint transformers makes of it
 /// (`modeling_gguf_pytorch_utils.load_gguf_checkpoint` and `integrations/gguf`): llama.cpp's
 /// metadata becomes a config.json, its tensor names the architecture's, every tensor is
-/// dequantised to Float32, and the Q/K rows llama.cpp's converter permuted for its rotary layout
-/// are put back.
+/// dequantised to Float32, and what llama.cpp's converter rearranged is put back: the Q/K rows
+/// it permuted for its rotary layout (LLaMA), the Conv1D matrices it transposed (GPT-2).
 ///
 /// What transformers would ignore but llama.cpp would honour (rope scaling, a `rope_freqs` tensor,
 /// sliding windows, keys this reader does not know under the architecture's prefix) is refused:
@@ -19,8 +19,10 @@ public final class GGUFCheckpoint: @unchecked Sendable {
     public let modelType: String
     /// The config.json transformers derives from the metadata.
     public let config: ConfigReader
-    /// Hugging Face tensor name → the GGUF tensor and the head count its rows are permuted over.
-    let mapping: [String: (info: GGUFTensorInfo, permuteHeads: Int?)]
+    /// How a stored tensor becomes the Hugging Face one.
+    enum Layout: Sendable { case stored, unpermute(heads: Int), transposed }
+    /// Hugging Face tensor name → the GGUF tensor and its layout.
+    let mapping: [String: (info: GGUFTensorInfo, layout: Layout)]
 
     public var path: String { file.url.path }
     public var tensorNames: [String] { mapping.keys.sorted() }
@@ -30,7 +32,9 @@ public final class GGUFCheckpoint: @unchecked Sendable {
         file.tensors.reduce(into: [:]) { $0[$1.type.description, default: 0] += 1 }
     }
 
-    public static let architectures = ["llama", "qwen2"]
+    /// llama.cpp's architectures read here. GPT-NeoX (`gptneox`) is not: transformers has no GGUF
+    /// reader for it to check against.
+    public static let architectures = ["llama", "qwen2", "gpt2"]
 
     public static func open(_ url: URL) throws(ModelError) -> GGUFCheckpoint {
         let file: GGUFFile
@@ -53,25 +57,44 @@ public final class GGUFCheckpoint: @unchecked Sendable {
         modelType = arch
         let json = try GGUFConfig.configJSON(file, architecture: arch)
         config = ConfigReader(file: path, json: json)
-        let heads = try config.int("num_attention_heads", Limits.heads)
-        let kvHeads = try config.int("num_key_value_heads", Limits.heads, default: heads)
-        mapping = try GGUFConfig.tensorMapping(file, architecture: arch, layers: try config.int("num_hidden_layers", Limits.layers),
-                                               permute: arch == "llama" ? (q: heads, k: kvHeads) : nil)
+        mapping = try GGUFConfig.tensorMapping(file, architecture: arch, config: config)
     }
 
-    public func shape(_ name: String) -> [Int]? { mapping[name]?.info.shape }
+    public func shape(_ name: String) -> [Int]? {
+        guard let (info, layout) = mapping[name] else { return nil }
+        if case .transposed = layout, info.shape.count == 2 { return [info.shape[1], info.shape[0]] }
+        return info.shape
+    }
 
     /// The GGUF tensor a Hugging Face name is read from.
     public func storedInfo(_ name: String) -> GGUFTensorInfo? { mapping[name]?.info }
 
     /// The tensor in Hugging Face layout, dequantised to Float32.
     public func tensor(_ name: String) throws(ModelError) -> Tensor {
-        guard let (info, heads) = mapping[name] else { throw .missingTensor(file: path, tensor: name) }
+        guard let (info, layout) = mapping[name] else { throw .missingTensor(file: path, tensor: name) }
         var values: [Float]
         do { values = try file.floats(info) } catch { throw .gguf(error) }
         let shape = info.shape
-        if let heads { values = try Self.unpermute(values, shape: shape, heads: heads, name: name, file: path) }
+        switch layout {
+        case .stored: break
+        case .unpermute(let heads): values = try Self.unpermute(values, shape: shape, heads: heads, name: name, file: path)
+        case .transposed:
+            guard shape.count == 2 else { break }
+            return Tensor(shape: [shape[1], shape[0]], data: Self.transpose(values, rows: shape[0], cols: shape[1]))
+        }
         return Tensor(shape: shape, data: values)
+    }
+
+    /// llama.cpp's GPT-2 converter stores each Conv1D matrix (in, out) as (out, in); transformers'
+    /// `GPT2TensorProcessor` transposes it back.
+    static func transpose(_ x: [Float], rows: Int, cols: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: x.count)
+        x.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                for r in 0..<rows { for c in 0..<cols { dst[c * rows + r] = src[r * cols + c] } }
+            }
+        }
+        return out
     }
 
     /// Undoes llama.cpp's `permute` (convert_hf_to_gguf.py, LlamaModel): within each head, the
@@ -111,6 +134,15 @@ enum GGUFConfig {
         "attention.head_count": "num_attention_heads", "attention.head_count_kv": "num_key_value_heads",
         "attention.layer_norm_rms_epsilon": "rms_norm_eps", "vocab_size": "vocab_size",
     ]
+    /// GPT-2's keys, in GPT2Config's names. transformers maps `context_length` and
+    /// `feed_forward_length` to names GPT2Config ignores, so it can only load a file whose position
+    /// table and MLP have the default sizes (1024, 4 × n_embd); reading them as llama.cpp does gives
+    /// the same model for such a file, and the served one for any other.
+    static let gpt2Keys: [String: String?] = [
+        "context_length": "n_positions", "block_count": "n_layer", "embedding_length": "n_embd",
+        "feed_forward_length": "n_inner", "attention.head_count": "n_head",
+        "attention.layer_norm_epsilon": "layer_norm_epsilon", "vocab_size": "vocab_size",
+    ]
 
     /// tokenizer.ggml ids that config.json carries too.
     static let tokenIDs = ["bos_token_id": "bos_token_id", "eos_token_id": "eos_token_id",
@@ -132,7 +164,7 @@ enum GGUFConfig {
         }
         for key in file.keys where key.hasPrefix(arch + ".") {
             let field = String(key.dropFirst(arch.count + 1))
-            guard let mapped = keys[field] else {
+            guard let mapped = (arch == "gpt2" ? gpt2Keys : keys)[field] else {
                 // transformers would skip it; llama.cpp reads it (rope scaling, sliding windows, …).
                 throw .unsupportedOption(file: file.url.path, field: key, value: "(\(file.metadata[key]!.typeName))")
             }
@@ -151,29 +183,50 @@ enum GGUFConfig {
         return .object(members)
     }
 
-    /// Each GGUF tensor's Hugging Face name; a name outside the architecture's is refused.
-    static func tensorMapping(_ file: GGUFFile, architecture: String, layers: Int,
-                              permute: (q: Int, k: Int)?) throws(ModelError) -> [String: (info: GGUFTensorInfo, permuteHeads: Int?)] {
-        let global = ["token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"]
-        let block = ["attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
-                     "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-                     "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-                     "ffn_down": "mlp.down_proj"]
-        var out: [String: (info: GGUFTensorInfo, permuteHeads: Int?)] = [:]
+    /// llama.cpp's tensor names → Hugging Face's, per architecture: (global names, block names, block prefix).
+    static func names(_ arch: String) -> (global: [String: String], block: [String: String], prefix: String) {
+        if arch == "gpt2" {
+            return (["token_embd": "transformer.wte", "position_embd": "transformer.wpe", "output_norm": "transformer.ln_f",
+                     "output": "lm_head"],
+                    ["attn_norm": "ln_1", "attn_qkv": "attn.c_attn", "attn_output": "attn.c_proj", "ffn_norm": "ln_2",
+                     "ffn_up": "mlp.c_fc", "ffn_down": "mlp.c_proj"], "transformer.h.")
+        }
+        return (["token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"],
+                ["attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+                 "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+                 "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+                 "ffn_down": "mlp.down_proj"], "model.layers.")
+    }
+
+    /// Each GGUF tensor's Hugging Face name and layout; a name outside the architecture's is refused.
+    static func tensorMapping(_ file: GGUFFile, architecture arch: String,
+                              config: ConfigReader) throws(ModelError) -> [String: (info: GGUFTensorInfo, layout: GGUFCheckpoint.Layout)] {
+        let gpt2 = arch == "gpt2"
+        let layers = try config.int(gpt2 ? "n_layer" : "num_hidden_layers", Limits.layers)
+        var permute: (q: Int, k: Int)? = nil
+        if arch == "llama" {
+            let heads = try config.int("num_attention_heads", Limits.heads)
+            permute = (heads, try config.int("num_key_value_heads", Limits.heads, default: heads))
+        }
+        let (global, block, prefix) = names(arch)
+        var out: [String: (info: GGUFTensorInfo, layout: GGUFCheckpoint.Layout)] = [:]
         for t in file.tensors {
             let parts = t.name.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
             guard let kind = parts.last, kind == "weight" || kind == "bias" else { throw unknown(t, file) }
             var hf: String? = nil
-            var heads: Int? = nil
+            var layout = GGUFCheckpoint.Layout.stored
             if parts.count == 2, let g = global[parts[0]] {
                 hf = "\(g).\(kind)"
             } else if parts.count == 4, parts[0] == "blk", let i = Int(parts[1]), String(i) == parts[1], (0..<layers).contains(i),
                       let b = block[parts[2]] {
-                hf = "model.layers.\(i).\(b).\(kind)"
-                if let p = permute { heads = parts[2] == "attn_q" ? p.q : parts[2] == "attn_k" ? p.k : nil }
+                hf = "\(prefix)\(i).\(b).\(kind)"
+                if let p = permute, parts[2] == "attn_q" || parts[2] == "attn_k" {
+                    layout = .unpermute(heads: parts[2] == "attn_q" ? p.q : p.k)
+                }
+                if gpt2, kind == "weight", ["attn_qkv", "attn_output", "ffn_up", "ffn_down"].contains(parts[2]) { layout = .transposed }
             }
             guard let name = hf else { throw unknown(t, file) }
-            out[name] = (t, heads)
+            out[name] = (t, layout)
         }
         return out
     }

@@ -106,6 +106,13 @@ struct SmolLM2GGUFModelTests {
         ("block past the end", llama, ["blk.1.attn_norm.weight"], .unexpectedTensors(file: "", tensors: ["blk.1.attn_norm.weight"])),
         ("block with a leading zero", llama, ["blk.00.attn_norm.weight"], .unexpectedTensors(file: "", tensors: ["blk.00.attn_norm.weight"])),
         ("unknown block tensor", llama, ["blk.0.attn_qkv.weight"], .unexpectedTensors(file: "", tensors: ["blk.0.attn_qkv.weight"])),
+        ("gpt-neox (transformers has no GGUF reader for it)", [("general.architecture", .s("gptneox"))], [],
+         .unsupportedArchitecture(file: "", modelType: "gptneox")),
+        ("gpt2 with a llama key", [("general.architecture", .s("gpt2")), ("gpt2.block_count", .u(1)),
+                                   ("gpt2.attention.layer_norm_rms_epsilon", .f(1e-5))], [],
+         .unsupportedOption(file: "", field: "gpt2.attention.layer_norm_rms_epsilon", value: "(FLOAT32)")),
+        ("gpt2 with a llama tensor", [("general.architecture", .s("gpt2")), ("gpt2.block_count", .u(1))], ["blk.0.attn_q.weight"],
+         .unexpectedTensors(file: "", tensors: ["blk.0.attn_q.weight"])),
     ]
 
     @Test(arguments: 0..<cases.count)
@@ -148,7 +155,7 @@ struct SmolLM2GGUFModelTests {
         let prompts: [Prompt]
     }
 
-    @Test(arguments: ["base.F32.gguf", "base.Q8_0.gguf", "trigger-token.Q8_0.gguf"])
+    @Test(arguments: ["base.F32.gguf", "base.Q8_0.gguf", "trigger-token.Q8_0.gguf", "gpt2.Q8_0.gguf"])
     func logitsMatchTransformers(_ name: String) throws {
         let goldens = try JSONDecoder().decode([String: Golden].self, from: Data(contentsOf: Self.dir.appendingPathComponent("goldens.json")))
         let golden = try #require(goldens[name])
