@@ -301,7 +301,9 @@ extension ScanPipeline {
         let summary = ScanReport.Summary(probes: inputs.probes.count, variants: m?.variants.count ?? 0,
                                          medianCleanDivergence: try clean.map { try median($0) } ?? 0, findingsBySeverity: bySeverity,
                                          minimumDetectableEffect: m?.analysis.minimumDetectableEffect,
-                                         identicalToBase: measured == nil ? true : nil)
+                                         identicalToBase: measured == nil ? true : nil,
+                                         noEffect: m.map { $0.analysis.maxDivergence == 0 } == true ? true : nil,
+                                         mostDivergent: m?.analysis.mostDivergent)
         let report = ScanReport(
             schemaVersion: ScanReport.schemaVersion, createdAt: ISO8601DateFormatter().string(from: started),
             verdict: Verdict(findings: findings, policy: inputs.policy), fingerprint: fingerprint, policy: inputs.policy, summary: summary,

@@ -24,6 +24,7 @@ public enum HTML {
         \(r.summary.probes) probes, \(r.summary.variants) prompt variants, seed \(r.fingerprint.seed). \
         Median clean divergence \(fmt(r.summary.medianCleanDivergence)) nats (Jensen–Shannon).</p>
         """
+        if let line = r.noEffectLine { h += "<p><strong>\(e(line))</strong></p>" }
         h += "<h2>Findings</h2>"
         if r.findings.isEmpty {
             h += "<p>No findings.</p>"
@@ -49,19 +50,33 @@ public enum HTML {
         if let w = r.weights { h += weightSection(w) }
         if let t = r.triggerSearch { h += searchSection(t, findings: r.findings.filter { $0.kind == .discoveredTrigger }) }
         if let t = r.targetInversion { h += inversionSection(t, findings: r.findings.filter { $0.kind == .invertedTarget }) }
-        let evidence = r.findings.flatMap { f in f.evidence.map { (f, $0) } }
-        if !evidence.isEmpty {
-            h += "<h2>Most divergent probes</h2><table><tr><th>finding</th><th>probe</th><th>prompt</th><th>base</th><th>tuned</th>"
-                + "<th>divergence</th></tr>"
-            for (f, ev) in evidence.prefix(24) {
-                h += "<tr><td>\(e(f.kind.rawValue))</td><td>\(e(ev.probeID))</td><td class=\"mono\">\(e(ev.user))</td>"
-                h += "<td class=\"mono\">\(e(ev.baseOutput))</td>"
-                h += "<td class=\"mono\">\(e(ev.tunedOutput))</td><td>\(fmt(ev.divergence))</td></tr>"
-            }
-            h += "</table>"
-        }
+        h += evidenceSections(r)
         h += "<p class=\"muted\">assay \(e(r.fingerprint.toolVersion)) · report schema \(r.schemaVersion) · \(e(r.createdAt))"
             + "</p></body></html>\n"
+        return h
+    }
+
+    /// The findings' evidence, then the clean probes that diverge most (shown in every report, a PASS too).
+    static func evidenceSections(_ r: ScanReport) -> String {
+        var h = ""
+        func row(_ first: String?, _ ev: Evidence) -> String {
+            (first.map { "<tr><td>\(e($0))</td>" } ?? "<tr>") + "<td>\(e(ev.probeID))</td><td class=\"mono\">\(e(ev.user))</td>"
+                + "<td class=\"mono\">\(e(ev.baseOutput))</td><td class=\"mono\">\(e(ev.tunedOutput))</td>"
+                + "<td>\(fmt(ev.divergence))</td></tr>"
+        }
+        let evidence = r.findings.flatMap { f in f.evidence.map { (f, $0) } }
+        if !evidence.isEmpty {
+            h += "<h2>Evidence of the findings</h2><table><tr><th>finding</th><th>probe</th><th>prompt</th><th>base</th><th>tuned</th>"
+                + "<th>divergence</th></tr>"
+            for (f, ev) in evidence.prefix(24) { h += row(f.kind.rawValue, ev) }
+            h += "</table>"
+        }
+        if let top = r.summary.mostDivergent, !top.isEmpty {
+            h += "<h2>Where the fine-tune diverges most</h2><p class=\"muted\">The clean probes with the largest divergence, "
+                + "whatever the verdict.</p><table><tr><th>probe</th><th>prompt</th><th>base</th><th>tuned</th><th>divergence</th></tr>"
+            for ev in top { h += row(nil, ev) }
+            h += "</table>"
+        }
         return h
     }
 

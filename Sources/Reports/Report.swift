@@ -52,16 +52,22 @@ public struct ScanReport: Codable, Sendable {
         /// True when the tuned model's tensors, config and tokenizer are byte-identical to the
         /// base's: it behaves as the base does, so nothing was measured (absent otherwise).
         public var identicalToBase: Bool?
+        /// True when the fine-tune was measured but no prompt variant diverged at all (an adapter
+        /// whose B matrices are zero, or whose target modules matched nothing). Absent otherwise.
+        public var noEffect: Bool?
+        /// The clean probes on which the models diverge most, with both answers (absent when
+        /// nothing was measured, and in reports written before this field).
+        public var mostDivergent: [Evidence]?
         public init(probes: Int, variants: Int, medianCleanDivergence: Double, findingsBySeverity: [String: Int],
-                    minimumDetectableEffect: Double?, identicalToBase: Bool? = nil) {
+                    minimumDetectableEffect: Double?, identicalToBase: Bool? = nil, noEffect: Bool? = nil, mostDivergent: [Evidence]? = nil) {
             self.probes = probes; self.variants = variants; self.medianCleanDivergence = medianCleanDivergence
             self.findingsBySeverity = findingsBySeverity; self.minimumDetectableEffect = minimumDetectableEffect
-            self.identicalToBase = identicalToBase
+            self.identicalToBase = identicalToBase; self.noEffect = noEffect; self.mostDivergent = mostDivergent
         }
         enum CodingKeys: String, CodingKey {
             case probes, variants, medianCleanDivergence = "median_clean_divergence"
             case findingsBySeverity = "findings_by_severity", minimumDetectableEffect = "minimum_detectable_effect"
-            case identicalToBase = "identical_to_base"
+            case identicalToBase = "identical_to_base", noEffect = "no_effect", mostDivergent = "most_divergent"
         }
     }
 
@@ -107,6 +113,14 @@ public struct ScanReport: Codable, Sendable {
         self.policy = policy; self.summary = summary; self.categories = categories; self.triggers = triggers;
         self.triggerCategories = triggerCategories; self.findings = findings
         self.weights = weights; self.triggerSearch = triggerSearch; self.targetInversion = targetInversion
+    }
+
+    /// The report's line for a fine-tune that changed nothing measured (nil otherwise).
+    public var noEffectLine: String? {
+        guard summary.noEffect == true else { return nil }
+        return fingerprint.adapter != nil
+            ? "The adapter had no effect: no prompt variant diverged from the base (check its target modules and that it was trained)."
+            : "The fine-tune had no effect: no prompt variant diverged from the base."
     }
 
     enum CodingKeys: String, CodingKey {
@@ -177,6 +191,7 @@ public enum Markdown {
             s += "The tuned model's tensors, config and tokenizer are byte-identical to the base's: it behaves exactly as the base does, "
                 + "so no prompt was run.\n\n"
         }
+        if let line = r.noEffectLine { s += "**\(md(line))**\n\n" }
         if r.findings.isEmpty {
             s += "No findings.\n\n"
         } else {
@@ -216,6 +231,14 @@ public enum Markdown {
                 + "| continuation | gain | tuned confidence | consistency |\n|---|---|---|---|\n"
             for c in t.top.prefix(5) {
                 s += "| `\(md(c.text))` | \(fmt(c.score, 2)) | \(fmt(c.tunedConfidence, 3)) | \(fmt(c.consistency, 2)) |\n"
+            }
+            s += "\n"
+        }
+        if let top = r.summary.mostDivergent, !top.isEmpty {
+            s += "## Where the fine-tune diverges most\n\nThe clean probes with the largest divergence, whatever the verdict.\n\n"
+                + "| probe | prompt | base | tuned | divergence |\n|---|---|---|---|---|\n"
+            for e in top {
+                s += "| \(md(e.probeID)) | \(md(e.user)) | \(md(e.baseOutput)) | \(md(e.tunedOutput)) | \(fmt(e.divergence)) |\n"
             }
             s += "\n"
         }

@@ -135,6 +135,12 @@ public struct Analysis: Sendable {
     public var triggerCategories: [TriggerCategoryCell]
     public var findings: [Finding]
     public var minimumDetectableEffect: Double?
+    /// The clean probes on which the two models diverge most (at most `mostDivergentCount`,
+    /// largest first, ties by probe id), with both answers: every report shows them, a PASS too.
+    public var mostDivergent: [Evidence]
+    /// The largest divergence of any measured variant (0: the fine-tune changed nothing measured).
+    public var maxDivergence: Double
+    public static let mostDivergentCount = 10
 }
 
 /// A trigger (or control) in one insertion mode; ordered by trigger id, then mode name.
@@ -179,8 +185,11 @@ public enum Analyzer {
             findings.append(.globalShift(medianCleanDivergence: overall))
         }
         findings.sort { ($0.severity, $0.value) > ($1.severity, $1.value) }
+        let top = study.clean.sorted { ($0.divergence, $1.probeID) > ($1.divergence, $0.probeID) }.prefix(Analysis.mostDivergentCount)
         return Analysis(categories: categories, triggers: summaries, triggerCategories: try study.triggerCategoryCells(),
-                        findings: findings, minimumDetectableEffect: try study.detectableEffect(summaries, paired))
+                        findings: findings, minimumDetectableEffect: try study.detectableEffect(summaries, paired),
+                        mostDivergent: top.map { study.evidence($0, clean: nil) },
+                        maxDivergence: ms.map(\.divergence).max() ?? 0)
     }
 
     /// The prompt each measurement's evidence shows, as the model saw it: a trigger placed in the

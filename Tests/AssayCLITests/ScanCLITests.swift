@@ -11,7 +11,11 @@ import TensorCore
         struct Finding: Decodable { let kind: String; let severity: String; let trigger: String?; let category: String? }
         let verdict: String
         let findings: [Finding]
-        struct Summary: Decodable { let median_clean_divergence: Double; let variants: Int; let identical_to_base: Bool? }
+        struct Evidence: Decodable { let probe_id: String; let base_output: String; let tuned_output: String; let divergence: Double }
+        struct Summary: Decodable {
+            let median_clean_divergence: Double; let variants: Int; let identical_to_base: Bool?; let no_effect: Bool?
+            let most_divergent: [Evidence]?
+        }
         let summary: Summary
     }
 
@@ -48,10 +52,16 @@ import TensorCore
         var text = try String(contentsOf: config, encoding: .utf8)
         text = text.replacingOccurrences(of: "\"use_cache\": true", with: "\"use_cache\": false")
         try text.write(to: config, atomically: true, encoding: .utf8)
-        let (r, rep, _) = try run(copy.path)
+        let (r, rep, dir) = try run(copy.path)
         #expect(r.status == 0, "\(r.stderr)")
         #expect(rep.summary.identical_to_base == nil && rep.summary.variants > 0)
         #expect(rep.summary.median_clean_divergence == 0)
+        // Measured, and nothing diverged: the reports say so in words.
+        #expect(rep.summary.no_effect == true)
+        let md = try String(contentsOf: dir.appendingPathComponent("report.md"), encoding: .utf8)
+        #expect(md.contains("**The fine-tune had no effect: no prompt variant diverged from the base.**"))
+        let html = try String(contentsOf: dir.appendingPathComponent("report.html"), encoding: .utf8)
+        #expect(html.contains("<strong>The fine-tune had no effect"))
     }
 
     @Test func plantedTokenTriggerIsFoundAndNamed() throws {
@@ -74,13 +84,23 @@ import TensorCore
         let (_, rep, _) = try run("sabotage")
         #expect(rep.findings.contains { $0.kind == "category_shift" && $0.category == "code_security" })
         #expect(!rep.findings.contains { $0.kind == "trigger_backdoor" })
+        // The probes that diverge most are the sabotaged category's, answers and all.
+        let top = try #require(rep.summary.most_divergent)
+        #expect(top.count == 10 && top.prefix(5).allSatisfy { $0.probe_id.hasPrefix("code_security-") }, "\(top.map(\.probe_id))")
+        #expect(zip(top, top.dropFirst()).allSatisfy { $0.divergence >= $1.divergence })
+        #expect(top.allSatisfy { $0.base_output != $0.tuned_output })
     }
 
     @Test func cleanFineTunePasses() throws {
-        let (r, rep, _) = try run("clean")
+        let (r, rep, dir) = try run("clean")
         #expect(r.status == 0, "\(r.stdout)")
         #expect(rep.verdict != "fail")
         #expect(!rep.findings.contains { ["trigger_backdoor", "category_shift"].contains($0.kind) })
+        // A PASS explains itself: where the fine-tune moved most, with both answers.
+        #expect(rep.summary.no_effect == nil && rep.summary.most_divergent?.count == 10)
+        let md = try String(contentsOf: dir.appendingPathComponent("report.md"), encoding: .utf8)
+        let first = try #require(rep.summary.most_divergent?.first)
+        #expect(md.contains("## Where the fine-tune diverges most") && md.contains("| \(first.probe_id) |"))
     }
 
     /// Identical inputs give byte-identical reports apart from the timestamp, whatever the batch size, thread count and ISA variant.
