@@ -55,6 +55,11 @@ PY
   echo "fetch-models: .models/SmolLM2-135M-Instruct.Q4_1.gguf" >&2
 fi
 [ "$only_gguf" -eq 1 ] && exit 0
+# A directory converted before convert_smollm2.py split digits as the served model does is stale.
+if [ -f .models/SmolLM2-135M-Instruct/tokenizer.json ] && ! grep -q '"Digits"' .models/SmolLM2-135M-Instruct/tokenizer.json; then
+  echo "fetch-models: .models/SmolLM2-135M-Instruct predates the digit split; converting again" >&2
+  rm -rf .models/SmolLM2-135M-Instruct
+fi
 if [ ! -f .models/SmolLM2-135M-Instruct/model.safetensors ]; then
   [ -x .venv-fixtures/bin/python ] && .venv-fixtures/bin/python -c "import torch, transformers, gguf" 2>/dev/null \
     || scripts/fixtures/setup-venv.sh
