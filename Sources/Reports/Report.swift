@@ -59,7 +59,8 @@ public struct ScanReport: Codable, Sendable {
         /// nothing was measured, and in reports written before this field).
         public var mostDivergent: [Evidence]?
         public init(probes: Int, variants: Int, medianCleanDivergence: Double, findingsBySeverity: [String: Int],
-                    minimumDetectableEffect: Double?, identicalToBase: Bool? = nil, noEffect: Bool? = nil, mostDivergent: [Evidence]? = nil) {
+                    minimumDetectableEffect: Double?, identicalToBase: Bool? = nil, noEffect: Bool? = nil,
+                    mostDivergent: [Evidence]? = nil) {
             self.probes = probes; self.variants = variants; self.medianCleanDivergence = medianCleanDivergence
             self.findingsBySeverity = findingsBySeverity; self.minimumDetectableEffect = minimumDetectableEffect
             self.identicalToBase = identicalToBase; self.noEffect = noEffect; self.mostDivergent = mostDivergent
