@@ -302,7 +302,7 @@ extension ScanPipeline {
                                          medianCleanDivergence: try clean.map { try median($0) } ?? 0, findingsBySeverity: bySeverity,
                                          minimumDetectableEffect: m?.analysis.minimumDetectableEffect,
                                          identicalToBase: measured == nil ? true : nil,
-                                         noEffect: m.map { $0.analysis.maxDivergence == 0 } == true ? true : nil,
+                                         noEffect: m?.analysis.maxDivergence == 0 ? true : nil,
                                          mostDivergent: m?.analysis.mostDivergent)
         let report = ScanReport(
             schemaVersion: ScanReport.schemaVersion, createdAt: ISO8601DateFormatter().string(from: started),
