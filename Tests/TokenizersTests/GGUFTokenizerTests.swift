@@ -120,6 +120,7 @@ struct SmolLM2GGUFTokenizerTests {
         ("unknown split", edited("tokenizer.ggml.pre", .s("tekken")), "tokenizer.ggml.pre"),
         ("no split", edited("tokenizer.ggml.pre", nil), "tokenizer.ggml.pre"),
         ("default split", edited("tokenizer.ggml.pre", .s("default")), "tokenizer.ggml.pre"),
+        ("split not text", edited("tokenizer.ggml.pre", .u(1)), "tokenizer.ggml.pre"),
         ("llama3 adds bos by default", edited("tokenizer.ggml.pre", .s("llama-bpe")), "tokenizer.ggml.add_bos_token"),
         ("unknown key", edited("tokenizer.ggml.precompiled_charsmap", .s("x")), "tokenizer.ggml.precompiled_charsmap"),
         ("eos outside", edited("tokenizer.ggml.eos_token_id", .u(99)), "tokenizer.ggml.eos_token_id"),
